@@ -1,0 +1,1 @@
+"""The notifications service (its domain, events, handlers and API arrive with the saga issue)."""

@@ -1,0 +1,3 @@
+from outbox_relay.bootstrap import main
+
+raise SystemExit(main())

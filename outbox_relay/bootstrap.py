@@ -1,0 +1,58 @@
+"""Composition root of the relay: one OutboxRelay thread per outbox, one producer each."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from confluent_kafka import Producer
+
+from outbox_relay.settings import RelayProcessSettings
+from saga_runtime import OutboxRelay, configure_logging, get_logger, producer_config
+
+log = get_logger(__name__)
+
+
+def build_relays(settings: RelayProcessSettings) -> list[OutboxRelay]:
+    return [
+        OutboxRelay(
+            schema=outbox,
+            database=settings.database,
+            settings=settings.relay,
+            producer_factory=lambda outbox=outbox: Producer(  # type: ignore[misc]
+                producer_config(settings.kafka, client_id=f"{settings.name}-{outbox}")
+            ),
+            name=settings.name,
+        )
+        for outbox in settings.outboxes
+    ]
+
+
+def main(settings: RelayProcessSettings | None = None) -> int:
+    """Relay until SIGTERM/SIGINT; returns the process exit code."""
+    settings = settings or RelayProcessSettings()
+    configure_logging(settings.log, service="outbox_relay", relay=settings.name)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("relay.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threads = [
+        threading.Thread(target=relay.run, args=(stop,), name=f"relay-{relay.schema}", daemon=True)
+        for relay in build_relays(settings)
+    ]
+    for thread in threads:
+        thread.start()
+    log.info("relay.started", outboxes=settings.outboxes)
+    while any(thread.is_alive() for thread in threads):
+        stop.wait(0.5)
+        if stop.is_set():
+            for thread in threads:
+                thread.join(timeout=10)
+            break
+    # A relay thread that died on a bug must not leave the process looking healthy.
+    return 0 if stop.is_set() else 1

@@ -1,0 +1,33 @@
+"""Settings of the relay process."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from saga_runtime import DatabaseSettings, KafkaSettings, LogSettings, RelaySettings
+
+SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+
+
+class RelayProcessSettings(BaseSettings):
+    """``RELAY_OUTBOXES`` picks which services' outboxes this process relays (default: all)."""
+
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
+
+    outboxes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICES))
+    name: str = "relay"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("outboxes", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        # RELAY_OUTBOXES=orders,stock reads better than JSON in a shell.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -1,0 +1,1 @@
+"""The payments service (its domain, events, handlers and API arrive with the saga issue)."""

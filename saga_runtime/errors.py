@@ -1,0 +1,51 @@
+"""The runtime's errors.
+
+The split that matters is retryable versus poison: a retryable failure (the
+database or the broker is unavailable, a dependency answered "try later") is
+retried and never skipped; a poison message (bad bytes, an invalid envelope or
+payload, a bug in a handler) is dead-lettered so that it never blocks its
+partition.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "InvalidEnvelopeError",
+    "OutboxUsageError",
+    "PoisonMessageError",
+    "RetryableError",
+    "SagaRuntimeError",
+]
+
+
+class SagaRuntimeError(Exception):
+    """Root of every error the runtime raises."""
+
+
+class ConfigurationError(SagaRuntimeError):
+    """A setting is missing or inconsistent; the process cannot start."""
+
+
+class RetryableError(SagaRuntimeError):
+    """A handler failed for a reason that may pass (a provider timed out, a 5xx).
+
+    The consumer retries the message with backoff; after the configured number
+    of attempts it is dead-lettered with this error as its reason.
+    """
+
+
+class PoisonMessageError(SagaRuntimeError):
+    """The message can never be processed as it is: dead-letter it at once."""
+
+
+class InvalidEnvelopeError(PoisonMessageError):
+    """The bytes are not a valid event envelope."""
+
+
+class OutboxUsageError(SagaRuntimeError):
+    """The outbox was used outside the transaction that changes state.
+
+    Emitting an event outside that transaction would break the guarantee that
+    an event exists if and only if its state change committed.
+    """

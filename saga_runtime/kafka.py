@@ -1,0 +1,81 @@
+"""librdkafka configuration for the runtime's producers and consumers, and topic setup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from saga_runtime.settings import KafkaSettings
+
+__all__ = ["consumer_config", "ensure_topics", "producer_config"]
+
+
+def producer_config(settings: KafkaSettings, *, client_id: str) -> dict[str, Any]:
+    """An idempotent producer that never gives up on a message by itself.
+
+    ``message.timeout.ms=0`` (infinite) keeps a message queued while the
+    broker is down instead of failing it, and with idempotence and the gapless
+    guarantee a partition's messages are written in order with no gap: a
+    failure that could reorder them is raised as fatal and the relay starts a
+    new producer, republishing every row not yet acknowledged.
+    """
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "enable.gapless.guarantee": True,
+        "acks": "all",
+        "max.in.flight.requests.per.connection": 5,
+        "message.timeout.ms": 0,
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "reconnect.backoff.max.ms": 1000,
+        **settings.client_config,
+    }
+
+
+def consumer_config(
+    settings: KafkaSettings, *, group_id: str, client_id: str, session_timeout_ms: int
+) -> dict[str, Any]:
+    """Offsets are stored by the runner only after the message's transaction committed."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
+        "reconnect.backoff.max.ms": 1000,
+        "topic.metadata.refresh.interval.ms": 5000,
+        **settings.client_config,
+    }
+
+
+def ensure_topics(
+    settings: KafkaSettings, topics: Iterable[str], *, timeout: float = 30.0
+) -> None:
+    """Create missing topics (partitions from settings, replication 1 unless the broker says more).
+
+    Existing topics are left as they are, so this is safe to run on every start.
+    """
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.client_config})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=settings.topic_partitions) for t in missing],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise

@@ -1,0 +1,67 @@
+"""The outbox writer: the only way a service emits an event."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+from saga_runtime.envelope import Envelope
+from saga_runtime.errors import OutboxUsageError
+from saga_runtime.naming import notify_channel, validate_service_name
+
+__all__ = ["Outbox"]
+
+
+class Outbox:
+    """Appends events to one service's outbox table inside the caller's transaction.
+
+    Before inserting, it takes a transaction-scoped advisory lock on the
+    aggregate, so two transactions emitting events for the same order are
+    serialized: the ids of one order's rows follow commit order, and the relay,
+    which publishes in id order, keeps each order's events in the order they
+    happened.
+    """
+
+    def __init__(self, *, schema: str, topic: str) -> None:
+        self.schema = validate_service_name(schema)
+        self.topic = topic
+        self._channel = notify_channel(schema)
+        self._insert = sql.SQL(
+            "INSERT INTO {}.outbox"
+            " (event_id, event_type, aggregate_id, correlation_id, topic, envelope)"
+            " VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING id"
+        ).format(sql.Identifier(self.schema))
+
+    def add(self, conn: psycopg.Connection, envelope: Envelope) -> int:
+        """Insert ``envelope``; returns the outbox row id.
+
+        Raises OutboxUsageError unless ``conn`` is inside an open transaction:
+        an event written outside the state change's transaction could commit
+        without it.
+        """
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            raise OutboxUsageError(
+                "Outbox.add must be called inside the transaction that changes state"
+            )
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"{self.schema}:{envelope.aggregate_id}",),
+        )
+        cur = conn.execute(
+            self._insert,
+            (
+                envelope.event_id,
+                envelope.event_type,
+                envelope.aggregate_id,
+                envelope.correlation_id,
+                self.topic,
+                envelope.model_dump_json(),
+            ),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        # Delivered only if the transaction commits; duplicates within one
+        # transaction are folded into one by PostgreSQL.
+        conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
+        return int(row[0])

@@ -1,0 +1,118 @@
+"""Wiring shared by every service's composition root: pool, outbox, inbox, consumer."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+from confluent_kafka import Consumer, Producer
+from psycopg_pool import ConnectionPool
+
+from saga_runtime.consumer import ConsumerRunner, Handler
+from saga_runtime.db import create_pool
+from saga_runtime.dead_letters import DeadLetterStore, KafkaDeadLetterPublisher
+from saga_runtime.inbox import Inbox
+from saga_runtime.kafka import consumer_config, producer_config
+from saga_runtime.logs import get_logger
+from saga_runtime.naming import consumer_group, dead_letter_topic, events_topic
+from saga_runtime.outbox import Outbox
+from saga_runtime.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
+from saga_runtime.unit_of_work import UnitOfWorkFactory
+
+__all__ = ["ServiceRuntime"]
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ServiceRuntime:
+    """The runtime parts of one service, built once in its bootstrap.
+
+    The service's schema, database role, events topic, consumer group and
+    dead-letter topic are all named after the service.
+    """
+
+    service: str
+    kafka: KafkaSettings
+    pool: ConnectionPool
+    outbox: Outbox
+    uow_factory: UnitOfWorkFactory
+    runner: ConsumerRunner | None = None
+    _closers: list[object] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        service: str,
+        kafka: KafkaSettings,
+        database: DatabaseSettings,
+        consumer: ConsumerSettings | None = None,
+        handlers: Mapping[str, Handler] | None = None,
+        subscribes_to: Sequence[str] = (),
+    ) -> ServiceRuntime:
+        """Open the pool and, when the service consumes, its Kafka consumer.
+
+        ``subscribes_to`` names the producing services whose events topics this
+        service reads.
+        """
+        pool = create_pool(database, role=service, name=service)
+        outbox = Outbox(schema=service, topic=events_topic(service, kafka.topic_prefix))
+        uow_factory = UnitOfWorkFactory(pool=pool, outbox=outbox, producer=service)
+        runtime = cls(service=service, kafka=kafka, pool=pool, outbox=outbox, uow_factory=uow_factory)
+        if handlers and subscribes_to:
+            settings = consumer or ConsumerSettings()
+            group = consumer_group(service, kafka.topic_prefix)
+            dlq_config = producer_config(kafka, client_id=f"{service}-dead-letters")
+            # A dead letter that cannot be delivered within 30 s fails loudly and
+            # the message is retried, rather than queueing for ever.
+            dlq_config["message.timeout.ms"] = 30_000
+            publisher = KafkaDeadLetterPublisher(
+                Producer(dlq_config),
+                topic=dead_letter_topic(service, kafka.topic_prefix),
+                service=service,
+            )
+            runtime.runner = ConsumerRunner(
+                service=service,
+                topics=[events_topic(name, kafka.topic_prefix) for name in subscribes_to],
+                handlers=handlers,
+                consumer=Consumer(
+                    consumer_config(
+                        kafka,
+                        group_id=group,
+                        client_id=service,
+                        session_timeout_ms=settings.session_timeout_ms,
+                    )
+                ),
+                uow_factory=uow_factory,
+                inbox=Inbox(schema=service),
+                dead_letters=DeadLetterStore(schema=service),
+                dead_letter_publisher=publisher,
+                settings=settings,
+            )
+            runtime._closers.append(publisher)
+        return runtime
+
+    def run_consumer(self, *, install_signal_handlers: bool = True) -> None:
+        """Consume until SIGTERM/SIGINT; the current message finishes and commits first."""
+        if self.runner is None:
+            raise RuntimeError(f"service {self.service} has no handlers to consume with")
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            def on_signal(signum: int, _frame: FrameType | None) -> None:
+                log.info("service.stopping", signal=signal.Signals(signum).name)
+                assert self.runner is not None
+                self.runner.stop()
+
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+        self.runner.run()
+
+    def close(self) -> None:
+        for closer in self._closers:
+            close = getattr(closer, "close", None)
+            if close is not None:
+                close()
+        self.pool.close()

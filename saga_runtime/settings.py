@@ -1,0 +1,82 @@
+"""Settings shared by every process, read from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ConsumerSettings",
+    "DatabaseSettings",
+    "KafkaSettings",
+    "LogSettings",
+    "RelaySettings",
+]
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is and how topics are named.
+
+    ``client_config`` passes extra librdkafka properties through unchanged
+    (security settings, for example), as JSON: ``KAFKA_CLIENT_CONFIG='{"security.protocol":"SSL"}'``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    topic_prefix: str = ""
+    topic_partitions: PositiveInt = 3
+    client_config: dict[str, str] = Field(default_factory=dict)
+
+
+class DatabaseSettings(BaseSettings):
+    """The PostgreSQL server; each service works in its own schema under its own role."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    url: str = Field(
+        default="postgresql://postgres@127.0.0.1:55432/saga",
+        validation_alias=AliasChoices("DATABASE_URL", "url"),
+    )
+    pool_min_size: int = Field(default=1, ge=0, validation_alias=AliasChoices("DATABASE_POOL_MIN_SIZE", "pool_min_size"))
+    pool_max_size: PositiveInt = Field(default=4, validation_alias=AliasChoices("DATABASE_POOL_MAX_SIZE", "pool_max_size"))
+    connect_timeout: PositiveFloat = Field(default=5.0, validation_alias=AliasChoices("DATABASE_CONNECT_TIMEOUT", "connect_timeout"))
+
+
+class ConsumerSettings(BaseSettings):
+    """How the consumer runner retries and when it gives up on a message."""
+
+    model_config = SettingsConfigDict(env_prefix="CONSUMER_", extra="ignore")
+
+    max_attempts: PositiveInt = 5
+    backoff_initial: PositiveFloat = 0.2
+    backoff_max: PositiveFloat = 5.0
+    poll_timeout: PositiveFloat = 0.5
+    session_timeout_ms: PositiveInt = 10_000
+
+
+class RelaySettings(BaseSettings):
+    """How the outbox relay batches, waits, elects its leader and purges."""
+
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
+
+    batch_size: PositiveInt = 500
+    poll_interval: PositiveFloat = 1.0
+    lock_retry_interval: PositiveFloat = 1.0
+    retention: timedelta = timedelta(days=7)
+    purge_interval: timedelta = timedelta(minutes=10)
+    lag_report_interval: PositiveFloat = 5.0
+    backoff_initial: PositiveFloat = 0.2
+    backoff_max: PositiveFloat = 5.0
+
+
+class LogSettings(BaseSettings):
+    """JSON lines by default; ``LOG_FORMAT=console`` for people."""
+
+    model_config = SettingsConfigDict(env_prefix="LOG_", extra="ignore")
+
+    format: Literal["json", "console"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,0 +1,61 @@
+"""A unit of work: one transaction holding a state change and the events it emits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from saga_runtime.envelope import Envelope, Event
+from saga_runtime.outbox import Outbox
+
+__all__ = ["UnitOfWork", "UnitOfWorkFactory"]
+
+
+@dataclass
+class UnitOfWork:
+    """What a handler gets: a connection inside an open transaction, and ``emit``.
+
+    ``emit`` writes to the outbox at once, inside the same transaction, so the
+    event exists if and only if the state change commits.
+    """
+
+    conn: psycopg.Connection
+    outbox: Outbox
+    producer: str
+    cause: Envelope | None = None
+    emitted: list[Envelope] = field(default_factory=list)
+
+    def emit(
+        self, event: Event, *, aggregate_id: str, correlation_id: UUID | None = None
+    ) -> Envelope:
+        """Record ``event`` in the outbox; causation and saga come from the cause."""
+        envelope = Envelope.new(
+            event,
+            aggregate_id=aggregate_id,
+            producer=self.producer,
+            correlation_id=correlation_id,
+            cause=self.cause,
+        )
+        self.outbox.add(self.conn, envelope)
+        self.emitted.append(envelope)
+        return envelope
+
+
+@dataclass(frozen=True)
+class UnitOfWorkFactory:
+    """Opens units of work on a service's pool (used by its API and its consumer)."""
+
+    pool: ConnectionPool
+    outbox: Outbox
+    producer: str
+
+    @contextmanager
+    def begin(self, *, cause: Envelope | None = None) -> Iterator[UnitOfWork]:
+        """Commit when the block ends normally, roll back if it raises."""
+        with self.pool.connection() as conn, conn.transaction():
+            yield UnitOfWork(conn=conn, outbox=self.outbox, producer=self.producer, cause=cause)

@@ -1,0 +1,1 @@
+"""Test suite of the saga engine (unit, integration, e2e, chaos)."""

@@ -1,0 +1,237 @@
+"""The consumer runner on the real broker and database: exactly once, dead letters, outages."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from saga_runtime import (
+    ConsumerSettings,
+    DatabaseSettings,
+    Envelope,
+    KafkaSettings,
+    RetryableError,
+    ServiceRuntime,
+    UnitOfWork,
+    dead_letter_topic,
+    ensure_topics,
+    events_topic,
+)
+from tests.fixtures.kafka import produce, read_topic
+from tests.integration.sample_service import EFFECTS_DDL, on_numbered
+from tests.support import REPO, ThreadedRunner, envelope, service_env, wait_until
+
+pytestmark = pytest.mark.integration
+
+Handler = Callable[[UnitOfWork, Envelope], None]
+
+
+@pytest.fixture
+def effects(admin_conn: psycopg.Connection) -> Iterator[Callable[[], list[tuple[str, int]]]]:
+    """The sample service's state: (event id, n) per applied event, in apply order."""
+    admin_conn.execute("SET ROLE stock")
+    admin_conn.execute(EFFECTS_DDL)
+    admin_conn.execute("TRUNCATE stock.test_effects")
+    admin_conn.execute("RESET ROLE")
+
+    def rows() -> list[tuple[str, int]]:
+        return [
+            (str(r[0]), r[1])
+            for r in admin_conn.execute(
+                "SELECT event_id, n FROM stock.test_effects ORDER BY applied_at"
+            )
+        ]
+
+    yield rows
+
+
+@pytest.fixture
+def topics(kafka: KafkaSettings) -> tuple[str, str]:
+    source, dlq = events_topic("orders", kafka.topic_prefix), dead_letter_topic("stock", kafka.topic_prefix)
+    ensure_topics(kafka, [source, dlq, events_topic("stock", kafka.topic_prefix)])
+    return source, dlq
+
+
+def build(database: DatabaseSettings, kafka: KafkaSettings, handler: Handler = on_numbered, **consumer: object) -> ServiceRuntime:
+    settings = ConsumerSettings(backoff_initial=0.05, backoff_max=0.5, **consumer)  # type: ignore[arg-type]
+    return ServiceRuntime.build(
+        service="stock",
+        kafka=kafka,
+        database=database,
+        consumer=settings,
+        handlers={"Numbered": handler},
+        subscribes_to=["orders"],
+    )
+
+
+def consuming(runtime: ServiceRuntime) -> ThreadedRunner:
+    assert runtime.runner is not None
+
+    def run() -> None:
+        try:
+            runtime.run_consumer(install_signal_handlers=False)
+        finally:
+            runtime.close()
+
+    return ThreadedRunner(run, runtime.runner.stop)
+
+
+def count(conn: psycopg.Connection, query: str) -> int:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_duplicate_delivery_is_a_no_op(database, kafka, topics, effects, admin_conn):
+    source, _ = topics
+    first, second = envelope("order-1", 1), envelope("order-1", 2)
+    produce(kafka, source, [(b"order-1", e.to_bytes()) for e in (first, first, second, first, second)])
+
+    with consuming(build(database, kafka)):
+        wait_until(lambda: len(effects()) >= 2, what="both events applied")
+        time.sleep(1.0)  # let the redeliveries behind them be processed too
+
+    assert effects() == [(str(first.event_id), 1), (str(second.event_id), 2)]
+    assert count(admin_conn, "SELECT count(*) FROM stock.inbox") == 2
+    assert count(admin_conn, "SELECT count(*) FROM stock.outbox") == 2  # one emitted event each
+    assert count(admin_conn, "SELECT count(*) FROM stock.dead_letters") == 0
+
+
+def test_poison_is_dead_lettered_and_later_messages_are_processed(
+    database, kafka, topics, effects, admin_conn
+):
+    source, dlq = topics
+    good, bad_payload, buggy, last = (envelope("order-1", n) for n in (1, 2, 3, 4))
+    bad_payload = bad_payload.model_copy(update={"payload": {"n": "not a number"}})
+    poison = [b"\xff\xfe not json", json.dumps({"event_type": "Numbered"}).encode(), bad_payload.to_bytes(), buggy.to_bytes()]
+
+    def handler(uow: UnitOfWork, event: Envelope) -> None:
+        if event.event_id == buggy.event_id:
+            raise ZeroDivisionError("a bug in the handler")
+        on_numbered(uow, event)
+
+    produce(kafka, source, [(b"order-1", good.to_bytes()), *((b"order-1", p) for p in poison), (b"order-1", last.to_bytes())])
+    with consuming(build(database, kafka, handler)):
+        wait_until(lambda: len(effects()) == 2, what="the message after the poison applied")
+
+    assert [n for _, n in effects()] == [1, 4]
+    letters = admin_conn.execute(
+        "SELECT message_value, error_type, error, status FROM stock.dead_letters ORDER BY source_offset"
+    ).fetchall()
+    assert [bytes(r[0]) for r in letters] == poison, "original bytes kept"
+    assert [r[1] for r in letters] == ["InvalidEnvelopeError", "InvalidEnvelopeError", "PoisonMessageError", "ZeroDivisionError"]
+    assert all(r[2] and r[3] == "pending" for r in letters)
+
+    copies = read_topic(kafka, dlq, expect=4)
+    assert [r.value for r in copies] == poison
+    assert copies[3].headers["dlq.error_type"] == b"ZeroDivisionError"
+    assert copies[3].headers["dlq.source_topic"] == source.encode()
+
+
+def test_retryable_error_is_retried_then_dead_lettered(database, kafka, topics, effects, admin_conn):
+    source, _ = topics
+    flaky, stubborn, after = envelope("order-1", 1), envelope("order-1", 2), envelope("order-1", 3)
+    calls: dict[str, int] = {}
+
+    def handler(uow: UnitOfWork, event: Envelope) -> None:
+        calls[event.aggregate_id + str(event.payload["n"])] = calls.get(event.aggregate_id + str(event.payload["n"]), 0) + 1
+        if event.event_id == flaky.event_id and calls["order-11"] < 3:
+            raise RetryableError("provider timed out")
+        if event.event_id == stubborn.event_id:
+            raise RetryableError("provider keeps failing")
+        on_numbered(uow, event)
+
+    produce(kafka, source, [(b"order-1", e.to_bytes()) for e in (flaky, stubborn, after)])
+    with consuming(build(database, kafka, handler, max_attempts=4)):
+        wait_until(lambda: len(effects()) == 2, what="flaky and last applied")
+
+    assert [n for _, n in effects()] == [1, 3]
+    assert calls["order-11"] == 3 and calls["order-12"] == 4
+    row = admin_conn.execute("SELECT error_type, attempts FROM stock.dead_letters").fetchall()
+    assert row == [("RetryableError", 4)]
+
+
+def test_database_outage_is_retried_and_nothing_is_skipped(
+    database, kafka, topics, effects, admin_conn, infra
+):
+    source, _ = topics
+    events = [envelope(f"order-{i % 3}", i) for i in range(30)]
+    produce(kafka, source, [(e.aggregate_id.encode(), e.to_bytes()) for e in events[:10]])
+
+    with consuming(build(database, kafka)):
+        wait_until(lambda: len(effects()) == 10, what="first events applied")
+        # The outage: the database refuses new connections for 3 s and every
+        # connection the service holds is killed, while new events keep arriving.
+        db = admin_conn.info.dbname
+        server = psycopg.connect(infra.admin_database_url, autocommit=True)
+        server.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        try:
+            produce(kafka, source, [(e.aggregate_id.encode(), e.to_bytes()) for e in events[10:]])
+            deadline = time.monotonic() + 3.0
+            killed = 0
+            while time.monotonic() < deadline:
+                killed += count(
+                    admin_conn,
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'stock' AND pid <> pg_backend_pid()) t",
+                )
+                time.sleep(0.05)
+        finally:
+            server.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+            server.close()
+        assert killed > 0, "the outage must actually break the service's connections"
+        wait_until(lambda: len(effects()) == 30, timeout=60, what="all events applied after the outage")
+
+    assert sorted(n for _, n in effects()) == list(range(30))
+    assert count(admin_conn, "SELECT count(*) FROM stock.dead_letters") == 0
+
+
+def test_sigterm_finishes_the_current_message_commits_and_leaves(
+    database, kafka, topics, effects, admin_conn, tmp_path: Path
+):
+    source, _ = topics
+    slow, queued = envelope("order-1", -1), envelope("order-1", 5)
+    produce(kafka, source, [(b"order-1", slow.to_bytes()), (b"order-1", queued.to_bytes())])
+    log_path = tmp_path / "sample.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.sample_service"],
+            env=service_env(database, kafka), stdout=log, stderr=log, cwd=REPO,
+        )
+    try:
+        wait_until(lambda: b"sample.applying" in log_path.read_bytes(), what="handler started")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    assert effects() == [(str(slow.event_id), -1)], "the in-flight message committed, nothing more"
+    committed = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"{kafka.topic_prefix}stock"})
+    try:
+        partition = next(r.partition for r in read_topic(kafka, source, expect=2))
+        [position] = committed.committed([TopicPartition(source, partition)], timeout=10)
+    finally:
+        committed.close()
+    first_offset = min(r.offset for r in read_topic(kafka, source, expect=2))
+    assert position.offset == first_offset + 1, "its offset was committed on the way out"
+
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    handling = [line for line in lines if line.get("event") in ("sample.applying", "event.applied")]
+    assert handling, "the handler logged"
+    for line in handling:
+        assert line["service"] == "stock"
+        assert line["event_id"] == str(slow.event_id)
+        assert line["event_type"] == "Numbered"
+        assert line["order_id"] == "order-1"
+        assert line["correlation_id"] == str(slow.correlation_id)

@@ -1,0 +1,101 @@
+"""The locally provisioned stack: idempotent provisioning, and a broker that survives a crash.
+
+Only meaningful when the session's infra is local (see tests/fixtures/infra.py); with env or
+Docker infra these tests skip, since there is no local daemon to inspect or kill.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sagactl.infra import LocalStack, ensure_stack, wait_for_kafka
+from sagactl.infra.proc import cmdline
+from tests.fixtures.infra import infra_mode
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest) -> LocalStack:
+    if infra_mode() != "local":
+        pytest.skip(f"needs locally provisioned infra, session uses '{infra_mode()}'")
+    local: LocalStack = request.getfixturevalue("local_stack")
+    return local
+
+
+def _brokers_for(stack: LocalStack) -> list[int]:
+    """Pids of Kafka JVMs started with this state dir's server.properties."""
+    marker = str(stack.kafka.home / "server.properties")
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and marker in cmdline(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_ensure_stack_is_idempotent(stack: LocalStack) -> None:
+    kafka_pid, pg_pid = stack.kafka.pid, stack.postgres.pid
+    assert kafka_pid is not None and pg_pid is not None
+
+    again = ensure_stack(
+        state_dir=stack.state_dir,
+        pg_port=stack.postgres.port,
+        kafka_port=stack.kafka.port,
+        kafka_controller_port=stack.kafka.controller_port,
+        database=stack.database,
+        kafka_version=stack.kafka.version,
+        log=lambda _msg: None,
+    )
+
+    assert again == stack.addresses
+    assert (stack.kafka.pid, stack.postgres.pid) == (kafka_pid, pg_pid)
+    assert _brokers_for(stack) == [kafka_pid]
+    with psycopg.connect(again.database_url) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (stack.database,)
+
+
+def test_broker_comes_back_after_sigkill_with_its_data(stack: LocalStack) -> None:
+    bootstrap = stack.kafka.bootstrap
+    topic = f"infra-crash-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    delivered: list[KafkaError | None] = []
+    producer.produce(topic, key=b"k", value=b"survives", on_delivery=lambda e, _m: delivered.append(e))
+    assert producer.flush(30) == 0 and delivered == [None]
+
+    try:
+        stack.kafka.kill()
+        assert not stack.kafka.is_running()
+        stack.kafka.start()
+        assert stack.kafka.is_running()
+        wait_for_kafka(bootstrap, timeout=30)
+    finally:
+        if not stack.kafka.is_running():  # leave a working broker for the rest of the session
+            stack.kafka.start()
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"infra-crash-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        value = None
+        while value is None and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                value = msg.value()
+        assert value == b"survives"
+    finally:
+        consumer.close()

@@ -1,0 +1,230 @@
+"""The relay on the real broker and database: order, no skips, crashes, failover, outages."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import Producer
+
+from saga_runtime import (
+    DatabaseSettings,
+    Envelope,
+    KafkaSettings,
+    Outbox,
+    OutboxRelay,
+    OutboxUsageError,
+    RelaySettings,
+    ensure_topics,
+    events_topic,
+    producer_config,
+)
+from tests.fixtures.kafka import read_topic
+from tests.support import (
+    ThreadedRunner,
+    envelope,
+    insert_outbox_rows,
+    pending_rows,
+    relay_leader_name,
+    relay_process,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def make_relay(database: DatabaseSettings, kafka: KafkaSettings, **overrides: object) -> OutboxRelay:
+    settings = RelaySettings(poll_interval=0.2, lock_retry_interval=0.2, **overrides)  # type: ignore[arg-type]
+    return OutboxRelay(
+        schema="orders",
+        database=database,
+        settings=settings,
+        producer_factory=lambda: Producer(producer_config(kafka, client_id="test-relay")),
+        name="test-relay",
+    )
+
+
+def running(relay: OutboxRelay) -> ThreadedRunner:
+    stop = threading.Event()
+    return ThreadedRunner(lambda: relay.run(stop), stop.set)
+
+
+@pytest.fixture
+def topic(kafka: KafkaSettings) -> str:
+    name = events_topic("orders", kafka.topic_prefix)
+    ensure_topics(kafka, [name])
+    return name
+
+
+def values_by_key(records: list) -> dict[bytes, list[int]]:  # type: ignore[type-arg]
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for record in records:
+        by_key[record.key].append(Envelope.from_bytes(record.value).payload["n"])
+    return by_key
+
+
+def test_publishes_committed_rows_in_order_with_key_and_headers(database, kafka, topic):
+    events = [envelope("order-1", n) for n in range(5)]
+    insert_outbox_rows(database, kafka, events)
+
+    with running(make_relay(database, kafka)):
+        wait_until(lambda: pending_rows(database) == 0, what="rows published")
+
+    records = read_topic(kafka, topic, expect=5)
+    assert [Envelope.from_bytes(r.value) for r in records] == events
+    assert {r.key for r in records} == {b"order-1"}
+    first = records[0]
+    assert first.headers["event_id"] == str(events[0].event_id).encode()
+    assert first.headers["event_type"] == b"Numbered"
+    assert first.headers["correlation_id"] == str(events[0].correlation_id).encode()
+
+
+def test_row_that_commits_after_a_higher_id_row_is_still_published(database, kafka, topic):
+    outbox = Outbox(schema="orders", topic=topic)
+    early, late = envelope("order-a", 1), envelope("order-b", 1)
+    with running(make_relay(database, kafka)), psycopg.connect(database.url) as slow:
+        slow_tx = slow.transaction()
+        slow_tx.__enter__()
+        low_id = outbox.add(slow, early)  # lower id, not committed yet
+        with psycopg.connect(database.url) as fast, fast.transaction():
+            high_id = outbox.add(fast, late)
+        assert low_id < high_id
+        wait_until(lambda: pending_rows(database) == 1, what="the higher id published first")
+        slow_tx.__exit__(None, None, None)  # commit the lower id last
+        wait_until(lambda: pending_rows(database) == 0, what="the lower id published too")
+
+    ids = {Envelope.from_bytes(r.value).event_id for r in read_topic(kafka, topic, expect=2)}
+    assert ids == {early.event_id, late.event_id}
+
+
+def test_event_is_emitted_only_if_its_transaction_commits(database, kafka, topic):
+    outbox = Outbox(schema="orders", topic=topic)
+    rolled_back, committed = envelope("order-1", 1), envelope("order-1", 2)
+    with psycopg.connect(database.url) as conn:
+        with pytest.raises(RuntimeError), conn.transaction():
+            outbox.add(conn, rolled_back)
+            raise RuntimeError("the state change failed")
+        with conn.transaction():
+            outbox.add(conn, committed)
+
+    with running(make_relay(database, kafka)):
+        wait_until(lambda: pending_rows(database) == 0, what="rows published")
+
+    records = read_topic(kafka, topic, expect=1)
+    assert [Envelope.from_bytes(r.value).event_id for r in records] == [committed.event_id]
+
+
+def test_outbox_refuses_a_write_outside_a_transaction(database, kafka, topic):
+    outbox = Outbox(schema="orders", topic=topic)
+    with psycopg.connect(database.url, autocommit=True) as conn, pytest.raises(OutboxUsageError):
+        outbox.add(conn, envelope("order-1", 1))
+    assert pending_rows(database) == 0
+
+
+def test_crash_between_publish_and_mark_republishes_and_never_loses(
+    database, kafka, topic, tmp_path: Path
+):
+    events = [envelope(f"order-{i % 2}", i) for i in range(6)]
+    insert_outbox_rows(database, kafka, events)
+
+    with relay_process(
+        database, kafka, tmp_path / "crashing-relay.log",
+        RELAY_OUTBOXES="orders", SAGA_CRASH_POINTS="relay.after_publish",
+    ) as crashing:
+        assert crashing.wait(60) == -signal.SIGKILL
+    assert pending_rows(database) == 6, "nothing may be marked before the crash point"
+    assert len(read_topic(kafka, topic, expect=6)) == 6, "but everything was published"
+
+    with running(make_relay(database, kafka)):
+        wait_until(lambda: pending_rows(database) == 0, what="republished after restart")
+
+    records = read_topic(kafka, topic, expect=12)
+    assert len(records) == 12  # each event twice: at least once, never lost
+    assert {Envelope.from_bytes(r.value).event_id for r in records} == {e.event_id for e in events}
+
+
+def test_hot_standby_takes_over_when_the_active_relay_dies(
+    database, kafka, topic, tmp_path: Path
+):
+    with relay_process(
+        database, kafka, tmp_path / "relay-a.log", RELAY_OUTBOXES="orders", RELAY_NAME="relay-a"
+    ) as relay_a, relay_process(
+        database, kafka, tmp_path / "relay-b.log", RELAY_OUTBOXES="orders", RELAY_NAME="relay-b"
+    ) as relay_b:
+        leader = wait_until(lambda: relay_leader_name(database), what="a leader")
+        insert_outbox_rows(database, kafka, [envelope("order-1", 0)])
+        wait_until(lambda: pending_rows(database) == 0, what="the leader publishes")
+
+        active, standby = (relay_a, "relay-b") if leader.startswith("relay-a") else (relay_b, "relay-a")
+        active.send_signal(signal.SIGKILL)
+        active.wait(10)
+        insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in range(1, 4)])
+
+        wait_until(
+            lambda: (relay_leader_name(database) or "").startswith(standby),
+            timeout=15,
+            what="the standby to take the lock",
+        )
+        wait_until(lambda: pending_rows(database) == 0, timeout=15, what="standby publishes")
+
+    assert values_by_key(read_topic(kafka, topic, expect=4))[b"order-1"] == [0, 1, 2, 3]
+
+
+def test_broker_restart_mid_publish_loses_nothing_and_keeps_per_key_order(
+    database, kafka, topic, broker_control
+):
+    aggregates = [f"order-{i}" for i in range(8)]
+    total = 400
+    written: list[Envelope] = []
+
+    def write() -> None:
+        for n in range(total):
+            env = envelope(aggregates[n % len(aggregates)], n)
+            insert_outbox_rows(database, kafka, [env])
+            written.append(env)
+            time.sleep(0.005)
+
+    with running(make_relay(database, kafka, batch_size=50)):
+        writer = threading.Thread(target=write)
+        writer.start()
+        wait_until(lambda: len(written) > total // 4, what="publishing under way")
+        broker_control.kill()
+        time.sleep(3)  # the outage itself, not a wait for readiness
+        broker_control.start()
+        writer.join(120)
+        wait_until(lambda: pending_rows(database) == 0, timeout=120, what="backlog drained")
+
+    records = read_topic(kafka, topic, expect=total, timeout=60)
+    assert {Envelope.from_bytes(r.value).event_id for r in records} == {e.event_id for e in written}
+    for key, numbers in values_by_key(records).items():
+        first_seen = list(dict.fromkeys(numbers))
+        assert first_seen == sorted(first_seen), f"{key!r} out of order: {first_seen}"
+
+
+def test_relay_reports_its_lag(database, kafka, topic):
+    relay = make_relay(database, kafka)
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        insert_outbox_rows(database, kafka, [envelope("order-1", 1)])
+        time.sleep(0.2)
+        pending, oldest = relay.report_lag(conn)
+    assert pending == 1 and oldest >= 0.2
+
+
+def test_purge_deletes_old_published_rows_and_never_pending_ones(database, kafka, topic):
+    insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in range(4)])
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE orders.outbox SET published_at = now() - interval '8 days',"
+            " created_at = now() - interval '8 days' WHERE id <= 2"
+        )
+        conn.execute("UPDATE orders.outbox SET created_at = now() - interval '30 days' WHERE id = 4")
+        deleted = make_relay(database, kafka).purge(conn)
+        remaining = [r[0] for r in conn.execute("SELECT id FROM orders.outbox ORDER BY id")]
+    assert deleted == 2
+    assert remaining == [3, 4]
