@@ -170,14 +170,14 @@ def test_database_outage_is_retried_and_nothing_is_skipped(
 
     with consuming(build(database, kafka)):
         wait_until(lambda: len(effects()) == 10, what="first events applied")
-        # The outage: the database refuses new connections for 3 s and every
+        # The outage: the database refuses new connections for 7 s and every
         # connection the service holds is killed, while new events keep arriving.
         db = admin_conn.info.dbname
         server = psycopg.connect(infra.admin_database_url, autocommit=True)
         server.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
         try:
             produce(kafka, source, [(e.aggregate_id.encode(), e.to_bytes()) for e in events[10:]])
-            deadline = time.monotonic() + 3.0
+            deadline = time.monotonic() + 7.0  # longer than the pool's wait for a connection
             killed = 0
             while time.monotonic() < deadline:
                 killed += count(

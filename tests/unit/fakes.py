@@ -1,0 +1,134 @@
+"""In-memory stand-ins for Kafka messages, the consumer and the database, for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from saga_runtime import DeadLetter, Envelope, Outbox, UnitOfWork
+
+
+@dataclass
+class FakeMessage:
+    _value: bytes | None
+    _offset: int
+    _topic: str = "orders.events"
+    _partition: int = 0
+    _key: bytes | None = b"order-1"
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+    def error(self) -> None:
+        return None
+
+
+@dataclass
+class FakeConsumer:
+    messages: list[FakeMessage]
+    position: int = 0
+    stored: list[int] = field(default_factory=list)
+    seeks: list[int] = field(default_factory=list)
+    closed: bool = False
+
+    def subscribe(self, topics: list[str], **kwargs: Any) -> None:
+        pass
+
+    def poll(self, timeout: float) -> FakeMessage | None:
+        if self.position >= len(self.messages):
+            return None
+        self.position += 1
+        return self.messages[self.position - 1]
+
+    def store_offsets(self, message: FakeMessage) -> None:
+        self.stored.append(message.offset())
+
+    def seek(self, partition: Any) -> None:
+        self.seeks.append(partition.offset)
+        self.position = partition.offset
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeConnection:
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield
+
+
+class FakePool:
+    @contextmanager
+    def connection(self) -> Iterator[FakeConnection]:
+        yield FakeConnection()
+
+
+class FakeOutbox(Outbox):
+    def __init__(self) -> None:
+        super().__init__(schema="stock", topic="stock.events")
+        self.rows: list[Envelope] = []
+
+    def add(self, conn: Any, envelope: Envelope) -> int:
+        self.rows.append(envelope)
+        return len(self.rows)
+
+
+@dataclass
+class FakeInbox:
+    seen: set[str] = field(default_factory=set)
+    staged: set[str] = field(default_factory=set)
+
+    def record(self, conn: Any, envelope: Envelope, **_: Any) -> bool:
+        if str(envelope.event_id) in self.seen | self.staged:
+            return False
+        self.staged.add(str(envelope.event_id))
+        return True
+
+
+@dataclass
+class FakeUnitOfWorkFactory:
+    """Commits the inbox record and the emitted events only if the block succeeds."""
+
+    outbox: FakeOutbox = field(default_factory=FakeOutbox)
+    inbox: FakeInbox = field(default_factory=FakeInbox)
+    pool: FakePool = field(default_factory=FakePool)
+    producer: str = "stock"
+
+    @contextmanager
+    def begin(self, *, cause: Envelope | None = None) -> Iterator[UnitOfWork]:
+        staged = FakeOutbox()
+        self.inbox.staged.clear()
+        try:
+            yield UnitOfWork(conn=FakeConnection(), outbox=staged, producer=self.producer, cause=cause)  # type: ignore[arg-type]
+        finally:
+            committed, self.inbox.staged = set(self.inbox.staged), set()
+        self.inbox.seen |= committed
+        self.outbox.rows.extend(staged.rows)
+
+
+@dataclass
+class FakeDeadLetters:
+    letters: list[DeadLetter] = field(default_factory=list)
+
+    def add(self, conn: Any, letter: DeadLetter) -> None:
+        self.letters.append(letter)
+
+    def publish(self, letter: DeadLetter) -> None:
+        pass

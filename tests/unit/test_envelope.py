@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from uuid import uuid4
+
+import pytest
+
+from saga_runtime import Envelope, Event, InvalidEnvelopeError, PoisonMessageError
+
+
+class ThingHappened(Event):
+    event_type = "ThingHappened"
+    schema_version = 2
+    amount: int
+
+
+def test_new_event_starts_a_saga_and_child_events_inherit_it() -> None:
+    root = Envelope.new(ThingHappened(amount=1), aggregate_id="o-1", producer="orders")
+    child = Envelope.new(ThingHappened(amount=2), aggregate_id="o-1", producer="stock", cause=root)
+
+    assert root.causation_id is None
+    assert child.correlation_id == root.correlation_id
+    assert child.causation_id == root.event_id
+    assert child.event_id != root.event_id
+    assert (child.event_type, child.schema_version, child.payload) == ("ThingHappened", 2, {"amount": 2})
+
+
+def test_round_trip_through_bytes_is_lossless() -> None:
+    env = Envelope.new(ThingHappened(amount=7), aggregate_id="o-1", producer="orders")
+    assert Envelope.from_bytes(env.to_bytes()) == env
+
+
+def test_occurred_at_is_normalised_to_utc_and_must_carry_a_zone() -> None:
+    plus_two = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    env = Envelope(
+        event_type="X", aggregate_id="o", correlation_id=uuid4(), producer="p", occurred_at=plus_two
+    )
+    assert env.occurred_at.utcoffset() == timedelta(0) and env.occurred_at.hour == 10
+    with pytest.raises(ValueError):
+        Envelope(event_type="X", aggregate_id="o", correlation_id=uuid4(), producer="p",
+                 occurred_at=datetime(2026, 1, 1))
+
+
+def test_unknown_fields_are_tolerated_on_the_envelope_and_the_payload() -> None:
+    env = Envelope.new(ThingHappened(amount=3), aggregate_id="o-1", producer="orders")
+    wire = json.loads(env.to_bytes())
+    wire["added_later"] = True
+    wire["payload"]["also_new"] = "x"
+    parsed = Envelope.from_bytes(json.dumps(wire).encode())
+    assert parsed.event_id == env.event_id
+    assert parsed.payload_as(ThingHappened) == ThingHappened(amount=3)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, b"", b"\xff\xfe", b"[]", b'{"event_type": "X"}', b'{"event_type": "", "aggregate_id": "o"}'],
+)
+def test_anything_but_a_valid_envelope_is_poison(raw: bytes | None) -> None:
+    with pytest.raises(InvalidEnvelopeError):
+        Envelope.from_bytes(raw)
+
+
+def test_a_payload_that_does_not_match_its_model_is_poison_not_a_retry() -> None:
+    env = Envelope.new(ThingHappened(amount=3), aggregate_id="o-1", producer="orders")
+    broken = env.model_copy(update={"payload": {"amount": "lots"}})
+    with pytest.raises(PoisonMessageError):
+        broken.payload_as(ThingHappened)
+
+
+def test_headers_carry_id_type_and_correlation() -> None:
+    env = Envelope.new(ThingHappened(amount=3), aggregate_id="o-1", producer="orders")
+    assert dict(env.kafka_headers()) == {
+        "event_id": str(env.event_id).encode(),
+        "event_type": b"ThingHappened",
+        "correlation_id": str(env.correlation_id).encode(),
+    }
+
+
+def test_envelope_is_immutable() -> None:
+    env = Envelope.new(ThingHappened(amount=3), aggregate_id="o-1", producer="orders")
+    with pytest.raises(ValueError):
+        env.aggregate_id = "other"  # type: ignore[misc]
