@@ -29,7 +29,7 @@ __all__ = ["ConsumerRunner", "Handler", "Outcome"]
 
 Handler = Callable[[UnitOfWork, Envelope], None]
 
-_TRANSIENT = (*TRANSIENT_DB_ERRORS, DeadLetterPublishError)
+_TRANSIENT: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, DeadLetterPublishError)
 
 log = get_logger(__name__)
 
@@ -45,7 +45,7 @@ class Outcome(enum.Enum):
 class KafkaConsumer(Protocol):
     """The part of confluent_kafka.Consumer the runner uses (fakes implement it in unit tests)."""
 
-    def subscribe(self, topics: list[str], **kwargs: Any) -> None: ...
+    def subscribe(self, topics: list[str]) -> None: ...
     def poll(self, timeout: float) -> Message | None: ...
     def store_offsets(self, message: Message) -> None: ...
     def seek(self, partition: TopicPartition) -> None: ...
@@ -186,7 +186,9 @@ class ConsumerRunner:
             source_offset=msg.offset() or 0,
             key=msg.key(),
             value=msg.value(),
-            headers=list(msg.headers() or []),
+            headers=[
+                (k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in _headers(msg)
+            ],
             error_type=type(exc).__name__,
             error=str(exc) or repr(exc),
             attempts=max(1, self._attempts.get(_position(msg), 1)),
@@ -219,7 +221,8 @@ class ConsumerRunner:
 
     def _rewind(self, msg: Message) -> None:
         try:
-            self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+            topic, partition, offset = _position(msg)
+            self._consumer.seek(TopicPartition(topic, partition, offset))
         except KafkaException as exc:
             log.warning("consumer.seek_failed", error=str(exc))
 
@@ -234,3 +237,8 @@ class ConsumerRunner:
 
 def _position(msg: Message) -> tuple[str, int, int]:
     return (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+
+
+def _headers(msg: Message) -> list[tuple[str, Any]]:
+    headers = msg.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)

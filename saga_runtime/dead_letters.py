@@ -39,7 +39,7 @@ class DeadLetter:
     event_type: str | None = None
     aggregate_id: str | None = None
 
-    def kafka_headers(self, service: str) -> list[tuple[str, bytes]]:
+    def kafka_headers(self, service: str) -> list[tuple[str, str | bytes | None]]:
         """Original headers plus the reason, so the topic alone tells the story."""
         return [
             *self.headers,

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from saga_runtime.errors import InvalidEnvelopeError, PoisonMessageError
 
-__all__ = ["Envelope", "Event", "HEADER_CORRELATION_ID", "HEADER_EVENT_ID", "HEADER_EVENT_TYPE"]
+__all__ = ["HEADER_CORRELATION_ID", "HEADER_EVENT_ID", "HEADER_EVENT_TYPE", "Envelope", "Event"]
 
 _E = TypeVar("_E", bound="Event")
 

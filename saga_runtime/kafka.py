@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from saga_runtime.settings import KafkaSettings
 
@@ -56,9 +56,7 @@ def consumer_config(
     }
 
 
-def ensure_topics(
-    settings: KafkaSettings, topics: Iterable[str], *, timeout: float = 30.0
-) -> None:
+def ensure_topics(settings: KafkaSettings, topics: Iterable[str], *, timeout: float = 30.0) -> None:
     """Create missing topics (partitions from settings, replication 1 unless the broker says more).
 
     Existing topics are left as they are, so this is safe to run on every start.
@@ -73,7 +71,7 @@ def ensure_topics(
         operation_timeout=timeout,
         request_timeout=timeout,
     )
-    for topic, future in futures.items():
+    for future in futures.values():
         try:
             future.result(timeout=timeout)
         except KafkaException as exc:

@@ -85,8 +85,7 @@ class OutboxRelay:
             " WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT %s"
         ).format(ident)
         self._mark_published = sql.SQL(
-            "UPDATE {}.outbox SET published_at = now(), attempts = attempts + 1"
-            " WHERE id = ANY(%s)"
+            "UPDATE {}.outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)"
         ).format(ident)
         self._mark_failed = sql.SQL(
             "UPDATE {}.outbox SET failed_at = now(), last_error = %s, attempts = attempts + 1"
@@ -149,7 +148,9 @@ class OutboxRelay:
             stop.wait(self._settings.lock_retry_interval)
         return False
 
-    def _lead(self, conn: psycopg.Connection, producer: Producer, stop: threading.Event) -> Producer:
+    def _lead(
+        self, conn: psycopg.Connection, producer: Producer, stop: threading.Event
+    ) -> Producer:
         # LISTEN on a connection of its own that runs nothing else, so that a
         # notification arriving mid-batch waits in its socket for the next wait.
         with connect(
@@ -222,13 +223,16 @@ class OutboxRelay:
         topic: str,
         key: str,
         value: str,
-        headers: list[tuple[str, bytes]],
+        headers: list[tuple[str, str | bytes | None]],
         on_delivery: Callable[[Any, Any], None],
     ) -> None:
         while True:
             try:
                 producer.produce(
-                    topic, value=value.encode(), key=key.encode(), headers=headers,
+                    topic,
+                    value=value.encode(),
+                    key=key.encode(),
+                    headers=headers,
                     on_delivery=on_delivery,
                 )
                 break
@@ -268,7 +272,10 @@ class OutboxRelay:
         row = conn.execute(self._lag).fetchone()
         pending, oldest = (int(row[0]), float(row[1])) if row else (0, 0.0)
         log.warning(
-            "relay.lag", outbox=self.schema, pending=pending, oldest_pending_s=round(oldest, 3),
+            "relay.lag",
+            outbox=self.schema,
+            pending=pending,
+            oldest_pending_s=round(oldest, 3),
             **extra,
         )
         return pending, oldest

@@ -62,7 +62,9 @@ class ServiceRuntime:
         pool = create_pool(database, role=service, name=service)
         outbox = Outbox(schema=service, topic=events_topic(service, kafka.topic_prefix))
         uow_factory = UnitOfWorkFactory(pool=pool, outbox=outbox, producer=service)
-        runtime = cls(service=service, kafka=kafka, pool=pool, outbox=outbox, uow_factory=uow_factory)
+        runtime = cls(
+            service=service, kafka=kafka, pool=pool, outbox=outbox, uow_factory=uow_factory
+        )
         if handlers and subscribes_to:
             settings = consumer or ConsumerSettings()
             group = consumer_group(service, kafka.topic_prefix)
@@ -101,6 +103,7 @@ class ServiceRuntime:
         if self.runner is None:
             raise RuntimeError(f"service {self.service} has no handlers to consume with")
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
+
             def on_signal(signum: int, _frame: FrameType | None) -> None:
                 log.info("service.stopping", signal=signal.Signals(signum).name)
                 assert self.runner is not None

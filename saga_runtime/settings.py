@@ -21,7 +21,8 @@ class KafkaSettings(BaseSettings):
     """Where the broker is and how topics are named.
 
     ``client_config`` passes extra librdkafka properties through unchanged
-    (security settings, for example), as JSON: ``KAFKA_CLIENT_CONFIG='{"security.protocol":"SSL"}'``.
+    (security settings, for example), as JSON:
+    ``KAFKA_CLIENT_CONFIG='{"security.protocol":"SSL"}'``.
     """
 
     model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
@@ -41,9 +42,15 @@ class DatabaseSettings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:55432/saga",
         validation_alias=AliasChoices("DATABASE_URL", "url"),
     )
-    pool_min_size: int = Field(default=1, ge=0, validation_alias=AliasChoices("DATABASE_POOL_MIN_SIZE", "pool_min_size"))
-    pool_max_size: PositiveInt = Field(default=4, validation_alias=AliasChoices("DATABASE_POOL_MAX_SIZE", "pool_max_size"))
-    connect_timeout: PositiveFloat = Field(default=5.0, validation_alias=AliasChoices("DATABASE_CONNECT_TIMEOUT", "connect_timeout"))
+    pool_min_size: int = Field(
+        default=1, ge=0, validation_alias=AliasChoices("DATABASE_POOL_MIN_SIZE", "pool_min_size")
+    )
+    pool_max_size: PositiveInt = Field(
+        default=4, validation_alias=AliasChoices("DATABASE_POOL_MAX_SIZE", "pool_max_size")
+    )
+    connect_timeout: PositiveFloat = Field(
+        default=5.0, validation_alias=AliasChoices("DATABASE_CONNECT_TIMEOUT", "connect_timeout")
+    )
 
 
 class ConsumerSettings(BaseSettings):

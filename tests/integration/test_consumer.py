@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,12 +56,20 @@ def effects(admin_conn: psycopg.Connection) -> Iterator[Callable[[], list[tuple[
 
 @pytest.fixture
 def topics(kafka: KafkaSettings) -> tuple[str, str]:
-    source, dlq = events_topic("orders", kafka.topic_prefix), dead_letter_topic("stock", kafka.topic_prefix)
+    source, dlq = (
+        events_topic("orders", kafka.topic_prefix),
+        dead_letter_topic("stock", kafka.topic_prefix),
+    )
     ensure_topics(kafka, [source, dlq, events_topic("stock", kafka.topic_prefix)])
     return source, dlq
 
 
-def build(database: DatabaseSettings, kafka: KafkaSettings, handler: Handler = on_numbered, **consumer: object) -> ServiceRuntime:
+def build(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    handler: Handler = on_numbered,
+    **consumer: object,
+) -> ServiceRuntime:
     settings = ConsumerSettings(backoff_initial=0.05, backoff_max=0.5, **consumer)  # type: ignore[arg-type]
     return ServiceRuntime.build(
         service="stock",
@@ -95,7 +102,9 @@ def count(conn: psycopg.Connection, query: str) -> int:
 def test_duplicate_delivery_is_a_no_op(database, kafka, topics, effects, admin_conn):
     source, _ = topics
     first, second = envelope("order-1", 1), envelope("order-1", 2)
-    produce(kafka, source, [(b"order-1", e.to_bytes()) for e in (first, first, second, first, second)])
+    produce(
+        kafka, source, [(b"order-1", e.to_bytes()) for e in (first, first, second, first, second)]
+    )
 
     with consuming(build(database, kafka)):
         wait_until(lambda: len(effects()) >= 2, what="both events applied")
@@ -113,23 +122,42 @@ def test_poison_is_dead_lettered_and_later_messages_are_processed(
     source, dlq = topics
     good, bad_payload, buggy, last = (envelope("order-1", n) for n in (1, 2, 3, 4))
     bad_payload = bad_payload.model_copy(update={"payload": {"n": "not a number"}})
-    poison = [b"\xff\xfe not json", json.dumps({"event_type": "Numbered"}).encode(), bad_payload.to_bytes(), buggy.to_bytes()]
+    poison = [
+        b"\xff\xfe not json",
+        json.dumps({"event_type": "Numbered"}).encode(),
+        bad_payload.to_bytes(),
+        buggy.to_bytes(),
+    ]
 
     def handler(uow: UnitOfWork, event: Envelope) -> None:
         if event.event_id == buggy.event_id:
             raise ZeroDivisionError("a bug in the handler")
         on_numbered(uow, event)
 
-    produce(kafka, source, [(b"order-1", good.to_bytes()), *((b"order-1", p) for p in poison), (b"order-1", last.to_bytes())])
+    produce(
+        kafka,
+        source,
+        [
+            (b"order-1", good.to_bytes()),
+            *((b"order-1", p) for p in poison),
+            (b"order-1", last.to_bytes()),
+        ],
+    )
     with consuming(build(database, kafka, handler)):
         wait_until(lambda: len(effects()) == 2, what="the message after the poison applied")
 
     assert [n for _, n in effects()] == [1, 4]
     letters = admin_conn.execute(
-        "SELECT message_value, error_type, error, status FROM stock.dead_letters ORDER BY source_offset"
+        "SELECT message_value, error_type, error, status FROM stock.dead_letters"
+        " ORDER BY source_offset"
     ).fetchall()
     assert [bytes(r[0]) for r in letters] == poison, "original bytes kept"
-    assert [r[1] for r in letters] == ["InvalidEnvelopeError", "InvalidEnvelopeError", "PoisonMessageError", "ZeroDivisionError"]
+    assert [r[1] for r in letters] == [
+        "InvalidEnvelopeError",
+        "InvalidEnvelopeError",
+        "PoisonMessageError",
+        "ZeroDivisionError",
+    ]
     assert all(r[2] and r[3] == "pending" for r in letters)
 
     copies = read_topic(kafka, dlq, expect=4)
@@ -138,13 +166,17 @@ def test_poison_is_dead_lettered_and_later_messages_are_processed(
     assert copies[3].headers["dlq.source_topic"] == source.encode()
 
 
-def test_retryable_error_is_retried_then_dead_lettered(database, kafka, topics, effects, admin_conn):
+def test_retryable_error_is_retried_then_dead_lettered(
+    database, kafka, topics, effects, admin_conn
+):
     source, _ = topics
     flaky, stubborn, after = envelope("order-1", 1), envelope("order-1", 2), envelope("order-1", 3)
     calls: dict[str, int] = {}
 
     def handler(uow: UnitOfWork, event: Envelope) -> None:
-        calls[event.aggregate_id + str(event.payload["n"])] = calls.get(event.aggregate_id + str(event.payload["n"]), 0) + 1
+        calls[event.aggregate_id + str(event.payload["n"])] = (
+            calls.get(event.aggregate_id + str(event.payload["n"]), 0) + 1
+        )
         if event.event_id == flaky.event_id and calls["order-11"] < 3:
             raise RetryableError("provider timed out")
         if event.event_id == stubborn.event_id:
@@ -190,7 +222,9 @@ def test_database_outage_is_retried_and_nothing_is_skipped(
             server.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
             server.close()
         assert killed > 0, "the outage must actually break the service's connections"
-        wait_until(lambda: len(effects()) == 30, timeout=60, what="all events applied after the outage")
+        wait_until(
+            lambda: len(effects()) == 30, timeout=60, what="all events applied after the outage"
+        )
 
     assert sorted(n for _, n in effects()) == list(range(30))
     assert count(admin_conn, "SELECT count(*) FROM stock.dead_letters") == 0
@@ -206,7 +240,10 @@ def test_sigterm_finishes_the_current_message_commits_and_leaves(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.sample_service"],
-            env=service_env(database, kafka), stdout=log, stderr=log, cwd=REPO,
+            env=service_env(database, kafka),
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
         )
     try:
         wait_until(lambda: b"sample.applying" in log_path.read_bytes(), what="handler started")
@@ -217,7 +254,9 @@ def test_sigterm_finishes_the_current_message_commits_and_leaves(
             proc.kill()
 
     assert effects() == [(str(slow.event_id), -1)], "the in-flight message committed, nothing more"
-    committed = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"{kafka.topic_prefix}stock"})
+    committed = Consumer(
+        {"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"{kafka.topic_prefix}stock"}
+    )
     try:
         partition = next(r.partition for r in read_topic(kafka, source, expect=2))
         [position] = committed.committed([TopicPartition(source, partition)], timeout=10)

@@ -69,7 +69,9 @@ def test_broker_comes_back_after_sigkill_with_its_data(stack: LocalStack) -> Non
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     delivered: list[KafkaError | None] = []
-    producer.produce(topic, key=b"k", value=b"survives", on_delivery=lambda e, _m: delivered.append(e))
+    producer.produce(
+        topic, key=b"k", value=b"survives", on_delivery=lambda e, _m: delivered.append(e)
+    )
     assert producer.flush(30) == 0 and delivered == [None]
 
     try:
@@ -82,12 +84,14 @@ def test_broker_comes_back_after_sigkill_with_its_data(stack: LocalStack) -> Non
         if not stack.kafka.is_running():  # leave a working broker for the rest of the session
             stack.kafka.start()
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"infra-crash-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"infra-crash-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         consumer.subscribe([topic])
         deadline = time.monotonic() + 60

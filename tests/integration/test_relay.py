@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,7 +38,9 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 
-def make_relay(database: DatabaseSettings, kafka: KafkaSettings, **overrides: object) -> OutboxRelay:
+def make_relay(
+    database: DatabaseSettings, kafka: KafkaSettings, **overrides: object
+) -> OutboxRelay:
     settings = RelaySettings(poll_interval=0.2, lock_retry_interval=0.2, **overrides)  # type: ignore[arg-type]
     return OutboxRelay(
         schema="orders",
@@ -134,8 +135,11 @@ def test_crash_between_publish_and_mark_republishes_and_never_loses(
     insert_outbox_rows(database, kafka, events)
 
     with relay_process(
-        database, kafka, tmp_path / "crashing-relay.log",
-        RELAY_OUTBOXES="orders", SAGA_CRASH_POINTS="relay.after_publish",
+        database,
+        kafka,
+        tmp_path / "crashing-relay.log",
+        RELAY_OUTBOXES="orders",
+        SAGA_CRASH_POINTS="relay.after_publish",
     ) as crashing:
         assert crashing.wait(60) == -signal.SIGKILL
     assert pending_rows(database) == 6, "nothing may be marked before the crash point"
@@ -149,19 +153,22 @@ def test_crash_between_publish_and_mark_republishes_and_never_loses(
     assert {Envelope.from_bytes(r.value).event_id for r in records} == {e.event_id for e in events}
 
 
-def test_hot_standby_takes_over_when_the_active_relay_dies(
-    database, kafka, topic, tmp_path: Path
-):
-    with relay_process(
-        database, kafka, tmp_path / "relay-a.log", RELAY_OUTBOXES="orders", RELAY_NAME="relay-a"
-    ) as relay_a, relay_process(
-        database, kafka, tmp_path / "relay-b.log", RELAY_OUTBOXES="orders", RELAY_NAME="relay-b"
-    ) as relay_b:
+def test_hot_standby_takes_over_when_the_active_relay_dies(database, kafka, topic, tmp_path: Path):
+    with (
+        relay_process(
+            database, kafka, tmp_path / "relay-a.log", RELAY_OUTBOXES="orders", RELAY_NAME="relay-a"
+        ) as relay_a,
+        relay_process(
+            database, kafka, tmp_path / "relay-b.log", RELAY_OUTBOXES="orders", RELAY_NAME="relay-b"
+        ) as relay_b,
+    ):
         leader = wait_until(lambda: relay_leader_name(database), what="a leader")
         insert_outbox_rows(database, kafka, [envelope("order-1", 0)])
         wait_until(lambda: pending_rows(database) == 0, what="the leader publishes")
 
-        active, standby = (relay_a, "relay-b") if leader.startswith("relay-a") else (relay_b, "relay-a")
+        active, standby = (
+            (relay_a, "relay-b") if leader.startswith("relay-a") else (relay_b, "relay-a")
+        )
         active.send_signal(signal.SIGKILL)
         active.wait(10)
         insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in range(1, 4)])
@@ -177,7 +184,7 @@ def test_hot_standby_takes_over_when_the_active_relay_dies(
 
 
 def test_broker_restart_mid_publish_loses_nothing_and_keeps_per_key_order(
-    database, kafka, topic, broker_control
+    database, kafka, topic, local_stack
 ):
     aggregates = [f"order-{i}" for i in range(8)]
     total = 400
@@ -194,9 +201,9 @@ def test_broker_restart_mid_publish_loses_nothing_and_keeps_per_key_order(
         writer = threading.Thread(target=write)
         writer.start()
         wait_until(lambda: len(written) > total // 4, what="publishing under way")
-        broker_control.kill()
+        local_stack.kafka.kill()
         time.sleep(3)  # the outage itself, not a wait for readiness
-        broker_control.start()
+        local_stack.kafka.start()
         writer.join(120)
         wait_until(lambda: pending_rows(database) == 0, timeout=120, what="backlog drained")
 
@@ -223,7 +230,9 @@ def test_purge_deletes_old_published_rows_and_never_pending_ones(database, kafka
             "UPDATE orders.outbox SET published_at = now() - interval '8 days',"
             " created_at = now() - interval '8 days' WHERE id <= 2"
         )
-        conn.execute("UPDATE orders.outbox SET created_at = now() - interval '30 days' WHERE id = 4")
+        conn.execute(
+            "UPDATE orders.outbox SET created_at = now() - interval '30 days' WHERE id = 4"
+        )
         deleted = make_relay(database, kafka).purge(conn)
         remaining = [r[0] for r in conn.execute("SELECT id FROM orders.outbox ORDER BY id")]
     assert deleted == 2

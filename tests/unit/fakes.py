@@ -48,7 +48,7 @@ class FakeConsumer:
     seeks: list[int] = field(default_factory=list)
     closed: bool = False
 
-    def subscribe(self, topics: list[str], **kwargs: Any) -> None:
+    def subscribe(self, topics: list[str]) -> None:
         pass
 
     def poll(self, timeout: float) -> FakeMessage | None:
@@ -116,7 +116,9 @@ class FakeUnitOfWorkFactory:
         staged = FakeOutbox()
         self.inbox.staged.clear()
         try:
-            yield UnitOfWork(conn=FakeConnection(), outbox=staged, producer=self.producer, cause=cause)  # type: ignore[arg-type]
+            yield UnitOfWork(
+                conn=FakeConnection(), outbox=staged, producer=self.producer, cause=cause
+            )  # type: ignore[arg-type]
         finally:
             committed, self.inbox.staged = set(self.inbox.staged), set()
         self.inbox.seen |= committed

@@ -77,7 +77,12 @@ def test_applies_once_and_stores_the_offset_only_afterwards() -> None:
 
 
 def test_unhandled_event_types_are_acknowledged_and_skipped() -> None:
-    other = Envelope(event_type="SomethingElse", aggregate_id="o", correlation_id=asked(0).correlation_id, producer="x")
+    other = Envelope(
+        event_type="SomethingElse",
+        aggregate_id="o",
+        correlation_id=asked(0).correlation_id,
+        producer="x",
+    )
     consumer = FakeConsumer([FakeMessage(other.to_bytes(), 0)])
     runner, uow, letters = make_runner(consumer)
     assert drain(runner, consumer) == [Outcome.IGNORED]
@@ -93,10 +98,17 @@ def test_transient_database_failure_rewinds_and_retries_without_skipping() -> No
             raise exc
         answer(uow, event)
 
-    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0), FakeMessage(asked(2).to_bytes(), 1)])
-    runner, uow, letters = make_runner(consumer, flaky, max_attempts=1)
+    consumer = FakeConsumer(
+        [FakeMessage(asked(1).to_bytes(), 0), FakeMessage(asked(2).to_bytes(), 1)]
+    )
+    runner, _, letters = make_runner(consumer, flaky, max_attempts=1)
 
-    assert drain(runner, consumer) == [Outcome.RETRY, Outcome.RETRY, Outcome.APPLIED, Outcome.APPLIED]
+    assert drain(runner, consumer) == [
+        Outcome.RETRY,
+        Outcome.RETRY,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+    ]
     assert consumer.seeks == [0, 0]
     assert consumer.stored == [0, 1]
     assert not letters.letters, "an outage never dead-letters, however long"
@@ -108,7 +120,9 @@ def test_retryable_handler_error_dead_letters_after_max_attempts_and_moves_on() 
             raise RetryableError("provider busy")
         answer(uow, event)
 
-    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0), FakeMessage(asked(2).to_bytes(), 1)])
+    consumer = FakeConsumer(
+        [FakeMessage(asked(1).to_bytes(), 0), FakeMessage(asked(2).to_bytes(), 1)]
+    )
     runner, uow, letters = make_runner(consumer, always_busy, max_attempts=3)
 
     outcomes = drain(runner, consumer)

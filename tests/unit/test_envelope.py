@@ -23,7 +23,11 @@ def test_new_event_starts_a_saga_and_child_events_inherit_it() -> None:
     assert child.correlation_id == root.correlation_id
     assert child.causation_id == root.event_id
     assert child.event_id != root.event_id
-    assert (child.event_type, child.schema_version, child.payload) == ("ThingHappened", 2, {"amount": 2})
+    assert (child.event_type, child.schema_version, child.payload) == (
+        "ThingHappened",
+        2,
+        {"amount": 2},
+    )
 
 
 def test_round_trip_through_bytes_is_lossless() -> None:
@@ -38,8 +42,13 @@ def test_occurred_at_is_normalised_to_utc_and_must_carry_a_zone() -> None:
     )
     assert env.occurred_at.utcoffset() == timedelta(0) and env.occurred_at.hour == 10
     with pytest.raises(ValueError):
-        Envelope(event_type="X", aggregate_id="o", correlation_id=uuid4(), producer="p",
-                 occurred_at=datetime(2026, 1, 1))
+        Envelope(
+            event_type="X",
+            aggregate_id="o",
+            correlation_id=uuid4(),
+            producer="p",
+            occurred_at=datetime(2026, 1, 1),
+        )
 
 
 def test_unknown_fields_are_tolerated_on_the_envelope_and_the_payload() -> None:
@@ -54,7 +63,14 @@ def test_unknown_fields_are_tolerated_on_the_envelope_and_the_payload() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [None, b"", b"\xff\xfe", b"[]", b'{"event_type": "X"}', b'{"event_type": "", "aggregate_id": "o"}'],
+    [
+        None,
+        b"",
+        b"\xff\xfe",
+        b"[]",
+        b'{"event_type": "X"}',
+        b'{"event_type": "", "aggregate_id": "o"}',
+    ],
 )
 def test_anything_but_a_valid_envelope_is_poison(raw: bytes | None) -> None:
     with pytest.raises(InvalidEnvelopeError):

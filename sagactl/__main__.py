@@ -1,0 +1,3 @@
+from sagactl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""``sagactl``: the project's one command line.
+
+It runs the whole system, one service, the relay and the migrations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from saga_runtime import KafkaSettings, dead_letter_topic, ensure_topics, events_topic
+
+SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+
+
+def default_state_dir() -> Path:
+    """``SAGA_STATE_DIR``, else ``.state`` in the current directory (``./dev`` runs in the repo)."""
+    return Path(os.environ.get("SAGA_STATE_DIR", Path.cwd() / ".state")).absolute()
+
+
+def _fail(message: str, fix: str | None = None) -> int:
+    print(f"sagactl: {message}", file=sys.stderr)
+    if fix:
+        print(f"  fix: {fix}", file=sys.stderr)
+    return 2
+
+
+def runnable_services() -> list[str]:
+    """Services whose composition root exists (each has ``<service>/bootstrap.py``)."""
+    return [s for s in SERVICES if importlib.util.find_spec(f"{s}.bootstrap") is not None]
+
+
+def provision(state_dir: Path) -> tuple[dict[str, str], bool]:
+    """Addresses for the system: from the environment when given, else the local stack.
+
+    Returns the environment to give child processes and whether a local stack
+    was used (and so is ours to stop).
+    """
+    database_url = os.environ.get("DATABASE_URL")
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    local = False
+    if not (database_url and bootstrap):
+        from sagactl.infra import ensure_stack
+
+        addresses = ensure_stack(state_dir=state_dir / "dev")
+        database_url = database_url or addresses.database_url
+        bootstrap = bootstrap or addresses.kafka_bootstrap
+        local = True
+    return {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}, local
+
+
+def system_topics(kafka: KafkaSettings) -> list[str]:
+    """Every topic the system uses: one events topic and one dead-letter topic per service."""
+    return [events_topic(s, kafka.topic_prefix) for s in SERVICES] + [
+        dead_letter_topic(s, kafka.topic_prefix) for s in SERVICES
+    ]
+
+
+def prepare(env: dict[str, str]) -> None:
+    """Migrate the database to head and create every topic the system uses."""
+    from migrations import upgrade
+
+    upgrade(env["DATABASE_URL"])
+    kafka = KafkaSettings(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    ensure_topics(kafka, system_topics(kafka))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from sagactl.infra import stop_stack
+    from sagactl.supervisor import ProcessSpec, Supervisor
+
+    state_dir: Path = args.state_dir
+    env, local = provision(state_dir)
+    print(f"sagactl: PostgreSQL {env['DATABASE_URL']}, Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}")
+    prepare(env)
+    base = [sys.executable, "-m", "sagactl"]
+    specs = [
+        ProcessSpec(
+            name=f"relay-{n}", argv=[*base, "relay"], env={**env, "RELAY_NAME": f"relay-{n}"}
+        )
+        for n in "ab"[: args.relays]
+    ]
+    services = runnable_services()
+    specs += [ProcessSpec(name=s, argv=[*base, "run", s], env=env) for s in services]
+    log_dir = state_dir / "logs"
+    supervisor = Supervisor(specs, log_dir=log_dir, state_dir=state_dir)
+    print(f"sagactl: running {', '.join(s.name for s in specs)}; logs in {log_dir}; Ctrl-C stops")
+    try:
+        supervisor.run_until_signalled()
+    finally:
+        if local and not args.keep_infra:
+            stop_stack(state_dir=state_dir / "dev")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from sagactl.infra import stop_stack
+    from sagactl.supervisor import stop_supervisor
+
+    stop_supervisor(args.state_dir)
+    stop_stack(state_dir=args.state_dir / "dev")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sagactl.infra import stack_status
+    from sagactl.supervisor import supervisor_pid
+
+    status = stack_status(state_dir=args.state_dir / "dev")
+    pid = supervisor_pid(args.state_dir)
+    for name, running in [*status.items(), ("system", pid is not None)]:
+        print(f"{name:10} {'running' if running else 'stopped'}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from migrations import downgrade, upgrade
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return _fail(
+            "DATABASE_URL is not set", "export DATABASE_URL=postgresql://USER@HOST:PORT/DB"
+        )
+    if args.down:
+        downgrade(url, args.down)
+    else:
+        upgrade(url, args.revision)
+    return 0
+
+
+def cmd_topics(_args: argparse.Namespace) -> int:
+    kafka = KafkaSettings()
+    ensure_topics(kafka, system_topics(kafka))
+    return 0
+
+
+def cmd_relay(_args: argparse.Namespace) -> int:
+    from outbox_relay.bootstrap import main
+
+    return main()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.service not in runnable_services():
+        return _fail(
+            f"service {args.service!r} cannot be run",
+            f"choose one of: {', '.join(runnable_services()) or '(none implemented yet)'}",
+        )
+    module = importlib.import_module(f"{args.service}.bootstrap")
+    return int(module.main())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sagactl", description="Run and operate the order saga (Kafka + PostgreSQL outbox)."
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default_state_dir(),
+        help="where local PostgreSQL, Kafka and logs live (default: ./.state or $SAGA_STATE_DIR)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up", help="start PostgreSQL, Kafka, the relays and the services (Ctrl-C stops)"
+    )
+    up.add_argument(
+        "--relays",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="relay processes (2: active + hot standby)",
+    )
+    up.add_argument(
+        "--keep-infra", action="store_true", help="leave PostgreSQL and Kafka running on exit"
+    )
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser(
+        "down", help="stop a running `sagactl up` and the local infrastructure"
+    ).set_defaults(func=cmd_down)
+    sub.add_parser("status", help="show what is running").set_defaults(func=cmd_status)
+
+    migrate = sub.add_parser("migrate", help="apply the database migrations (DATABASE_URL)")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument(
+        "--down", metavar="REVISION", help="downgrade to REVISION instead (e.g. base)"
+    )
+    migrate.set_defaults(func=cmd_migrate)
+
+    sub.add_parser(
+        "topics", help="create the events and dead-letter topics (KAFKA_BOOTSTRAP_SERVERS)"
+    ).set_defaults(func=cmd_topics)
+    sub.add_parser(
+        "relay", help="run the outbox relay (RELAY_OUTBOXES picks the outboxes)"
+    ).set_defaults(func=cmd_relay)
+
+    run = sub.add_parser("run", help="run one service")
+    run.add_argument("service", choices=SERVICES)
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,292 @@
+"""Run the system's processes (relays, services) as children and keep them alive.
+
+Why our own supervisor: ``sagactl up`` must run several long-lived processes from one
+terminal without systemd or Docker, restart any that crash (with backoff, so a process that
+dies at once does not spin), and shut everything down cleanly on Ctrl-C or ``sagactl down``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from sagactl.infra.proc import (
+    Logger,
+    live_pid,
+    read_pidfile,
+    terminate,
+    wait_until,
+    write_pidfile,
+)
+
+SUPERVISOR_PIDFILE = "supervisor.pid"
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 10.0
+STABLE_AFTER_S = 30.0
+STOP_TIMEOUT_S = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One supervised process: a unique name (also its log file name), argv and extra env."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class _Child:
+    spec: ProcessSpec
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff: float = BACKOFF_INITIAL_S
+    restart_at: float | None = None
+    restarts: int = 0
+    log_handle: io.BufferedWriter | None = field(default=None, repr=False)
+
+
+def supervisor_pidfile(state_dir: Path) -> Path:
+    """Where a supervisor started with ``state_dir`` records its pid."""
+    return Path(state_dir) / SUPERVISOR_PIDFILE
+
+
+def supervisor_pid(state_dir: Path) -> int | None:
+    """The pid of the supervisor running for ``state_dir``, or None."""
+    return live_pid(supervisor_pidfile(state_dir))
+
+
+def stop_supervisor(
+    state_dir: Path, *, timeout: float = STOP_TIMEOUT_S + 15, log: Logger = print
+) -> bool:
+    """SIGTERM the supervisor recorded in ``state_dir`` and wait for it to exit.
+
+    This is how ``sagactl down`` in another shell stops ``sagactl up``: the supervisor then
+    stops its children itself. Returns True if a supervisor was running.
+    """
+    pid = supervisor_pid(state_dir)
+    if pid is None:
+        supervisor_pidfile(state_dir).unlink(missing_ok=True)
+        return False
+    log(f"stopping supervisor (pid {pid})")
+    terminate(pid, timeout=timeout, log=log, name="supervisor")
+    supervisor_pidfile(state_dir).unlink(missing_ok=True)
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Supervisor:
+    """Starts each ``ProcessSpec`` as a child and restarts the ones that exit unexpectedly.
+
+    Child output (stdout and stderr) is appended to ``<log_dir>/<name>.log``. Restarts use
+    exponential backoff from 0.5s doubling to 10s, reset once a child has stayed up for 30s.
+    All spawning, reaping and terminating happens on one monitor thread.
+    """
+
+    def __init__(
+        self,
+        specs: list[ProcessSpec],
+        log_dir: Path,
+        *,
+        state_dir: Path | None = None,
+        log: Logger = print,
+        poll_interval: float = 0.1,
+    ) -> None:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"process names must be unique: {names}")
+        self.log_dir = Path(log_dir)
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.log = log
+        self.poll_interval = poll_interval
+        self._children = {s.name: _Child(s) for s in specs}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stop_timeout = STOP_TIMEOUT_S
+        self._lock = threading.Lock()
+
+    # -- public ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Spawn all children and begin monitoring them on a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("supervisor already started")
+        if self.state_dir is not None:
+            other = supervisor_pid(self.state_dir)
+            if other is not None and other != os.getpid():
+                raise RuntimeError(
+                    f"another supervisor (pid {other}) already runs for {self.state_dir}"
+                )
+            write_pidfile(supervisor_pidfile(self.state_dir), os.getpid())
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._monitor, args=(started,), name="supervisor", daemon=True
+        )
+        self._thread.start()
+        started.wait()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM every child, wait up to ``timeout`` seconds, SIGKILL the rest."""
+        self._stop_timeout = timeout
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()  # the monitor thread terminates the children it spawned
+            self._thread = None
+        if (
+            self.state_dir is not None
+            and read_pidfile(supervisor_pidfile(self.state_dir)) == os.getpid()
+        ):
+            supervisor_pidfile(self.state_dir).unlink(missing_ok=True)
+
+    def run_until_signalled(self) -> None:
+        """Start, block until SIGINT or SIGTERM, then stop everything (the ``up`` loop)."""
+        received = threading.Event()
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            self.log(f"received {signal.Signals(signum).name}; stopping")
+            received.set()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while not received.wait(0.5):
+                pass
+        finally:
+            self.stop()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def pids(self) -> dict[str, int | None]:
+        """Current pid of each child (None while it is down or waiting to restart)."""
+        with self._lock:
+            return {
+                name: (c.proc.pid if c.proc is not None and c.proc.poll() is None else None)
+                for name, c in self._children.items()
+            }
+
+    def restart_counts(self) -> dict[str, int]:
+        """How many times each child has been restarted after an unexpected exit."""
+        with self._lock:
+            return {name: c.restarts for name, c in self._children.items()}
+
+    # -- internals ---------------------------------------------------------------------------
+    def _monitor(self, started: threading.Event) -> None:
+        try:
+            for child in self._children.values():
+                self._spawn(child)
+        finally:
+            started.set()
+        try:
+            while not self._stopping.wait(self.poll_interval):
+                now = time.monotonic()
+                for child in self._children.values():
+                    self._check(child, now)
+        finally:
+            # Done on this thread: children die with the thread that spawned them (PDEATHSIG).
+            self._terminate_all(self._stop_timeout)
+
+    def _check(self, child: _Child, now: float) -> None:
+        if child.proc is not None:
+            code = child.proc.poll()
+            if code is None:
+                return
+            uptime = now - child.started_at
+            if uptime >= STABLE_AFTER_S:
+                child.backoff = BACKOFF_INITIAL_S
+            delay = child.backoff
+            child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
+            child.restart_at = now + delay
+            with self._lock:
+                child.proc = None
+            self._close_log(child)
+            self.log(
+                f"{child.spec.name} exited with code {code} after {uptime:.1f}s; "
+                f"restarting in {delay:.1f}s"
+            )
+        elif child.restart_at is not None and now >= child.restart_at:
+            child.restarts += 1
+            self._spawn(child)
+
+    def _spawn(self, child: _Child) -> None:
+        spec = child.spec
+        log_path = self.log_dir / f"{spec.name}.log"
+        handle = log_path.open("ab")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(
+            f"\n=== {stamp} supervisor starting {spec.name}: {' '.join(spec.argv)}\n".encode()
+        )
+        handle.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(spec.env or {})}
+        try:
+            proc = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            handle.write(f"=== cannot start: {exc}\n".encode())
+            handle.close()
+            self.log(f"cannot start {spec.name}: {exc}")
+            child.restart_at = time.monotonic() + child.backoff
+            child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
+            return
+        with self._lock:
+            child.proc = proc
+        child.log_handle = handle
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        self.log(f"started {spec.name} (pid {proc.pid}, log {log_path})")
+
+    def _terminate_all(self, timeout: float) -> None:
+        running = [
+            c for c in self._children.values() if c.proc is not None and c.proc.poll() is None
+        ]
+        for child in running:
+            assert child.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+                child.proc.send_signal(signal.SIGCONT)
+        wait_until(
+            lambda: all(c.proc is None or c.proc.poll() is not None for c in running),
+            timeout=timeout,
+            interval=0.05,
+        )
+        for child in running:
+            assert child.proc is not None
+            if child.proc.poll() is None:
+                self.log(f"{child.spec.name} did not stop within {timeout:.0f}s; SIGKILL")
+                child.proc.kill()
+                child.proc.wait()
+        for child in self._children.values():
+            with self._lock:
+                child.proc = None
+            child.restart_at = None
+            self._close_log(child)
+
+    @staticmethod
+    def _close_log(child: _Child) -> None:
+        handle = child.log_handle
+        child.log_handle = None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()

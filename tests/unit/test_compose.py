@@ -1,0 +1,168 @@
+"""compose.yaml must describe the same system that ``./dev up`` runs.
+
+No Docker engine is needed: the file is parsed and cross-checked against the code (service
+packages, the Kafka version the local stack pins, the env vars the code reads, the image's
+entrypoint), so drift between the two ways of running the system fails fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sagactl.infra.kafka import DEFAULT_KAFKA_VERSION
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE_PACKAGES = ("orders", "stock", "payments", "shipments", "notifications")
+PUBLISHED_PORTS = {"orders": 8000, "stock": 8001}
+# The configuration the code takes from the environment; compose must set exactly these.
+ENV_VARS = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+# Where the processes read their configuration from the environment.
+SETTINGS_MODULE = "saga_runtime.settings"
+
+Service = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Service]:
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    result: dict[str, Service] = compose["services"]
+    return result
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def argv(service: Service) -> list[str]:
+    """What the container runs: compose's entrypoint followed by its command."""
+    return _as_list(service.get("entrypoint")) + _as_list(service.get("command"))
+
+
+def environment(service: Service) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def depends_on(service: Service) -> dict[str, str]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return dict.fromkeys(deps, "service_started")
+    return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
+
+
+def project(services: dict[str, Service]) -> dict[str, Service]:
+    """Containers built from this repository's Dockerfile."""
+    return {name: s for name, s in services.items() if "build" in s}
+
+
+def test_every_service_package_has_a_container(services: dict[str, Service]) -> None:
+    commands = [argv(s) for s in project(services).values()]
+    for name in SERVICE_PACKAGES:
+        assert (REPO / name).is_dir(), f"service package {name}/ is missing"
+        assert commands.count(["sagactl", "run", name]) == 1, f"no container runs {name}"
+
+
+def test_published_http_ports(services: dict[str, Service]) -> None:
+    for name, port in PUBLISHED_PORTS.items():
+        assert f"{port}:{port}" in [str(p) for p in services[name].get("ports", [])]
+
+
+def test_two_relay_instances_for_active_and_hot_standby(services: dict[str, Service]) -> None:
+    relays = [n for n, s in project(services).items() if argv(s) == ["sagactl", "relay"]]
+    assert len(relays) == 2, relays
+
+
+def test_migrate_runs_once_postgres_is_healthy(services: dict[str, Service]) -> None:
+    assert argv(services["migrate"]) == ["sagactl", "migrate"]
+    assert depends_on(services["migrate"]).get("postgres") == "service_healthy"
+    assert str(services["migrate"].get("restart", "no")) in ("no", "False")
+
+
+def test_every_project_container_waits_for_migrate_and_kafka(
+    services: dict[str, Service],
+) -> None:
+    for name, service in project(services).items():
+        if name == "migrate":
+            continue
+        deps = depends_on(service)
+        assert deps.get("migrate") == "service_completed_successfully", name
+        assert deps.get("kafka") == "service_healthy", name
+
+
+def test_infra_images_are_pinned_and_health_checked(services: dict[str, Service]) -> None:
+    assert services["kafka"]["image"] == f"apache/kafka:{DEFAULT_KAFKA_VERSION}"
+    for name in ("kafka", "postgres"):
+        image, _, tag = services[name]["image"].partition(":")
+        assert tag and tag != "latest", f"{name} image {image} is not pinned"
+        assert "healthcheck" in services[name], f"{name} has no healthcheck"
+
+
+def test_project_containers_set_exactly_the_env_the_code_reads(
+    services: dict[str, Service],
+) -> None:
+    for name, service in project(services).items():
+        assert set(environment(service)) == ENV_VARS, name
+
+
+def test_env_urls_point_at_the_compose_infra(services: dict[str, Service]) -> None:
+    pg_env = environment(services["postgres"])
+    kafka_env = environment(services["kafka"])
+    for service in project(services).values():
+        env = environment(service)
+        match = re.fullmatch(r"postgresql://(\w+):(\w+)@postgres:5432/(\w+)", env["DATABASE_URL"])
+        assert match, env["DATABASE_URL"]
+        assert match.groups() == (
+            pg_env["POSTGRES_USER"],
+            pg_env["POSTGRES_PASSWORD"],
+            pg_env["POSTGRES_DB"],
+        )
+        assert f"PLAINTEXT://{env['KAFKA_BOOTSTRAP_SERVERS']}" in kafka_env[
+            "KAFKA_ADVERTISED_LISTENERS"
+        ].split(",")
+
+
+def _values(data: object) -> Iterator[str]:
+    if isinstance(data, dict):
+        for value in data.values():
+            yield from _values(value)
+    else:
+        yield str(data)
+
+
+def test_code_reads_the_env_vars_compose_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set each variable to a sentinel and check some settings class picks it up."""
+    from pydantic_settings import BaseSettings
+
+    sentinels = {var: f"sentinel-{var.lower()}" for var in ENV_VARS}
+    for var, value in sentinels.items():
+        monkeypatch.setenv(var, value)
+    module = importlib.import_module(SETTINGS_MODULE)
+    seen: set[str] = set()
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings:
+            try:
+                seen.update(_values(obj().model_dump()))
+            except Exception:  # settings with other required values: not ours to judge
+                continue
+    missing = sorted(var for var, value in sentinels.items() if value not in seen)
+    assert not missing, f"no settings class in {SETTINGS_MODULE} reads {missing}"
+
+
+def test_image_entrypoint_is_sagactl(services: dict[str, Service]) -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r'^ENTRYPOINT \["sagactl"\]$', dockerfile, re.M)
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    for name, service in project(services).items():
+        assert _as_list(service.get("entrypoint")) == ["sagactl"], name

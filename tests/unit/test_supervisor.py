@@ -1,0 +1,103 @@
+"""The process supervisor: restarts crashed children with backoff and stops them cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from sagactl.infra.proc import pid_alive, wait_until
+from sagactl.supervisor import (
+    ProcessSpec,
+    Supervisor,
+    stop_supervisor,
+    supervisor_pid,
+)
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+SLEEPER = py("import os, time; print('up', os.getpid(), flush=True); time.sleep(120)")
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def test_crashing_child_is_restarted_with_backoff(tmp_path: Path) -> None:
+    sup = Supervisor([ProcessSpec("crasher", py("raise SystemExit(3)"))], tmp_path, log=quiet)
+    started = time.monotonic()
+    sup.start()
+    try:
+        assert wait_until(lambda: sup.restart_counts()["crasher"] >= 2, timeout=10)
+        # Backoff is 0.5s then 1s: two restarts cannot happen sooner than that.
+        assert time.monotonic() - started >= 1.4
+    finally:
+        sup.stop()
+    assert (tmp_path / "crasher.log").read_text().count("supervisor starting crasher") >= 3
+
+
+def test_child_output_and_env_reach_its_log(tmp_path: Path) -> None:
+    spec = ProcessSpec(
+        "echo",
+        py("import os, time; print(os.environ['GREETING'], flush=True); time.sleep(60)"),
+        env={"GREETING": "hello-from-child"},
+    )
+    sup = Supervisor([spec], tmp_path, log=quiet)
+    sup.start()
+    try:
+        log = tmp_path / "echo.log"
+        assert wait_until(lambda: "hello-from-child" in log.read_text(), timeout=10)
+    finally:
+        sup.stop()
+
+
+def test_stop_terminates_children_and_kills_stubborn_ones(tmp_path: Path) -> None:
+    stubborn = py(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        " print('up', flush=True); time.sleep(120)"
+    )
+    sup = Supervisor(
+        [ProcessSpec("polite", SLEEPER), ProcessSpec("stubborn", stubborn)], tmp_path, log=quiet
+    )
+    sup.start()
+    assert wait_until(lambda: "up" in (tmp_path / "stubborn.log").read_text(), timeout=10)
+    pids = sup.pids()
+    assert all(pids.values())
+    began = time.monotonic()
+    sup.stop(timeout=1.0)
+    assert time.monotonic() - began < 5
+    assert not any(pid_alive(pid) for pid in pids.values() if pid)
+    assert sup.restart_counts() == {"polite": 0, "stubborn": 0}
+
+
+def test_stop_supervisor_from_another_process(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from sagactl.supervisor import ProcessSpec, Supervisor
+        spec = ProcessSpec("sleeper", {SLEEPER!r})
+        Supervisor([spec], Path({str(tmp_path / "logs")!r}), state_dir=Path({str(state)!r}),
+                   log=lambda m: None).run_until_signalled()
+        """
+    )
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=repo)
+    try:
+        assert wait_until(lambda: supervisor_pid(state) == proc.pid, timeout=15)
+        log = tmp_path / "logs" / "sleeper.log"
+        assert wait_until(lambda: log.exists() and "up" in log.read_text(), timeout=15)
+        assert stop_supervisor(state, log=quiet)
+        assert proc.wait(timeout=20) == 0
+        child_pid = int(log.read_text().split("up ")[-1].split()[0])
+        assert not pid_alive(child_pid)
+        assert supervisor_pid(state) is None
+        assert not stop_supervisor(state, log=quiet)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
