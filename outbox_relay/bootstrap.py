@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import signal
 import threading
 from types import FrameType
@@ -42,7 +43,13 @@ def main(settings: RelayProcessSettings | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     threads = [
-        threading.Thread(target=relay.run, args=(stop,), name=f"relay-{relay.schema}", daemon=True)
+        # Each thread runs in a copy of this context, so its log lines carry the process's.
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(relay.run, stop),
+            name=f"relay-{relay.schema}",
+            daemon=True,
+        )
         for relay in build_relays(settings)
     ]
     for thread in threads:
