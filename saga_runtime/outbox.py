@@ -33,6 +33,18 @@ class Outbox:
             " VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING id"
         ).format(sql.Identifier(self.schema))
 
+    def lock_aggregate(self, conn: psycopg.Connection, aggregate_id: str) -> None:
+        """Serialize this transaction with every other one touching ``aggregate_id``.
+
+        Held until commit; taking it again in the same transaction is free.
+        Handlers take it first so that two events about one order, arriving on
+        different topics, are applied one after the other.
+        """
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"{self.schema}:{aggregate_id}",),
+        )
+
     def add(self, conn: psycopg.Connection, envelope: Envelope) -> int:
         """Insert ``envelope``; returns the outbox row id.
 
@@ -44,10 +56,7 @@ class Outbox:
             raise OutboxUsageError(
                 "Outbox.add must be called inside the transaction that changes state"
             )
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"{self.schema}:{envelope.aggregate_id}",),
-        )
+        self.lock_aggregate(conn, envelope.aggregate_id)
         cur = conn.execute(
             self._insert,
             (

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import signal
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from psycopg_pool import ConnectionPool
@@ -112,6 +114,34 @@ class ServiceRuntime:
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
         self.runner.run()
+
+    def run_with_api(self, app: Any, *, host: str, port: int) -> None:
+        """Serve ``app`` with uvicorn in this thread and consume in another, until SIGTERM.
+
+        uvicorn owns the signals: on SIGTERM/SIGINT it drains HTTP requests, then
+        the consumer finishes its current message and leaves the group.
+        """
+        import uvicorn
+
+        consumer: threading.Thread | None = None
+        if self.runner is not None:
+            consumer = threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self.run_consumer,),
+                kwargs={"install_signal_handlers": False},
+                name=f"{self.service}-consumer",
+                daemon=True,
+            )
+            consumer.start()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        )
+        try:
+            server.run()
+        finally:
+            if self.runner is not None and consumer is not None:
+                self.runner.stop()
+                consumer.join(timeout=30)
 
     def close(self) -> None:
         for closer in self._closers:

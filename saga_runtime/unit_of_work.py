@@ -30,6 +30,10 @@ class UnitOfWork:
     cause: Envelope | None = None
     emitted: list[Envelope] = field(default_factory=list)
 
+    def lock(self, aggregate_id: str) -> None:
+        """Take the aggregate's lock before reading its state (see ``Outbox.lock_aggregate``)."""
+        self.outbox.lock_aggregate(self.conn, aggregate_id)
+
     def emit(
         self, event: Event, *, aggregate_id: str, correlation_id: UUID | None = None
     ) -> Envelope:

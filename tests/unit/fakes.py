@@ -85,6 +85,9 @@ class FakeOutbox(Outbox):
         super().__init__(schema="stock", topic="stock.events")
         self.rows: list[Envelope] = []
 
+    def lock_aggregate(self, conn: Any, aggregate_id: str) -> None:
+        pass
+
     def add(self, conn: Any, envelope: Envelope) -> int:
         self.rows.append(envelope)
         return len(self.rows)

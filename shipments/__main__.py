@@ -1,0 +1,3 @@
+from shipments.bootstrap import main
+
+raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Composition root of the shipments service."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from saga_runtime import ServiceRuntime, configure_logging
+from shipments import handlers
+from shipments.domain import Carrier
+from shipments.settings import ShipmentsSettings
+
+SERVICE = "shipments"
+
+
+def build(settings: ShipmentsSettings) -> ServiceRuntime:
+    carrier = Carrier(
+        name=settings.carrier,
+        countries=frozenset(c.upper() for c in settings.countries),
+        refused_postal_codes=frozenset(settings.refused_postal_codes),
+        delivery_days=settings.delivery_days,
+    )
+    return ServiceRuntime.build(
+        service=SERVICE,
+        kafka=settings.kafka,
+        database=settings.database,
+        consumer=settings.consumer,
+        handlers={
+            "OrderApproved": partial(handlers.on_order_approved, carrier=carrier),
+            "OrderCancelled": handlers.on_order_cancelled,
+        },
+        subscribes_to=["orders"],
+    )
+
+
+def main() -> int:
+    settings = ShipmentsSettings()
+    configure_logging(settings.log, service=SERVICE)
+    runtime = build(settings)
+    try:
+        runtime.run_consumer()
+    finally:
+        runtime.close()
+    return 0

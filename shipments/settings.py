@@ -1,0 +1,34 @@
+"""Settings of the shipments service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
+
+
+class ShipmentsSettings(BaseSettings):
+    """``SHIPMENTS_COUNTRIES=US,CA``: where the carrier delivers; elsewhere shipments fail."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPMENTS_", extra="ignore")
+
+    carrier: str = "Parcelo"
+    countries: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["US", "CA", "GB", "IE", "DE", "FR", "NL", "BE", "ES", "IT"]
+    )
+    refused_postal_codes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["00000"])
+    delivery_days: int = Field(default=3, ge=0)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("countries", "refused_postal_codes", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().upper() for part in value.split(",") if part.strip()]
+        return value
