@@ -1,0 +1,235 @@
+"""The orders REST API: submit an order, watch it settle, cancel it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from orders import handlers
+from orders.domain import Order, OrderStateError
+from orders.events import Address, OrderLine
+from orders.repository import OrderRepository, TimelineEntry
+from saga_runtime import TRANSIENT_DB_ERRORS, UnitOfWorkFactory
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+]
+Country = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z]{2}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemIn(_Strict):
+    sku: Text
+    quantity: int = Field(ge=1, le=1000)
+
+
+class PaymentIn(_Strict):
+    card_token: Text
+
+
+class AddressIn(_Strict):
+    name: Text
+    line1: Text
+    line2: Annotated[str, StringConstraints(max_length=200)] | None = None
+    city: Text
+    postal_code: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
+    ]
+    country: Country
+
+
+class OrderIn(_Strict):
+    customer_id: Text
+    email: Email
+    items: list[ItemIn] = Field(min_length=1, max_length=100)
+    payment: PaymentIn
+    shipping_address: AddressIn
+
+
+class LineOut(BaseModel):
+    sku: str
+    quantity: int
+    unit_price_cents: int | None = None
+
+
+class TimelineOut(BaseModel):
+    event_id: str
+    event_type: str
+    producer: str
+    occurred_at: datetime
+
+
+class OrderOut(BaseModel):
+    order_id: str
+    customer_id: str
+    status: Literal["PENDING", "APPROVED", "SHIPPED", "CANCELLED"]
+    reason_code: str | None
+    reason: str | None
+    lines: list[LineOut]
+    total_cents: int | None
+    shipping_address: Address
+    created_at: datetime
+    timeline: list[TimelineOut] | None = None
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+def _lines(order: Order) -> list[LineOut]:
+    if order.priced_lines is not None:
+        return [LineOut(**vars(line)) for line in order.priced_lines]
+    return [LineOut(sku=line.sku, quantity=line.quantity) for line in order.lines]
+
+
+def order_out(order: Order, timeline: list[TimelineEntry] | None = None) -> OrderOut:
+    return OrderOut(
+        order_id=order.id,
+        customer_id=order.customer_id,
+        status=order.status,
+        reason_code=order.reason_code,
+        reason=order.reason,
+        lines=_lines(order),
+        total_cents=order.total_cents,
+        shipping_address=order.shipping_address,
+        created_at=order.created_at,
+        timeline=None if timeline is None else [TimelineOut(**vars(t)) for t in timeline],
+    )
+
+
+def _encode_cursor(order: Order) -> str:
+    raw = json.dumps([order.created_at.isoformat(), order.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, order_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(order_id)
+    except (ValueError, TypeError) as exc:
+        raise HTTPException(
+            422,
+            detail=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
+        ) from exc
+
+
+def get_uow_factory(request: Request) -> UnitOfWorkFactory:
+    factory: UnitOfWorkFactory = request.app.state.uow_factory
+    return factory
+
+
+UowFactory = Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
+OrderId = Annotated[str, StringConstraints(max_length=200)]
+
+
+def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
+    app = FastAPI(
+        title="Orders",
+        description="Submit orders and watch their saga settle.",
+        version="1.0",
+    )
+    app.state.uow_factory = uow_factory
+
+    async def database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "the orders database is unavailable, retry shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "2"},
+        )
+
+    for error in TRANSIENT_DB_ERRORS:
+        app.add_exception_handler(error, database_unavailable)
+
+    @app.post(
+        "/orders",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=OrderOut,
+        responses={409: {"description": "Idempotency-Key reused with another body"}},
+    )
+    def submit_order(
+        body: OrderIn,
+        request: Request,
+        response: Response,
+        factory: UowFactory,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+        ] = None,
+    ) -> OrderOut:
+        """Accept an order (202): the saga runs asynchronously; poll ``Location``."""
+        fingerprint = handlers.request_hash(body.model_dump_json().encode())
+        try:
+            with factory.begin() as uow:
+                order, _created = handlers.place_order(
+                    uow,
+                    customer_id=body.customer_id,
+                    email=body.email,
+                    lines=[OrderLine(sku=i.sku, quantity=i.quantity) for i in body.items],
+                    card_token=body.payment.card_token,
+                    shipping_address=Address(**body.shipping_address.model_dump()),
+                    idempotency_key=idempotency_key,
+                    fingerprint=fingerprint,
+                )
+        except handlers.IdempotencyKeyReused as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        response.headers["Location"] = f"/orders/{order.id}"
+        return order_out(order)
+
+    @app.get("/orders/{order_id}", response_model=OrderOut)
+    def get_order(order_id: OrderId, factory: UowFactory) -> OrderOut:
+        """The order, its priced lines and its saga timeline."""
+        with factory.pool.connection() as conn:
+            repo = OrderRepository(conn)
+            order = repo.get(order_id)
+            if order is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, detail="order not found")
+            return order_out(order, repo.timeline(order_id))
+
+    @app.get("/orders", response_model=OrderPage)
+    def list_orders(
+        factory: UowFactory,
+        customer_id: Annotated[str, Query(min_length=1, max_length=200)],
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+    ) -> OrderPage:
+        """A customer's orders, newest first; pass ``next_cursor`` back for the next page."""
+        before = _decode_cursor(cursor) if cursor else None
+        with factory.pool.connection() as conn:
+            orders = OrderRepository(conn).list_for_customer(
+                customer_id, limit=limit + 1, before=before
+            )
+        page, more = orders[:limit], len(orders) > limit
+        return OrderPage(
+            items=[order_out(o) for o in page],
+            next_cursor=_encode_cursor(page[-1]) if more else None,
+        )
+
+    @app.post(
+        "/orders/{order_id}/cancel",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=OrderOut,
+        responses={404: {"description": "unknown order"}, 409: {"description": "already final"}},
+    )
+    def cancel(order_id: OrderId, factory: UowFactory) -> OrderOut:
+        """Cancel before shipment; what was done is undone by the other services."""
+        try:
+            with factory.begin() as uow:
+                order = handlers.cancel_order(uow, order_id)
+        except handlers.OrderNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="order not found") from exc
+        except OrderStateError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        return order_out(order)
+
+    return app
