@@ -62,9 +62,16 @@ def system_topics(kafka: KafkaSettings) -> list[str]:
 
 def prepare(env: dict[str, str]) -> None:
     """Migrate the database to head and create every topic the system uses."""
+    import psycopg
+
     from migrations import upgrade
+    from stock.catalogue import seed
 
     upgrade(env["DATABASE_URL"])
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        added = seed(conn)
+    if added:
+        print(f"sagactl: seeded the catalogue with {added} products")
     kafka = KafkaSettings(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
     ensure_topics(kafka, system_topics(kafka))
 
@@ -77,8 +84,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     env, local = provision(state_dir)
     print(f"sagactl: PostgreSQL {env['DATABASE_URL']}, Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}")
     prepare(env)
+    env.setdefault("SMTP_SINK_FILE", str(state_dir / "mail.jsonl"))
+    # The simulated carrier takes a moment to book, so a demo can still cancel after payment.
+    env.setdefault("SHIPMENTS_BOOKING_SECONDS", os.environ.get("SHIPMENTS_BOOKING_SECONDS", "2"))
     base = [sys.executable, "-m", "sagactl"]
     specs = [
+        ProcessSpec(name="smtp-sink", argv=[*base, "smtp-sink"], env=env),
+        ProcessSpec(name="provider", argv=[*base, "provider"], env=env),
+    ]
+    specs += [
         ProcessSpec(
             name=f"relay-{n}", argv=[*base, "relay"], env={**env, "RELAY_NAME": f"relay-{n}"}
         )
@@ -144,6 +158,18 @@ def cmd_relay(_args: argparse.Namespace) -> int:
     return main()
 
 
+def cmd_provider(_args: argparse.Namespace) -> int:
+    from payment_provider.bootstrap import main
+
+    return int(main())
+
+
+def cmd_smtp_sink(_args: argparse.Namespace) -> int:
+    from smtp_sink import main
+
+    return int(main())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.service not in runnable_services():
         return _fail(
@@ -199,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "relay", help="run the outbox relay (RELAY_OUTBOXES picks the outboxes)"
     ).set_defaults(func=cmd_relay)
+
+    sub.add_parser(
+        "provider", help="run the payment-provider simulator (PROVIDER_PORT, default 8010)"
+    ).set_defaults(func=cmd_provider)
+    sub.add_parser(
+        "smtp-sink", help="run the local SMTP sink (SMTP_SINK_PORT 2525, mail to SMTP_SINK_FILE)"
+    ).set_defaults(func=cmd_smtp_sink)
 
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service", choices=SERVICES)

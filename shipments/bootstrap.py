@@ -25,7 +25,11 @@ def build(settings: ShipmentsSettings) -> ServiceRuntime:
         database=settings.database,
         consumer=settings.consumer,
         handlers={
-            "OrderApproved": partial(handlers.on_order_approved, carrier=carrier),
+            "OrderApproved": partial(
+                handlers.on_order_approved,
+                carrier=carrier,
+                booking_seconds=settings.booking_seconds,
+            ),
             "OrderCancelled": handlers.on_order_cancelled,
         },
         subscribes_to=["orders"],

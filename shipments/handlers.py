@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -31,11 +32,18 @@ def _apply(
 
 
 def on_order_approved(
-    uow: UnitOfWork, event: Envelope, *, carrier: Carrier, today: Callable[[], date] = _today
+    uow: UnitOfWork,
+    event: Envelope,
+    *,
+    carrier: Carrier,
+    today: Callable[[], date] = _today,
+    booking_seconds: float = 0.0,
 ) -> None:
     approved = event.payload_as(OrderApproved)
     uow.lock(approved.order_id)
     current = ShipmentRepository(uow.conn).get(approved.order_id)
+    if current is None and booking_seconds:
+        time.sleep(booking_seconds)  # the carrier's booking call
     new, events = domain.schedule(
         current,
         approved,

@@ -21,6 +21,9 @@ class ShipmentsSettings(BaseSettings):
     )
     refused_postal_codes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["00000"])
     delivery_days: int = Field(default=3, ge=0)
+    # How long the (simulated) carrier takes to book a shipment: the window in
+    # which a customer can still cancel an approved order.
+    booking_seconds: float = Field(default=0.0, ge=0, le=60)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)

@@ -1,0 +1,165 @@
+"""Every path of the order saga on the real stack, each service a separate process.
+
+Each test ends with the invariant checker over all services' data and the
+provider's ledger.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.system import System
+
+pytestmark = pytest.mark.e2e
+
+
+def timeline(order: dict) -> list[str]:  # type: ignore[type-arg]
+    return [entry["event_type"] for entry in order["timeline"]]
+
+
+def stock_of(system: System, http: httpx.Client, sku: str) -> dict:  # type: ignore[type-arg]
+    return dict(http.get(f"{system.stock_url}/stock/{sku}").json())
+
+
+def charges_for(system: System, order_id: str) -> tuple[int, int]:
+    charges, refunds = system.ledger()
+    mine = {c.charge_id for c in charges if c.order_id == order_id}
+    return len(mine), sum(1 for r in refunds if r.charge_id in mine)
+
+
+def mail_kinds(system: System, order_id: str) -> list[str]:
+    if not system.mail_file.exists():
+        return []
+    kinds = []
+    for line in system.mail_file.read_text().splitlines():
+        mail = json.loads(line)
+        if order_id in (mail.get("message_id") or ""):
+            kinds.append(mail["message_id"].split(".")[1].split("@")[0])
+    return sorted(kinds)
+
+
+def settle(system: System) -> None:
+    violations = system.wait_quiet()
+    assert violations == [], "\n".join(map(str, violations))
+
+
+def test_happy_order_is_priced_charged_shipped_and_announced(system: System, http: httpx.Client):
+    before = stock_of(system, http, "KEYB-01")
+    placed = system.place_order(http)
+    order = system.wait_for_order(http, placed["order_id"], ["SHIPPED", "CANCELLED"])
+
+    assert order["status"] == "SHIPPED", order
+    assert order["total_cents"] == 8_900 + 2 * 1_200
+    assert {(line["sku"], line["unit_price_cents"]) for line in order["lines"]} == {
+        ("KEYB-01", 8_900),
+        ("CABLE-C", 1_200),
+    }
+    settle(system)
+    events = timeline(system.wait_for_order(http, placed["order_id"]))
+    for expected in (
+        "OrderCreated",
+        "StockReserved",
+        "PaymentSucceeded",
+        "OrderApproved",
+        "StockSold",
+        "ShipmentScheduled",
+        "OrderShipped",
+    ):
+        assert expected in events
+    assert (
+        events.index("OrderCreated") < events.index("OrderApproved") < events.index("OrderShipped")
+    )
+    assert charges_for(system, placed["order_id"]) == (1, 0)
+    after = stock_of(system, http, "KEYB-01")
+    assert (after["on_hand"], after["sold"]) == (before["on_hand"] - 1, before["sold"] + 1)
+    assert mail_kinds(system, placed["order_id"]) == ["order_approved", "order_shipped"]
+
+
+def test_out_of_stock_order_is_cancelled_and_nothing_is_charged(system: System, http: httpx.Client):
+    placed = system.place_order(http, items=[{"sku": "LAMP-01", "quantity": 50}])
+    order = system.wait_for_order(http, placed["order_id"])
+    assert (order["status"], order["reason_code"]) == ("CANCELLED", "out_of_stock")
+    assert "LAMP-01" in order["reason"]
+    settle(system)
+    assert charges_for(system, placed["order_id"]) == (0, 0)
+    assert mail_kinds(system, placed["order_id"]) == ["order_cancelled"]
+
+
+def test_unknown_sku_is_cancelled(system: System, http: httpx.Client):
+    placed = system.place_order(http, items=[{"sku": "NO-SUCH-SKU", "quantity": 1}])
+    order = system.wait_for_order(http, placed["order_id"])
+    assert (order["status"], order["reason_code"]) == ("CANCELLED", "unknown_sku")
+    settle(system)
+
+
+def test_declined_card_cancels_and_releases_the_reservation(system: System, http: httpx.Client):
+    before = stock_of(system, http, "MON-27")
+    placed = system.place_order(
+        http, items=[{"sku": "MON-27", "quantity": 2}], payment={"card_token": "tok_decline"}
+    )
+    order = system.wait_for_order(http, placed["order_id"])
+    assert (order["status"], order["reason_code"]) == ("CANCELLED", "payment_declined")
+    settle(system)
+    assert "StockReleased" in timeline(system.wait_for_order(http, placed["order_id"]))
+    after = stock_of(system, http, "MON-27")
+    assert (after["on_hand"], after["reserved"]) == (before["on_hand"], before["reserved"])
+    assert charges_for(system, placed["order_id"]) == (0, 0)
+
+
+def test_cancellation_after_payment_refunds_and_restocks(system: System, http: httpx.Client):
+    before = stock_of(system, http, "HEAD-01")
+    placed = system.place_order(http, items=[{"sku": "HEAD-01", "quantity": 1}])
+    system.wait_for_order(http, placed["order_id"], ["APPROVED"])
+    response = http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel")
+    assert response.status_code == 202, response.text
+
+    order = system.wait_for_order(http, placed["order_id"])
+    assert (order["status"], order["reason_code"]) == ("CANCELLED", "customer_request")
+    settle(system)
+    events = timeline(system.wait_for_order(http, placed["order_id"]))
+    assert "PaymentRefunded" in events and "StockRestocked" in events
+    assert charges_for(system, placed["order_id"]) == (1, 1)
+    after = stock_of(system, http, "HEAD-01")
+    assert after["on_hand"] == before["on_hand"]
+    assert http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel").status_code == 409
+
+
+def test_cancelling_a_shipped_order_is_refused(system: System, http: httpx.Client):
+    placed = system.place_order(http, items=[{"sku": "MOUSE-01", "quantity": 1}])
+    system.wait_for_order(http, placed["order_id"], ["SHIPPED"])
+    assert http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel").status_code == 409
+    settle(system)
+
+
+def test_shipment_failure_after_approval_refunds_and_restocks(system: System, http: httpx.Client):
+    address = {
+        "name": "Ana",
+        "line1": "Rua 1",
+        "city": "Rio",
+        "postal_code": "20000",
+        "country": "BR",
+    }
+    placed = system.place_order(
+        http, items=[{"sku": "CABLE-C", "quantity": 3}], shipping_address=address
+    )
+    order = system.wait_for_order(http, placed["order_id"])
+    assert (order["status"], order["reason_code"]) == ("CANCELLED", "shipment_failed")
+    settle(system)
+    events = timeline(system.wait_for_order(http, placed["order_id"]))
+    assert {"OrderApproved", "ShipmentFailed", "PaymentRefunded", "StockRestocked"} <= set(events)
+    assert charges_for(system, placed["order_id"]) == (1, 1)
+
+
+def test_pending_order_past_its_deadline_is_cancelled_and_a_late_charge_refunded(
+    system: System, http: httpx.Client
+):
+    # The provider answers tok_slow after 13 s; the deadline is 10 s.
+    placed = system.place_order(http, payment={"card_token": "tok_slow"})
+    order = system.wait_for_order(http, placed["order_id"], timeout=40)
+    assert (order["status"], order["reason_code"]) == ("CANCELLED", "timeout")
+    settle(system)
+    charged, refunded = charges_for(system, placed["order_id"])
+    assert charged == refunded, "a charge that landed after the deadline is refunded"
