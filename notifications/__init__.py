@@ -1,1 +1,5 @@
-"""The notifications service (its domain, events, handlers and API arrive with the saga issue)."""
+"""The notifications service: tells customers that their order was approved, shipped or cancelled.
+
+At most one notification per order and kind: the (order, kind) row is inserted
+before anything is sent, and an event that finds the row already there sends nothing.
+"""

@@ -1,0 +1,3 @@
+from notifications.bootstrap import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Composition root of the notifications service (a consumer only: it has no API)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from notifications import handlers
+from notifications.handlers import Notifier
+from notifications.mailer import SmtpMailer
+from notifications.settings import NotificationsSettings
+from notifications.webhook import WebhookClient
+from saga_runtime import ConfigurationError, ServiceRuntime, configure_logging
+
+SERVICE = "notifications"
+
+
+def notifier(settings: NotificationsSettings) -> Notifier:
+    mailer = SmtpMailer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.sender,
+        timeout=settings.smtp_timeout,
+    )
+    if settings.webhook_url is None:
+        return Notifier(email=mailer.send)
+    if settings.webhook_secret is None or not settings.webhook_secret.get_secret_value():
+        # An unsigned webhook could be forged by anyone who knows the URL.
+        raise ConfigurationError(
+            "NOTIFICATIONS_WEBHOOK_URL is set but NOTIFICATIONS_WEBHOOK_SECRET is not"
+        )
+    webhook = WebhookClient(
+        url=settings.webhook_url,
+        secret=settings.webhook_secret.get_secret_value(),
+        attempts=settings.webhook_attempts,
+        timeout=settings.webhook_timeout,
+        backoff_initial=settings.webhook_backoff_initial,
+        backoff_max=settings.webhook_backoff_max,
+    )
+    return Notifier(email=mailer.send, webhook=webhook.post)
+
+
+def build(settings: NotificationsSettings) -> ServiceRuntime:
+    notify = notifier(settings)
+    return ServiceRuntime.build(
+        service=SERVICE,
+        kafka=settings.kafka,
+        database=settings.database,
+        consumer=settings.consumer,
+        handlers={
+            "OrderApproved": partial(handlers.on_order_approved, notifier=notify),
+            "OrderShipped": partial(handlers.on_order_shipped, notifier=notify),
+            "OrderCancelled": partial(handlers.on_order_cancelled, notifier=notify),
+        },
+        subscribes_to=["orders"],
+    )
+
+
+def main() -> int:
+    settings = NotificationsSettings()
+    configure_logging(settings.log, service=SERVICE)
+    runtime = build(settings)
+    try:
+        runtime.run_consumer()
+    finally:
+        runtime.close()
+    return 0

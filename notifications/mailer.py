@@ -1,0 +1,61 @@
+"""Email over SMTP (the local SMTP sink in development and tests)."""
+
+from __future__ import annotations
+
+import smtplib
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from notifications.domain import Notification
+from notifications.errors import DeliveryRejected
+from saga_runtime import RetryableError
+
+__all__ = ["SmtpMailer", "build_message"]
+
+
+def build_message(notification: Notification, *, sender: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = notification.recipient
+    message["Subject"] = notification.subject
+    message["Message-ID"] = notification.message_id
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["X-Saga-Order-Id"] = notification.order_id
+    message["X-Saga-Notification"] = notification.kind
+    message.set_content(notification.body)
+    return message
+
+
+class SmtpMailer:
+    """One SMTP connection per message: notifications are rare, and it never goes stale."""
+
+    def __init__(self, *, host: str, port: int, sender: str, timeout: float = 10.0) -> None:
+        self.host = host
+        self.port = port
+        self.sender = sender
+        self.timeout = timeout
+
+    def send(self, notification: Notification) -> None:
+        """Hand the message to the server; transient failures raise RetryableError."""
+        message = build_message(notification, sender=self.sender)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                refused = smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            _raise_for_codes([code for code, _ in exc.recipients.values()], exc)
+        except smtplib.SMTPResponseException as exc:
+            _raise_for_codes([exc.smtp_code], exc)
+        except (OSError, smtplib.SMTPException) as exc:
+            # Refused, reset or timed-out connections and disconnects: the server may be back.
+            raise RetryableError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
+        if refused:
+            # Only one recipient per message, so a partial refusal cannot happen; be safe.
+            _raise_for_codes([code for code, _ in refused.values()], None)
+
+
+def _raise_for_codes(codes: list[int], cause: Exception | None) -> None:
+    """4xx means "try again later" in SMTP; 5xx is a permanent refusal."""
+    detail = f"SMTP refused the message (codes {codes}): {cause!r}"
+    if all(400 <= code < 500 for code in codes):
+        raise RetryableError(detail) from cause
+    raise DeliveryRejected(detail) from cause

@@ -1,0 +1,43 @@
+"""Settings of the notifications service."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
+
+
+class NotificationsSettings(BaseSettings):
+    """``NOTIFICATIONS_SMTP_HOST``/``_PORT`` (the SMTP sink by default), ``NOTIFICATIONS_FROM``.
+
+    ``NOTIFICATIONS_WEBHOOK_URL`` turns the webhook channel on; it then needs
+    ``NOTIFICATIONS_WEBHOOK_SECRET`` to sign the requests.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=2525, ge=1, le=65535)
+    smtp_timeout: PositiveFloat = 10.0
+    sender: str = Field(
+        default="Saga Shop <orders@saga-outbox.local>",
+        validation_alias=AliasChoices("NOTIFICATIONS_FROM", "sender"),
+    )
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_attempts: PositiveInt = 3
+    webhook_timeout: PositiveFloat = 5.0
+    webhook_backoff_initial: PositiveFloat = 0.2
+    webhook_backoff_max: PositiveFloat = 2.0
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value

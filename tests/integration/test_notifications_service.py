@@ -1,0 +1,395 @@
+"""The notifications service on the real runtime, database and broker, mailing the real sink."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from notifications import bootstrap, domain, handlers
+from notifications.settings import NotificationsSettings
+from notifications.webhook import verify
+from orders.events import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
+from saga_runtime import (
+    ConsumerSettings,
+    DatabaseSettings,
+    Envelope,
+    Event,
+    KafkaSettings,
+    RetryableError,
+    ServiceRuntime,
+    dead_letter_topic,
+    ensure_topics,
+    events_topic,
+)
+from smtp_sink import SmtpSink, read_mail
+from tests.fixtures.kafka import produce
+from tests.support import ThreadedRunner, wait_until
+
+pytestmark = pytest.mark.integration
+
+SECRET = "webhook-test-secret"
+SENDER = "Saga Test <shop@saga.test>"
+ADDRESS = Address(name="Ada", line1="1 Main St", city="London", postal_code="N1", country="GB")
+
+
+def approved(order_id: str) -> OrderApproved:
+    return OrderApproved(
+        order_id=order_id,
+        customer_id="c-1",
+        email=f"{order_id}@example.com",
+        lines=[OrderLine(sku="SKU-1", quantity=2)],
+        total_cents=2_000,
+        shipping_address=ADDRESS,
+    )
+
+
+def shipped(order_id: str) -> OrderShipped:
+    return OrderShipped(
+        order_id=order_id, email=f"{order_id}@example.com", shipment_id="shp_1", carrier="Parcelo"
+    )
+
+
+def cancelled(order_id: str, reason: str) -> OrderCancelled:
+    return OrderCancelled(
+        order_id=order_id,
+        email=f"{order_id}@example.com",
+        reason_code="payment_declined",
+        reason=reason,
+        previous_status="PENDING",
+    )
+
+
+def wrap(event: Event, order_id: str) -> Envelope:
+    return Envelope.new(event, aggregate_id=order_id, producer="orders")
+
+
+@pytest.fixture
+def mail_file(tmp_path: Path) -> Path:
+    return tmp_path / "mail.jsonl"
+
+
+@pytest.fixture
+def sink(mail_file: Path) -> Iterator[SmtpSink]:
+    with SmtpSink(path=mail_file) as running:
+        yield running
+
+
+@pytest.fixture
+def source(kafka: KafkaSettings) -> str:
+    topic = events_topic("orders", kafka.topic_prefix)
+    ensure_topics(
+        kafka,
+        [
+            topic,
+            events_topic("notifications", kafka.topic_prefix),
+            dead_letter_topic("notifications", kafka.topic_prefix),
+        ],
+    )
+    return topic
+
+
+@dataclass(frozen=True)
+class Delivery:
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    status: int
+
+
+class Receiver:
+    """A webhook endpoint on a free port; answers 503 to the first ``failures`` requests."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.deliveries: list[Delivery] = []
+        lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with lock:
+                    status = 503 if len(receiver.deliveries) < receiver.failures else 204
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    receiver.deliveries.append(Delivery(headers, body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/saga"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+def settings(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    *,
+    smtp_port: int,
+    webhook_url: str | None = None,
+    max_attempts: int = 5,
+) -> NotificationsSettings:
+    return NotificationsSettings(
+        smtp_port=smtp_port,
+        sender=SENDER,
+        webhook_url=webhook_url,
+        webhook_secret=SECRET if webhook_url else None,  # type: ignore[arg-type]
+        webhook_attempts=2,
+        webhook_backoff_initial=0.01,
+        webhook_backoff_max=0.02,
+        kafka=kafka,
+        database=database,
+        consumer=ConsumerSettings(backoff_initial=0.05, backoff_max=0.3, max_attempts=max_attempts),
+    )
+
+
+def consuming(runtime: ServiceRuntime) -> ThreadedRunner:
+    assert runtime.runner is not None
+
+    def run() -> None:
+        try:
+            runtime.run_consumer(install_signal_handlers=False)
+        finally:
+            runtime.close()
+
+    return ThreadedRunner(run, runtime.runner.stop)
+
+
+def applied(conn: psycopg.Connection, envelope: Envelope) -> bool:
+    """The event's transaction committed (its inbox row exists)."""
+    row = conn.execute(
+        "SELECT 1 FROM notifications.inbox WHERE event_id = %s", (envelope.event_id,)
+    ).fetchone()
+    return row is not None
+
+
+def scalar(conn: psycopg.Connection, query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def notification_rows(conn: psycopg.Connection) -> list[tuple[str, str, str, list[str]]]:
+    return [
+        (r[0], r[1], r[2], list(r[3]))
+        for r in conn.execute(
+            "SELECT order_id, kind, recipient, channels FROM notifications.notifications"
+            " ORDER BY order_id, kind"
+        )
+    ]
+
+
+def customer_notified(conn: psycopg.Connection) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (r[0], r[1]["payload"])
+        for r in conn.execute(
+            "SELECT aggregate_id, envelope FROM notifications.outbox"
+            " WHERE event_type = 'CustomerNotified' ORDER BY id"
+        )
+    ]
+
+
+def test_one_mail_per_order_and_kind_despite_redeliveries_and_a_second_cancellation(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    ok_approved, ok_shipped = wrap(approved("ord-1"), "ord-1"), wrap(shipped("ord-1"), "ord-1")
+    shipped_again = wrap(shipped("ord-1"), "ord-1")  # a replay: same fact, new event id
+    declined = wrap(cancelled("ord-2", "the card was declined"), "ord-2")
+    timed_out = wrap(cancelled("ord-2", "payment took too long"), "ord-2")
+    deliveries: list[tuple[bytes | None, bytes | None]] = [
+        (b"ord-1", e.to_bytes())
+        for e in (ok_approved, ok_approved, ok_shipped, ok_approved, shipped_again)
+    ]
+    deliveries += [(b"ord-2", e.to_bytes()) for e in (declined, declined, timed_out)]
+    produce(kafka, source, deliveries)
+
+    runtime = bootstrap.build(settings(database, kafka, smtp_port=sink.port))
+    with consuming(runtime):
+        # Each order's events share a partition and are applied in order, so once the last
+        # one committed, every redelivery before it has been handled too.
+        wait_until(lambda: applied(admin_conn, shipped_again), what="ord-1's last event")
+        wait_until(lambda: applied(admin_conn, timed_out), what="ord-2's last event")
+
+    mails = read_mail(mail_file)
+    assert sorted(m["message_id"] for m in mails) == [
+        "<ord-1.order_approved@saga-outbox>",
+        "<ord-1.order_shipped@saga-outbox>",
+        "<ord-2.order_cancelled@saga-outbox>",
+    ]
+    by_id = {m["message_id"]: m for m in mails}
+    cancel_mail = by_id["<ord-2.order_cancelled@saga-outbox>"]
+    assert cancel_mail["to"] == ["ord-2@example.com"]
+    assert cancel_mail["from"] == "shop@saga.test"
+    assert cancel_mail["subject"] == "Your order ord-2 was cancelled"
+    assert "Reason: the card was declined" in cancel_mail["body"], "the first cancellation told"
+    assert (
+        cancel_mail["body"]
+        == domain.order_cancelled(cancelled("ord-2", "the card was declined")).body
+    )
+    assert "Total: 20.00" in by_id["<ord-1.order_approved@saga-outbox>"]["body"]
+
+    assert notification_rows(admin_conn) == [
+        ("ord-1", "order_approved", "ord-1@example.com", ["email"]),
+        ("ord-1", "order_shipped", "ord-1@example.com", ["email"]),
+        ("ord-2", "order_cancelled", "ord-2@example.com", ["email"]),
+    ]
+    assert sorted((order, p["kind"]) for order, p in customer_notified(admin_conn)) == [
+        ("ord-1", "order_approved"),
+        ("ord-1", "order_shipped"),
+        ("ord-2", "order_cancelled"),
+    ]
+    assert scalar(admin_conn, "SELECT count(*) FROM notifications.inbox") == 5
+    assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
+
+
+def test_the_webhook_receives_a_correctly_signed_post(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    event = wrap(approved("ord-7"), "ord-7")
+    produce(kafka, source, [(b"ord-7", event.to_bytes())])
+
+    with Receiver() as receiver:
+        runtime = bootstrap.build(
+            settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
+        )
+        with consuming(runtime):
+            wait_until(lambda: applied(admin_conn, event), what="the approval handled")
+
+    [delivery] = receiver.deliveries
+    assert verify(delivery.body, SECRET, delivery.headers["x-saga-signature"])
+    assert not verify(delivery.body, "another secret", delivery.headers["x-saga-signature"])
+    expected = domain.order_approved(approved("ord-7"))
+    assert delivery.headers["x-saga-delivery"] == expected.delivery_id
+    assert delivery.headers["content-type"] == "application/json"
+    document = json.loads(delivery.body)
+    assert (document["order_id"], document["kind"]) == ("ord-7", "order_approved")
+    assert document["body"] == expected.body
+    assert [m["message_id"] for m in read_mail(mail_file)] == ["<ord-7.order_approved@saga-outbox>"]
+    assert notification_rows(admin_conn) == [
+        ("ord-7", "order_approved", "ord-7@example.com", ["email", "webhook"])
+    ]
+    [(_, notified)] = customer_notified(admin_conn)
+    assert notified["channels"] == ["email", "webhook"]
+
+
+def test_a_failing_receiver_fails_the_handler_with_a_retryable_error_and_commits_nothing(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    event = wrap(approved("ord-8"), "ord-8")
+    with Receiver(failures=100) as receiver:
+        config = settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
+        runtime = bootstrap.build(config)
+        try:
+            with (
+                pytest.raises(RetryableError, match="HTTP 503"),
+                runtime.uow_factory.begin(cause=event) as uow,
+            ):
+                handlers.on_order_approved(uow, event, notifier=bootstrap.notifier(config))
+        finally:
+            runtime.close()
+
+    assert [d.status for d in receiver.deliveries] == [503, 503], "retried within the call"
+    assert notification_rows(admin_conn) == [], "rolled back: the retry will claim it again"
+    assert customer_notified(admin_conn) == []
+
+
+def test_a_failing_receiver_is_retried_by_the_consumer_until_it_accepts(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    event = wrap(approved("ord-9"), "ord-9")
+    produce(kafka, source, [(b"ord-9", event.to_bytes())])
+
+    # Two attempts per handler call: the first call fails (503, 503), the second gets 503 then 204.
+    with Receiver(failures=3) as receiver:
+        runtime = bootstrap.build(
+            settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
+        )
+        with consuming(runtime):
+            wait_until(lambda: applied(admin_conn, event), what="the approval handled")
+
+    assert [d.status for d in receiver.deliveries] == [503, 503, 503, 204]
+    assert len({(d.body, d.headers["x-saga-delivery"]) for d in receiver.deliveries}) == 1
+    assert all(verify(d.body, SECRET, d.headers["x-saga-signature"]) for d in receiver.deliveries)
+    # The failed attempt had already mailed; its resend carries the same Message-ID.
+    mails = read_mail(mail_file)
+    assert [m["message_id"] for m in mails] == ["<ord-9.order_approved@saga-outbox>"] * 2
+    assert notification_rows(admin_conn) == [
+        ("ord-9", "order_approved", "ord-9@example.com", ["email", "webhook"])
+    ]
+    assert len(customer_notified(admin_conn)) == 1
+    assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
+
+
+def test_an_unreachable_smtp_server_is_retried_until_it_is_back(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    event = wrap(cancelled("ord-5", "out of stock"), "ord-5")
+    produce(kafka, source, [(b"ord-5", event.to_bytes())])
+
+    # A server that hangs up on every connection, until the real sink takes its port.
+    broken = socket.create_server(("127.0.0.1", 0))
+    broken.settimeout(60)  # fail rather than hang if the service never connects
+    port = broken.getsockname()[1]
+    hung_up = 0
+    runtime = bootstrap.build(settings(database, kafka, smtp_port=port, max_attempts=10_000))
+    with consuming(runtime):
+        while hung_up < 3:
+            conn, _ = broken.accept()
+            conn.close()
+            hung_up += 1
+        broken.close()
+        assert not applied(admin_conn, event)
+        with SmtpSink(path=mail_file, port=port):
+            wait_until(lambda: applied(admin_conn, event), what="the cancellation handled")
+
+    [mail] = read_mail(mail_file)
+    assert mail["message_id"] == "<ord-5.order_cancelled@saga-outbox>"
+    assert "Reason: out of stock" in mail["body"]
+    assert notification_rows(admin_conn) == [
+        ("ord-5", "order_cancelled", "ord-5@example.com", ["email"])
+    ]
+    assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0

@@ -1,0 +1,253 @@
+"""Notifications: texts and kinds, and at most one send per kind under any delivery order."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from notifications import domain, handlers
+from notifications.domain import Notification
+from notifications.events import CustomerNotified
+from notifications.handlers import Notifier
+from notifications.mailer import build_message
+from orders.events import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
+from saga_runtime import Envelope, Event, RetryableError, UnitOfWork
+from tests.unit.fakes import FakeConnection, FakeOutbox
+
+ADDRESS = Address(
+    name="Ada Lovelace",
+    line1="1 Main St",
+    line2="Flat 2",
+    city="London",
+    postal_code="N1 9GU",
+    country="gb",
+)
+APPROVED = OrderApproved(
+    order_id="o-1",
+    customer_id="c-1",
+    email="ada@example.com",
+    lines=[OrderLine(sku="SKU-1", quantity=2), OrderLine(sku="SKU-2", quantity=1)],
+    total_cents=12_345,
+    shipping_address=ADDRESS,
+)
+SHIPPED = OrderShipped(
+    order_id="o-1", email="ada@example.com", shipment_id="shp_1", carrier="Parcelo"
+)
+
+
+def cancelled(reason: str = "changed my mind", previous: str = "APPROVED") -> OrderCancelled:
+    return OrderCancelled(
+        order_id="o-1",
+        email="ada@example.com",
+        reason_code="customer_request",
+        reason=reason,
+        previous_status=previous,  # type: ignore[arg-type]
+    )
+
+
+def test_approved_text_lists_items_total_and_address() -> None:
+    n = domain.order_approved(APPROVED)
+    assert (n.kind, n.order_id, n.recipient) == ("order_approved", "o-1", "ada@example.com")
+    assert n.subject == "Your order o-1 is confirmed"
+    for expected in ("2 x SKU-1", "1 x SKU-2", "Total: 123.45", "Flat 2", "N1 9GU London", "GB"):
+        assert expected in n.body
+
+
+def test_shipped_text_names_carrier_and_shipment() -> None:
+    n = domain.order_shipped(SHIPPED)
+    assert n.kind == "order_shipped"
+    assert n.subject == "Your order o-1 has shipped"
+    assert "Carrier: Parcelo" in n.body and "Shipment: shp_1" in n.body
+
+
+def test_cancelled_text_gives_the_reason_and_what_happens_to_the_money() -> None:
+    after_approval = domain.order_cancelled(cancelled("the carrier cannot deliver"))
+    assert after_approval.kind == "order_cancelled"
+    assert after_approval.subject == "Your order o-1 was cancelled"
+    assert "Reason: the carrier cannot deliver" in after_approval.body
+    assert "will be refunded" in after_approval.body
+    pending = domain.order_cancelled(cancelled("out of stock", previous="PENDING"))
+    assert "Reason: out of stock" in pending.body
+    assert "If any payment was taken" in pending.body
+
+
+@pytest.mark.parametrize(
+    ("cents", "text"),
+    [(0, "0.00"), (5, "0.05"), (100, "1.00"), (12_345, "123.45"), (-250, "-2.50")],
+)
+def test_format_cents(cents: int, text: str) -> None:
+    assert domain.format_cents(cents) == text
+
+
+def test_identities_are_deterministic_per_order_and_kind() -> None:
+    n = domain.order_cancelled(cancelled())
+    again = domain.order_cancelled(cancelled("another reason"))
+    assert n.message_id == again.message_id == "<o-1.order_cancelled@saga-outbox>"
+    assert n.delivery_id == again.delivery_id
+    assert domain.order_approved(APPROVED).delivery_id != n.delivery_id
+
+
+def test_email_carries_the_message_id_and_the_text() -> None:
+    n = domain.order_shipped(SHIPPED)
+    message = build_message(n, sender="Shop <shop@example.com>")
+    assert message["Message-ID"] == "<o-1.order_shipped@saga-outbox>"
+    assert message["To"] == "ada@example.com"
+    assert message["From"] == "Shop <shop@example.com>"
+    assert message["Subject"] == n.subject
+    assert message["X-Saga-Notification"] == "order_shipped"
+    assert message.get_content() == n.body
+
+
+# --- handlers under any interleaving and duplication (fake mailer, fake repository) ---
+
+
+@dataclass
+class FakeStore:
+    """The notifications table: unique (order, kind); staged rows vanish on rollback."""
+
+    committed: list[tuple[str, str]] = field(default_factory=list)
+    staged: list[tuple[str, str]] = field(default_factory=list)
+
+    def claim(self, notification: Notification, channels: Sequence[str]) -> bool:
+        key = (notification.order_id, notification.kind)
+        if key in self.committed or key in self.staged:
+            return False
+        self.staged.append(key)
+        return True
+
+
+@dataclass
+class FakeChannel:
+    """Records every send; fails (after recording, like a lost ack) when told to."""
+
+    failures: list[bool] = field(default_factory=list)
+    sent: list[Notification] = field(default_factory=list)
+
+    def __call__(self, notification: Notification) -> None:
+        if self.failures and self.failures.pop(0):
+            raise RetryableError("channel down")
+        self.sent.append(notification)
+
+
+@dataclass
+class World:
+    store: FakeStore = field(default_factory=FakeStore)
+    email: FakeChannel = field(default_factory=FakeChannel)
+    webhook: FakeChannel = field(default_factory=FakeChannel)
+    outbox: FakeOutbox = field(default_factory=FakeOutbox)
+    # What was sent by attempts that then committed (a rolled-back attempt may also send).
+    committed_sends: list[Notification] = field(default_factory=list)
+
+    @property
+    def notifier(self) -> Notifier:
+        return Notifier(email=self.email, webhook=self.webhook, store=lambda conn: self.store)
+
+    @contextmanager
+    def transaction(self, cause: Envelope) -> Iterator[UnitOfWork]:
+        staged = FakeOutbox()
+        sent_before = len(self.email.sent)
+        self.store.staged = []
+        try:
+            yield UnitOfWork(
+                conn=FakeConnection(),  # type: ignore[arg-type]
+                outbox=staged,
+                producer="notifications",
+                cause=cause,
+            )
+        except BaseException:
+            self.store.staged = []
+            raise
+        self.store.committed += self.store.staged
+        self.store.staged = []
+        self.outbox.rows += staged.rows
+        self.committed_sends += self.email.sent[sent_before:]
+
+
+HANDLERS: dict[str, Any] = {
+    "OrderApproved": handlers.on_order_approved,
+    "OrderShipped": handlers.on_order_shipped,
+    "OrderCancelled": handlers.on_order_cancelled,
+}
+KIND = {
+    "OrderApproved": "order_approved",
+    "OrderShipped": "order_shipped",
+    "OrderCancelled": "order_cancelled",
+}
+
+
+def deliver(world: World, envelope: Envelope) -> None:
+    """The consumer's retry loop for one event (without its inbox: handlers must cope alone)."""
+    for _ in range(50):
+        try:
+            with world.transaction(envelope) as uow:
+                HANDLERS[envelope.event_type](uow, envelope, notifier=world.notifier)
+            return
+        except RetryableError:
+            continue
+    raise AssertionError("never delivered")
+
+
+def wrap(event: Event) -> Envelope:
+    return Envelope.new(event, aggregate_id="o-1", producer="orders")
+
+
+# One order's events as the orders topic may carry them: each may be redelivered, and a
+# second OrderCancelled (a new event, e.g. a customer cancel racing the timeout) may follow.
+ENVELOPES = [
+    wrap(APPROVED),
+    wrap(SHIPPED),
+    wrap(cancelled("timeout", previous="PENDING")),
+    wrap(cancelled("changed my mind")),
+]
+deliveries = st.lists(st.sampled_from(ENVELOPES), min_size=1, max_size=12)
+
+
+@given(deliveries)
+def test_at_most_one_send_per_kind_whatever_the_order_and_duplicates(
+    events: list[Envelope],
+) -> None:
+    world = World()
+    for envelope in events:
+        deliver(world, envelope)
+
+    kinds = Counter(n.kind for n in world.email.sent)
+    assert set(kinds) == {KIND[e.event_type] for e in events}, "every kind told once"
+    assert all(count == 1 for count in kinds.values()), kinds
+    assert Counter(n.kind for n in world.webhook.sent) == kinds
+    assert len(world.store.committed) == len(set(world.store.committed)) == len(kinds)
+    notified = [row.payload for row in world.outbox.rows]
+    assert all(row.event_type == CustomerNotified.event_type for row in world.outbox.rows)
+    assert sorted(p["kind"] for p in notified) == sorted(kinds)
+    assert all(p["channels"] == ["email", "webhook"] for p in notified)
+    first_cancel = next((e for e in events if e.event_type == "OrderCancelled"), None)
+    if first_cancel is not None:
+        [told] = [n for n in world.email.sent if n.kind == "order_cancelled"]
+        assert told.body == domain.order_cancelled(first_cancel.payload_as(OrderCancelled)).body
+
+
+@given(deliveries, st.lists(st.booleans(), max_size=10), st.lists(st.booleans(), max_size=10))
+def test_a_failed_attempt_resends_with_the_same_identity_and_commits_once(
+    events: list[Envelope], email_failures: list[bool], webhook_failures: list[bool]
+) -> None:
+    world = World(
+        email=FakeChannel(failures=list(email_failures)),
+        webhook=FakeChannel(failures=list(webhook_failures)),
+    )
+    for envelope in events:
+        deliver(world, envelope)
+
+    committed = Counter(n.kind for n in world.committed_sends)
+    assert set(committed) == {KIND[e.event_type] for e in events}
+    assert all(count == 1 for count in committed.values()), committed
+    assert len(world.outbox.rows) == len(committed), "one CustomerNotified per kind"
+    by_kind: dict[str, set[str]] = {}
+    for n in world.email.sent:
+        by_kind.setdefault(n.kind, set()).add(n.message_id)
+    assert all(len(ids) == 1 for ids in by_kind.values()), "resends reuse the Message-ID"
