@@ -1,1 +1,1 @@
-"""The stock service (its domain, events, handlers and API arrive with the saga issue)."""
+"""The stock service: reserves, sells and gives back products for orders; owns the prices."""

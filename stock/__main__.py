@@ -1,0 +1,3 @@
+from stock.bootstrap import main
+
+raise SystemExit(main())

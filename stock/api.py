@@ -1,0 +1,282 @@
+"""The stock HTTP API: read stock levels; operators count products in with an admin PUT.
+
+An admin PUT emits no event: no other service reacts to stock levels, and the change is
+fully described by the product row (``received`` records every unit added or written off).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from saga_runtime import TRANSIENT_DB_ERRORS, UnitOfWorkFactory
+from stock import domain
+from stock.domain import MAX_PRICE_CENTS, MAX_UNITS, SKU_PATTERN, Product, ProductIncomplete
+from stock.events import PricedLine
+from stock.repository import StockRepository
+
+# --- request and response bodies -------------------------------------------------------------
+
+
+class ProductOut(BaseModel):
+    sku: str
+    name: str
+    price_cents: int
+    on_hand: int = Field(description="units available to reserve")
+    reserved: int = Field(description="units held for orders not yet approved")
+    sold: int = Field(description="units ever sold")
+    restocked: int = Field(description="sold units put back after a cancellation")
+    received: int = Field(description="units ever added (seeding, admin counts)")
+
+    @classmethod
+    def of(cls, product: Product) -> ProductOut:
+        return cls(
+            sku=product.sku,
+            name=product.name,
+            price_cents=product.price_cents,
+            on_hand=product.on_hand,
+            reserved=product.reserved,
+            sold=product.sold,
+            restocked=product.restocked,
+            received=product.received,
+        )
+
+
+class StockList(BaseModel):
+    products: list[ProductOut]
+
+
+class ReservationOut(BaseModel):
+    order_id: str
+    status: str
+    lines: list[PricedLine]
+    total_cents: int | None
+    reason: str | None
+
+
+class ProductPut(BaseModel):
+    """``on_hand`` is the new count of available units; ``name`` and ``price_cents`` are
+    required only to create a product. A new price applies to later reservations only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, strict=True)
+    price_cents: int | None = Field(default=None, ge=0, le=MAX_PRICE_CENTS, strict=True)
+    on_hand: int = Field(ge=0, le=MAX_UNITS, strict=True)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("must not be blank")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("must not contain control characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text") from None
+        return value.strip()
+
+
+# --- dependencies (Annotated aliases keep the routes signature-only) ----------------------------
+
+
+def get_pool(request: Request) -> ConnectionPool:
+    pool: ConnectionPool = request.app.state.pool
+    return pool
+
+
+PoolDep = Annotated[ConnectionPool, Depends(get_pool)]
+
+
+def get_conn(pool: PoolDep) -> Iterator[psycopg.Connection]:
+    with pool.connection() as conn:
+        yield conn
+
+
+ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
+
+
+def get_uow_factory(request: Request) -> UnitOfWorkFactory:
+    factory: UnitOfWorkFactory = request.app.state.uow_factory
+    return factory
+
+
+UowFactoryDep = Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
+
+
+def require_admin(request: Request, x_admin_token: Annotated[str | None, Header()] = None) -> None:
+    """Refuse admin calls without the configured token (no token configured: open)."""
+    expected: str | None = request.app.state.admin_token
+    if not expected:
+        return
+    if x_admin_token is None:
+        raise HTTPException(401, detail="X-Admin-Token header required")
+    # Bytes, so that any header value compares (in constant time) instead of raising.
+    if not hmac.compare_digest(x_admin_token.encode("latin-1"), expected.encode("utf-8")):
+        raise HTTPException(403, detail="invalid admin token")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+SkuPath = Annotated[
+    str, Path(pattern=SKU_PATTERN, description="letters, digits, '.', '_' or '-'; 1-64")
+]
+
+# --- routes ------------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.get("/stock", response_model=StockList)
+def list_stock(conn: ConnDep) -> StockList:
+    return StockList(products=[ProductOut.of(p) for p in StockRepository(conn).products()])
+
+
+@router.get("/stock/{sku}", response_model=ProductOut, responses={404: {"description": "none"}})
+def get_stock(sku: SkuPath, conn: ConnDep) -> ProductOut:
+    product = StockRepository(conn).product(sku)
+    if product is None:
+        raise HTTPException(404, detail=f"no product {sku}")
+    return ProductOut.of(product)
+
+
+@router.put(
+    "/stock/{sku}",
+    response_model=ProductOut,
+    responses={
+        201: {"description": "created", "model": ProductOut},
+        401: {"description": "X-Admin-Token missing"},
+        403: {"description": "X-Admin-Token wrong"},
+    },
+)
+def put_stock(
+    sku: SkuPath,
+    body: ProductPut,
+    uow_factory: UowFactoryDep,
+    response: Response,
+    _admin: AdminDep,
+) -> ProductOut:
+    """Create a product, or set an existing one's count (and optionally name and price)."""
+    try:
+        product, created = _put(uow_factory, sku, body)
+    except ProductIncomplete as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "missing",
+                    "loc": ("body", field),
+                    "msg": f"Field required to create product {sku}",
+                }
+                for field in exc.missing
+            ]
+        ) from None
+    if created:
+        response.status_code = 201
+    return ProductOut.of(product)
+
+
+def _put(uow_factory: UnitOfWorkFactory, sku: str, body: ProductPut) -> tuple[Product, bool]:
+    fields: dict[str, Any] = {"name": body.name, "price_cents": body.price_cents}
+    with uow_factory.begin() as uow:
+        repository = StockRepository(uow.conn)
+        current = repository.lock_products([sku]).get(sku)
+        new = domain.put_product(current, sku=sku, on_hand=body.on_hand, **fields)
+        if current is None:
+            if repository.insert_product(new):
+                return new, True
+            # Created by a concurrent PUT since we looked: count on top of that one.
+            current = repository.lock_products([sku])[sku]
+            new = domain.put_product(current, sku=sku, on_hand=body.on_hand, **fields)
+        repository.update_product(new)
+        return new, False
+
+
+@router.get(
+    "/reservations/{order_id}",
+    response_model=ReservationOut,
+    responses={404: {"description": "none"}},
+)
+def get_reservation(
+    order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")],
+    conn: ConnDep,
+) -> ReservationOut:
+    reservation = StockRepository(conn).reservation(order_id)
+    if reservation is None:
+        raise HTTPException(404, detail=f"no reservation for order {order_id}")
+    return ReservationOut(
+        order_id=reservation.order_id,
+        status=reservation.status,
+        lines=list(reservation.lines),
+        total_cents=reservation.total_cents,
+        reason=reservation.reason,
+    )
+
+
+@router.get("/healthz")
+def health(conn: ConnDep) -> dict[str, str]:
+    conn.execute("SELECT 1")
+    return {"status": "ok"}
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    # Lone surrogates from a JSON body cannot be encoded as UTF-8 in a response.
+    return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
+def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """type, loc and msg of each error, without echoing the input (it may not be
+    representable as JSON, and it is the caller's own data anyway)."""
+    return [
+        {
+            "type": _text(error.get("type", "invalid")),
+            "loc": [item if isinstance(item, int) else _text(item) for item in error["loc"]],
+            "msg": _text(error.get("msg", "invalid")),
+        }
+        for error in errors
+    ]
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _field_errors(exc.errors())}, status_code=422)
+
+
+async def _on_database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "database unavailable, try again"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def create_app(
+    *, pool: ConnectionPool, uow_factory: UnitOfWorkFactory, admin_token: str | None
+) -> FastAPI:
+    """The API over a service's pool; ``admin_token`` guards ``PUT /stock/{sku}``."""
+    app = FastAPI(
+        title="Stock",
+        summary="Stock levels and prices of the saga's products.",
+        version="1",
+    )
+    app.state.pool = pool
+    app.state.uow_factory = uow_factory
+    app.state.admin_token = admin_token
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    for error in TRANSIENT_DB_ERRORS:
+        if issubclass(error, Exception):
+            app.add_exception_handler(error, _on_database_unavailable)
+    return app

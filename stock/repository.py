@@ -1,0 +1,115 @@
+"""SQL for stock.products and stock.reservations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from stock.domain import Product, Reservation
+from stock.events import PricedLine
+
+_PRODUCT_COLUMNS = "sku, name, price_cents, on_hand, reserved, sold, restocked, received"
+
+
+class StockRepository:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def product(self, sku: str) -> Product | None:
+        row = self.conn.execute(
+            f"SELECT {_PRODUCT_COLUMNS} FROM stock.products WHERE sku = %s", (sku,)
+        ).fetchone()
+        return None if row is None else Product(*row)
+
+    def products(self) -> list[Product]:
+        rows = self.conn.execute(f"SELECT {_PRODUCT_COLUMNS} FROM stock.products ORDER BY sku")
+        return [Product(*row) for row in rows]
+
+    def lock_products(self, skus: Iterable[str]) -> dict[str, Product]:
+        """Lock the rows of ``skus`` that exist, until the transaction ends.
+
+        Every writer locks in the same (sku) order, so two orders sharing products wait for
+        each other instead of deadlocking.
+        """
+        wanted = sorted(set(skus))
+        if not wanted:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT {_PRODUCT_COLUMNS} FROM stock.products WHERE sku = ANY(%s)"
+            " ORDER BY sku FOR UPDATE",
+            (wanted,),
+        )
+        return {row[0]: Product(*row) for row in rows}
+
+    def insert_product(self, product: Product) -> bool:
+        """Add ``product`` unless its SKU exists; tells whether it was added."""
+        cur = self.conn.execute(
+            f"INSERT INTO stock.products ({_PRODUCT_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
+            (
+                product.sku,
+                product.name,
+                product.price_cents,
+                product.on_hand,
+                product.reserved,
+                product.sold,
+                product.restocked,
+                product.received,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def update_product(self, product: Product) -> None:
+        """Write a product whose row this transaction holds locked (see ``lock_products``)."""
+        cur = self.conn.execute(
+            "UPDATE stock.products SET name = %s, price_cents = %s, on_hand = %s,"
+            " reserved = %s, sold = %s, restocked = %s, received = %s, updated_at = now()"
+            " WHERE sku = %s",
+            (
+                product.name,
+                product.price_cents,
+                product.on_hand,
+                product.reserved,
+                product.sold,
+                product.restocked,
+                product.received,
+                product.sku,
+            ),
+        )
+        if cur.rowcount != 1:
+            raise LookupError(f"product {product.sku!r} does not exist")
+
+    def reservation(self, order_id: str) -> Reservation | None:
+        row = self.conn.execute(
+            "SELECT order_id, status, lines, total_cents, reason"
+            " FROM stock.reservations WHERE order_id = %s",
+            (order_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        order, status, lines, total_cents, reason = row
+        return Reservation(
+            order,
+            status,
+            tuple(PricedLine.model_validate(line) for line in lines),
+            total_cents,
+            reason,
+        )
+
+    def save_reservation(self, reservation: Reservation) -> None:
+        self.conn.execute(
+            "INSERT INTO stock.reservations (order_id, status, lines, total_cents, reason)"
+            " VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status,"
+            " lines = EXCLUDED.lines, total_cents = EXCLUDED.total_cents,"
+            " reason = EXCLUDED.reason, updated_at = now()",
+            (
+                reservation.order_id,
+                reservation.status,
+                Jsonb([line.model_dump(mode="json") for line in reservation.lines]),
+                reservation.total_cents,
+                reservation.reason,
+            ),
+        )
