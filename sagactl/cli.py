@@ -146,6 +146,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(_args: argparse.Namespace) -> int:
+    url, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not (url and bootstrap):
+        return _fail(
+            "prepare needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS",
+            "export both (./dev up does this for the local stack)",
+        )
+    prepare({"DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    return 0
+
+
 def cmd_topics(_args: argparse.Namespace) -> int:
     kafka = KafkaSettings()
     ensure_topics(kafka, system_topics(kafka))
@@ -219,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(func=cmd_migrate)
 
+    sub.add_parser(
+        "prepare", help="migrate, create the topics and seed the catalogue (idempotent)"
+    ).set_defaults(func=cmd_prepare)
     sub.add_parser(
         "topics", help="create the events and dead-letter topics (KAFKA_BOOTSTRAP_SERVERS)"
     ).set_defaults(func=cmd_topics)
