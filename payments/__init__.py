@@ -1,1 +1,1 @@
-"""The payments service (its domain, events, handlers and API arrive with the saga issue)."""
+"""The payments service: charges an order through the payment provider, refunds it if cancelled."""

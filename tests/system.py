@@ -165,8 +165,11 @@ class System:
 
     def ledger(self) -> tuple[list[Charge], list[Refund]]:
         data = httpx.get(f"{self.provider_url}/ledger", timeout=10).json()
+        # A declined charge moved no money: only approved ones must be settled.
         charges = [
-            Charge(c["charge_id"], c["order_id"], c["amount_cents"]) for c in data["charges"]
+            Charge(c["charge_id"], c["order_id"], c["amount_cents"])
+            for c in data["charges"]
+            if c["status"] == "approved"
         ]
         refunds = [
             Refund(r["refund_id"], r["charge_id"], r["amount_cents"]) for r in data["refunds"]

@@ -88,6 +88,9 @@ TABLES = {
             cancelled      boolean NOT NULL DEFAULT false,
             charge_id      text,
             refund_id      text,
+            failure_code   text
+                           CHECK (failure_code IN ('payment_declined', 'insufficient_funds',
+                                                   'payment_provider_error')),
             failure_reason text,
             updated_at     timestamptz NOT NULL DEFAULT now()
         )

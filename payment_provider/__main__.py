@@ -1,0 +1,3 @@
+from payment_provider.bootstrap import main
+
+raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The provider's HTTP API: charges, refunds, lookups and the whole ledger."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Literal
+
+import psycopg
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BaseModel, ConfigDict, Field
+
+from payment_provider.ledger import ChargeRecord, RefundRecord, ensure_schema
+from payment_provider.processing import (
+    ChargeRequest,
+    Processor,
+    ProviderError,
+    RefundRequest,
+    Result,
+)
+from payment_provider.settings import ProviderSettings
+
+log = logging.getLogger("payment_provider")
+
+MAX_CENTS = 2**63 - 1  # PostgreSQL bigint
+Key = Annotated[str, Field(min_length=1, max_length=255)]
+Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True)]
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChargeBody(_Body):
+    idempotency_key: Key
+    order_id: Key
+    amount_cents: Cents
+    card_token: Key
+
+
+class RefundBody(_Body):
+    idempotency_key: Key
+    charge_id: Key
+    amount_cents: Cents
+
+
+class ChargeView(BaseModel):
+    charge_id: str
+    idempotency_key: str
+    order_id: str
+    amount_cents: int
+    card_token: str
+    status: Literal["approved", "declined"]
+    decline_code: str | None
+    reason: str | None
+    refund_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: ChargeRecord) -> ChargeView:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class RefundView(BaseModel):
+    refund_id: str
+    idempotency_key: str
+    charge_id: str
+    amount_cents: int
+    status: Literal["refunded"] = "refunded"
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: RefundRecord) -> RefundView:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class LedgerView(BaseModel):
+    """Every charge (approved or declined: only approved ones moved money) and every refund."""
+
+    charges: list[ChargeView]
+    refunds: list[RefundView]
+
+
+def _processor(request: Request) -> Processor:
+    processor: Processor = request.app.state.processor
+    return processor
+
+
+ProcessorDep = Annotated[Processor, Depends(_processor)]
+
+
+def _answer(view: BaseModel, result: Result[ChargeRecord] | Result[RefundRecord]) -> JSONResponse:
+    declined = isinstance(result.record, ChargeRecord) and result.record.status == "declined"
+    return JSONResponse(
+        status_code=status.HTTP_402_PAYMENT_REQUIRED if declined else status.HTTP_201_CREATED,
+        content=view.model_dump(mode="json"),
+        headers={REPLAYED_HEADER: "true"} if result.replayed else None,
+    )
+
+
+def create_app(settings: ProviderSettings) -> FastAPI:
+    """The provider app; its pool opens (and its schema is created) when it starts serving."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = ConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.pool_max_size,
+            timeout=settings.pool_timeout,
+            kwargs={"application_name": "payment-provider"},
+            check=ConnectionPool.check_connection,
+            name="payment-provider",
+            open=True,
+        )
+        try:
+            with pool.connection() as conn:
+                ensure_schema(conn)
+            app.state.processor = Processor(pool, slow_seconds=settings.slow_seconds)
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(title="Payment provider (simulator)", lifespan=lifespan)
+
+    @app.exception_handler(ProviderError)
+    async def refused(_request: Request, exc: ProviderError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if exc.status_code >= 500 else None
+        return JSONResponse(
+            status_code=exc.status_code, content={"detail": str(exc)}, headers=headers
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def ledger_down(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("provider.ledger_unavailable: %r", exc)
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": "the provider's ledger is unavailable, retry with the same key"},
+            headers={"Retry-After": "1"},
+        )
+
+    @app.post(
+        "/charges",
+        status_code=status.HTTP_201_CREATED,
+        response_model=ChargeView,
+        responses={402: {"model": ChargeView}, 409: {}, 503: {}},
+    )
+    def create_charge(body: ChargeBody, processor: ProcessorDep) -> JSONResponse:
+        result = processor.charge(ChargeRequest(**body.model_dump()))
+        if not result.replayed:
+            log.info(
+                "provider.charge %s %s %s",
+                result.record.charge_id,
+                result.record.status,
+                result.record.order_id,
+            )
+        return _answer(ChargeView.of(result.record), result)
+
+    # ``:path`` so that a key containing "/" still names one charge.
+    @app.get("/charges/{idempotency_key:path}", response_model=ChargeView)
+    def get_charge(idempotency_key: str, processor: ProcessorDep) -> ChargeView | JSONResponse:
+        record = processor.find_charge(idempotency_key)
+        if record is None:
+            return JSONResponse(
+                status_code=status.HTTP_404_NOT_FOUND,
+                content={"detail": f"no charge under key {idempotency_key!r}"},
+            )
+        return ChargeView.of(record)
+
+    @app.post(
+        "/refunds",
+        status_code=status.HTTP_201_CREATED,
+        response_model=RefundView,
+        responses={404: {}, 409: {}},
+    )
+    def create_refund(body: RefundBody, processor: ProcessorDep) -> JSONResponse:
+        result = processor.refund(RefundRequest(**body.model_dump()))
+        return _answer(RefundView.of(result.record), result)
+
+    @app.get("/ledger", response_model=LedgerView)
+    def ledger(processor: ProcessorDep) -> LedgerView:
+        charges, refunds = processor.ledger()
+        return LedgerView(
+            charges=[ChargeView.of(c) for c in charges],
+            refunds=[RefundView.of(r) for r in refunds],
+        )
+
+    @app.get("/health")
+    def health(processor: ProcessorDep) -> dict[str, str]:
+        with processor.pool.connection() as conn:
+            conn.execute("SELECT 1")
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,166 @@
+"""The payment provider as payments sees it: a port, its HTTP adapter, and bounded retries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from payments.domain import Charge, ProviderCharge, ProviderRefund, Refund
+from saga_runtime import RetryableError, get_logger
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+
+class PaymentsError(Exception):
+    """Root of the payments service's own errors."""
+
+
+class ProviderUnavailable(PaymentsError, RetryableError):
+    """The provider did not answer (timeout, connection refused) or answered 5xx/429.
+
+    Safe to repeat: every request carries an idempotency key.
+    """
+
+
+class ProviderRejected(PaymentsError):
+    """The provider refused a request it should have accepted (409, 404, 422): a bug, not a blip."""
+
+
+class PaymentProvider(Protocol):
+    def charge(self, request: Charge) -> ProviderCharge: ...
+    def find_charge(self, idempotency_key: str) -> ProviderCharge | None: ...
+    def refund(self, request: Refund) -> ProviderRefund: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often one handler asks the provider before giving up (``attempts`` in all).
+
+    The handler holds its transaction and the order's lock meanwhile, so this
+    stays short: a longer outage is the runtime's retries' or the order's
+    deadline's business.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.5
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def call(self, request: Callable[[], T]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return request()
+            except ProviderUnavailable as exc:
+                if attempt >= self.attempts:
+                    raise
+                log.warning("payments.provider_retry", attempt=attempt, error=str(exc))
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable: attempts >= 1")
+
+
+class HttpPaymentProvider:
+    """The provider's REST API over httpx; every call is bounded by the timeouts."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.Client(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport,
+        )
+
+    def charge(self, request: Charge) -> ProviderCharge:
+        response = self._send(
+            "POST",
+            "/charges",
+            json={
+                "idempotency_key": request.idempotency_key,
+                "order_id": request.order_id,
+                "amount_cents": request.amount_cents,
+                "card_token": request.card_token,
+            },
+        )
+        if response.status_code in (201, 402):  # 402: declined, a definite answer
+            return _charge(response)
+        raise _rejected(response)
+
+    def find_charge(self, idempotency_key: str) -> ProviderCharge | None:
+        response = self._send("GET", f"/charges/{quote(idempotency_key, safe='')}")
+        if response.status_code == 404:
+            return None
+        if response.status_code == 200:
+            return _charge(response)
+        raise _rejected(response)
+
+    def refund(self, request: Refund) -> ProviderRefund:
+        response = self._send(
+            "POST",
+            "/refunds",
+            json={
+                "idempotency_key": request.idempotency_key,
+                "charge_id": request.charge_id,
+                "amount_cents": request.amount_cents,
+            },
+        )
+        if response.status_code != 201:
+            raise _rejected(response)
+        body = _json(response)
+        return ProviderRefund(
+            refund_id=str(body["refund_id"]),
+            charge_id=str(body["charge_id"]),
+            amount_cents=int(body["amount_cents"]),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:  # timeouts, refused or dropped connections
+            raise ProviderUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ProviderUnavailable(
+                f"{method} {url}: HTTP {response.status_code} {response.text[:200]}"
+            )
+        return response
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ProviderRejected(f"provider answered {response.status_code} without JSON") from exc
+    if not isinstance(body, dict):
+        raise ProviderRejected(f"provider answered {response.status_code} with {body!r}")
+    return body
+
+
+def _charge(response: httpx.Response) -> ProviderCharge:
+    body = _json(response)
+    return ProviderCharge(
+        charge_id=str(body["charge_id"]),
+        approved=body["status"] == "approved",
+        amount_cents=int(body["amount_cents"]),
+        decline_code=body.get("decline_code"),
+        reason=body.get("reason"),
+    )
+
+
+def _rejected(response: httpx.Response) -> ProviderRejected:
+    return ProviderRejected(
+        f"{response.request.method} {response.request.url.path}:"
+        f" HTTP {response.status_code} {response.text[:300]}"
+    )

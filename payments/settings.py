@@ -1,0 +1,29 @@
+"""Settings of the payments service."""
+
+from __future__ import annotations
+
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
+
+
+class PaymentsSettings(BaseSettings):
+    """``PAYMENTS_PROVIDER_URL``: the payment provider; the timeouts bound every call to it.
+
+    A handler asks the provider up to ``PAYMENTS_PROVIDER_ATTEMPTS`` times, waiting
+    ``PAYMENTS_PROVIDER_BACKOFF`` seconds (doubling) in between, inside its
+    transaction: keep attempts x timeout well under a minute.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
+
+    provider_url: str = "http://127.0.0.1:8010"
+    provider_timeout: PositiveFloat = 5.0
+    provider_connect_timeout: PositiveFloat = 2.0
+    provider_attempts: PositiveInt = 3
+    provider_backoff: NonNegativeFloat = 0.5
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
