@@ -150,7 +150,7 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         )
 
     for error in TRANSIENT_DB_ERRORS:
-        app.add_exception_handler(error, database_unavailable)
+        app.add_exception_handler(error, database_unavailable)  # type: ignore[arg-type]
 
     @app.post(
         "/orders",

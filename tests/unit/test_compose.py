@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
