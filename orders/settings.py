@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field, PositiveFloat
+from pydantic import AliasChoices, Field, PositiveFloat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
 
 
 class OrdersSettings(BaseSettings):
-    """``ORDERS_PORT``, ``ORDERS_PENDING_TIMEOUT`` (seconds or ISO 8601), ..."""
+    """``ORDERS_PORT``, ``ORDERS_PENDING_TIMEOUT`` (seconds), ..."""
 
     model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    pending_timeout: timedelta = timedelta(seconds=60)
+    pending_timeout_seconds: PositiveFloat = Field(
+        default=60.0, validation_alias=AliasChoices("ORDERS_PENDING_TIMEOUT", "pending_timeout")
+    )
     deadline_check_interval: PositiveFloat = 2.0
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def pending_timeout(self) -> timedelta:
+        return timedelta(seconds=self.pending_timeout_seconds)

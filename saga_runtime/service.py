@@ -74,6 +74,8 @@ class ServiceRuntime:
             # A dead letter that cannot be delivered within 30 s fails loudly and
             # the message is retried, rather than queueing for ever.
             dlq_config["message.timeout.ms"] = 30_000
+            # Order across dead letters does not matter; no need for the gapless guarantee.
+            dlq_config["enable.gapless.guarantee"] = False
             publisher = KafkaDeadLetterPublisher(
                 Producer(dlq_config),
                 topic=dead_letter_topic(service, kafka.topic_prefix),
