@@ -7,11 +7,13 @@ provider's ledger.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import pytest
 
-from tests.system import System
+from tests.system import REPO, System
 
 pytestmark = pytest.mark.e2e
 
@@ -163,3 +165,23 @@ def test_pending_order_past_its_deadline_is_cancelled_and_a_late_charge_refunded
     settle(system)
     charged, refunded = charges_for(system, placed["order_id"])
     assert charged == refunded, "a charge that landed after the deadline is refunded"
+
+
+def test_the_readme_demo_script_runs_every_path(system: System):
+    env = {
+        **system.env,
+        "ORDERS_URL": system.orders_url,
+        "STOCK_URL": system.stock_url,
+        "PROVIDER_URL": system.provider_url,
+        "PYTHON": sys.executable,
+    }
+    result = subprocess.run(
+        ["bash", "scripts/demo.sh"], env=env, cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = result.stdout
+    assert "'status': 'SHIPPED'" in out
+    assert "'reason_code': 'out_of_stock'" in out
+    assert "'reason_code': 'payment_declined'" in out
+    assert "'reason_code': 'customer_request'" in out and "payments/PaymentRefunded" in out
+    settle(system)
