@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
+from saga_runtime import ServiceSettings
 
 
-class NotificationsSettings(BaseSettings):
+class NotificationsSettings(ServiceSettings):
     """``NOTIFICATIONS_SMTP_HOST``/``_PORT`` (the SMTP sink by default), ``NOTIFICATIONS_FROM``.
 
     ``NOTIFICATIONS_WEBHOOK_URL`` turns the webhook channel on; it then needs
@@ -30,10 +30,6 @@ class NotificationsSettings(BaseSettings):
     webhook_timeout: PositiveFloat = 5.0
     webhook_backoff_initial: PositiveFloat = 0.2
     webhook_backoff_max: PositiveFloat = 2.0
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("webhook_url", mode="before")
     @classmethod

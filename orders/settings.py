@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pydantic import AliasChoices, Field, PositiveFloat
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
+from saga_runtime import ServiceSettings
 
 
-class OrdersSettings(BaseSettings):
+class OrdersSettings(ServiceSettings):
     """``ORDERS_PORT``, ``ORDERS_PENDING_TIMEOUT`` (seconds), ..."""
 
     model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore")
@@ -21,10 +21,6 @@ class OrdersSettings(BaseSettings):
         default=60.0, validation_alias=AliasChoices("ORDERS_PENDING_TIMEOUT", "pending_timeout")
     )
     deadline_check_interval: PositiveFloat = 2.0
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
 
     @property
     def pending_timeout(self) -> timedelta:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic_settings import SettingsConfigDict
 
-from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
+from saga_runtime import ServiceSettings
 
 
-class PaymentsSettings(BaseSettings):
+class PaymentsSettings(ServiceSettings):
     """``PAYMENTS_PROVIDER_URL``: the payment provider; the timeouts bound every call to it.
 
     A handler asks the provider up to ``PAYMENTS_PROVIDER_ATTEMPTS`` times, waiting
@@ -23,7 +23,3 @@ class PaymentsSettings(BaseSettings):
     provider_connect_timeout: PositiveFloat = 2.0
     provider_attempts: PositiveInt = 3
     provider_backoff: NonNegativeFloat = 0.5
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
-    log: LogSettings = Field(default_factory=LogSettings)

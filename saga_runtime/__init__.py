@@ -44,6 +44,7 @@ from saga_runtime.settings import (
     KafkaSettings,
     LogSettings,
     RelaySettings,
+    ServiceSettings,
 )
 from saga_runtime.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -77,6 +78,7 @@ __all__ = [
     "RetryableError",
     "SagaRuntimeError",
     "ServiceRuntime",
+    "ServiceSettings",
     "UnitOfWork",
     "UnitOfWorkFactory",
     "configure_logging",

@@ -14,6 +14,7 @@ __all__ = [
     "KafkaSettings",
     "LogSettings",
     "RelaySettings",
+    "ServiceSettings",
 ]
 
 
@@ -87,3 +88,18 @@ class LogSettings(BaseSettings):
 
     format: Literal["json", "console"] = "json"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads besides its own settings: broker, database, consumer, logs.
+
+    A service's settings class subclasses this and sets its own ``env_prefix``;
+    the nested groups keep their own variables (``KAFKA_*``, ``DATABASE_URL``...).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
+from saga_runtime import ServiceSettings
 
 
-class ShipmentsSettings(BaseSettings):
+class ShipmentsSettings(ServiceSettings):
     """``SHIPMENTS_COUNTRIES=US,CA``: where the carrier delivers; elsewhere shipments fail."""
 
     model_config = SettingsConfigDict(env_prefix="SHIPMENTS_", extra="ignore")
@@ -24,10 +24,6 @@ class ShipmentsSettings(BaseSettings):
     # How long the (simulated) carrier takes to book a shipment: the window in
     # which a customer can still cancel an approved order.
     booking_seconds: float = Field(default=0.0, ge=0, le=60)
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("countries", "refused_postal_codes", mode="before")
     @classmethod

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from saga_runtime import ConsumerSettings, DatabaseSettings, KafkaSettings, LogSettings
+from saga_runtime import ServiceSettings
 
 
-class StockSettings(BaseSettings):
+class StockSettings(ServiceSettings):
     """``STOCK_HOST``/``STOCK_PORT``: where the API listens (127.0.0.1:8001).
 
     ``STOCK_ADMIN_TOKEN``: when set (and not empty), ``PUT /stock/{sku}`` requires the same
@@ -20,7 +20,3 @@ class StockSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     admin_token: SecretStr | None = None
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
