@@ -1,0 +1,294 @@
+"""The whole system as separate OS processes: for the e2e tests, the chaos harness and benchmarks.
+
+Every process runs ``python -m sagactl ...`` with its own log file, against a
+database and a topic prefix of its own, so one system never sees another's data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from migrations import upgrade
+from saga_runtime import KafkaSettings, dead_letter_topic, ensure_topics, events_topic
+from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
+from stock.catalogue import seed
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+TERMINAL = ("SHIPPED", "CANCELLED")
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server as ``url``, another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=log, cwd=REPO, start_new_session=True
+        )
+        log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive:
+            assert self.popen is not None
+            self.popen.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.alive:
+            return
+        assert self.popen is not None
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait()
+
+
+@dataclass
+class System:
+    """A running system; ``audit()`` runs the invariant checker over its data."""
+
+    database_url: str
+    kafka: KafkaSettings
+    log_dir: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def orders_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['orders']}"
+
+    @property
+    def stock_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['stock']}"
+
+    @property
+    def provider_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['provider']}"
+
+    @property
+    def mail_file(self) -> Path:
+        return Path(self.env["SMTP_SINK_FILE"])
+
+    def start(self, names: Iterable[str] | None = None) -> None:
+        for name in names or self.processes:
+            self.processes[name].start()
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until both APIs and the provider answer (consumers join their groups meanwhile)."""
+        deadline = time.monotonic() + timeout
+        for url in (
+            f"{self.orders_url}/docs",
+            f"{self.stock_url}/stock",
+            f"{self.provider_url}/ledger",
+        ):
+            while True:
+                try:
+                    if httpx.get(url, timeout=2).status_code < 500:
+                        break
+                except httpx.HTTPError:
+                    pass
+                dead = [p.name for p in self.processes.values() if not p.alive]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(f"system not ready ({url}); dead: {dead}\n{self.tail()}")
+                time.sleep(0.2)
+
+    def tail(self, lines: int = 15) -> str:
+        out = []
+        for process in self.processes.values():
+            text = process.log_path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {process.name} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def place_order(self, client: httpx.Client, **overrides: Any) -> dict[str, Any]:
+        response = client.post(f"{self.orders_url}/orders", json=order_request(**overrides))
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def wait_for_order(
+        self,
+        client: httpx.Client,
+        order_id: str,
+        statuses: Iterable[str] = TERMINAL,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        wanted = set(statuses)
+        deadline = time.monotonic() + timeout
+        while True:
+            order = dict(client.get(f"{self.orders_url}/orders/{order_id}").json())
+            if order["status"] in wanted:
+                return order
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order {order_id} stuck at {order}\n{self.tail()}")
+            time.sleep(0.2)
+
+    def ledger(self) -> tuple[list[Charge], list[Refund]]:
+        data = httpx.get(f"{self.provider_url}/ledger", timeout=10).json()
+        # A declined charge moved no money: only approved ones must be settled.
+        charges = [
+            Charge(c["charge_id"], c["order_id"], c["amount_cents"])
+            for c in data["charges"]
+            if c["status"] == "approved"
+        ]
+        refunds = [
+            Refund(r["refund_id"], r["charge_id"], r["amount_cents"]) for r in data["refunds"]
+        ]
+        return charges, refunds
+
+    def audit(self, *, require_drained: bool = True) -> list[Violation]:
+        charges, refunds = self.ledger()
+        with psycopg.connect(self.database_url) as conn:
+            return check(
+                load_snapshot(conn, charges=charges, refunds=refunds),
+                require_drained=require_drained,
+            )
+
+    def wait_quiet(self, timeout: float = 60.0) -> list[Violation]:
+        """Until the invariants hold (everything settled and drained), or the last violations."""
+        deadline = time.monotonic() + timeout
+        while True:
+            violations = self.audit()
+            if not violations or time.monotonic() > deadline:
+                return violations
+            time.sleep(0.5)
+
+
+def order_request(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customer_id": "cust-e2e",
+        "email": "ada@example.com",
+        "items": [{"sku": "KEYB-01", "quantity": 1}, {"sku": "CABLE-C", "quantity": 2}],
+        "payment": {"card_token": "tok_visa"},
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "12 St James's Square",
+            "city": "London",
+            "postal_code": "SW1Y 4JH",
+            "country": "GB",
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+def build_system(
+    *,
+    admin_database_url: str,
+    kafka_bootstrap: str,
+    log_dir: Path,
+    relays: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> System:
+    """Create a database and topics of its own, seed the catalogue, describe every process."""
+    name = f"saga_sys_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database_url = with_database(admin_database_url, name)
+    upgrade(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed(conn)
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}."
+    )
+    ensure_topics(
+        kafka,
+        [events_topic(s, kafka.topic_prefix) for s in SERVICES]
+        + [dead_letter_topic(s, kafka.topic_prefix) for s in SERVICES],
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ports = {name: free_port() for name in ("orders", "stock", "provider", "smtp")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "RELAY_"))}
+    env.update(
+        PYTHONPATH=str(REPO),
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        KAFKA_TOPIC_PREFIX=kafka.topic_prefix,
+        ORDERS_PORT=str(ports["orders"]),
+        ORDERS_PENDING_TIMEOUT="10",
+        ORDERS_DEADLINE_CHECK_INTERVAL="0.5",
+        STOCK_PORT=str(ports["stock"]),
+        PROVIDER_PORT=str(ports["provider"]),
+        PROVIDER_SLOW_SECONDS="13",
+        PAYMENTS_PROVIDER_URL=f"http://127.0.0.1:{ports['provider']}",
+        PAYMENTS_PROVIDER_TIMEOUT="20",
+        SMTP_SINK_PORT=str(ports["smtp"]),
+        SMTP_SINK_FILE=str(log_dir / "mail.jsonl"),
+        NOTIFICATIONS_SMTP_PORT=str(ports["smtp"]),
+        SHIPMENTS_BOOKING_SECONDS="1.5",
+        CONSUMER_BACKOFF_MAX="1.0",
+        RELAY_POLL_INTERVAL="0.5",
+        RELAY_LOCK_RETRY_INTERVAL="0.5",
+        DATABASE_POOL_MAX_SIZE="4",
+    )
+    env.update(extra_env or {})
+    system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
+    base = [sys.executable, "-m", "sagactl"]
+
+    def add(name: str, argv: list[str], **more: str) -> None:
+        system.processes[name] = Process(name, argv, {**env, **more}, log_dir / f"{name}.log")
+
+    add("smtp-sink", [*base, "smtp-sink"])
+    add("provider", [*base, "provider"])
+    for n in range(relays):
+        add(f"relay-{n}", [*base, "relay"], RELAY_NAME=f"relay-{n}")
+    for service in SERVICES:
+        add(service, [*base, "run", service])
+    return system
+
+
+def drop_system_database(admin_database_url: str, database_url: str) -> None:
+    name = database_url.rsplit("/", 1)[-1]
+    try:
+        with psycopg.connect(admin_database_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    except psycopg.OperationalError:
+        pass
