@@ -1,6 +1,7 @@
 """``sagactl``: the project's one command line.
 
-It runs the whole system, one service, the relay and the migrations.
+It runs the whole system, one service, the relay and the migrations, and carries the
+operator commands (``outbox``, ``dlq``, ``saga``, ``audit``, ``audit-log``: ``sagactl/ops/``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,6 +183,42 @@ def cmd_smtp_sink(_args: argparse.Namespace) -> int:
     return int(main())
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    import random
+
+    from sagactl.chaos import ChaosConfig, run_chaos
+    from sagactl.infra import LocalStack
+
+    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # so that the system and the stack are torn down
+
+    signal.signal(signal.SIGTERM, interrupt)
+    stack = LocalStack(
+        state_dir=args.state_dir / "chaos",
+        pg_port=55434,
+        kafka_port=19292,
+        kafka_controller_port=19293,
+    )
+    stack.ensure()
+    try:
+        report = run_chaos(
+            ChaosConfig(
+                seed=seed,
+                duration=args.duration,
+                fault_every=args.fault_every,
+                order_rate=args.rate,
+            ),
+            stack=stack,
+            log_dir=args.state_dir / "chaos" / f"run-{seed}",
+        )
+    finally:
+        stack.stop()
+    print(report.to_json() if args.json else report.summary())
+    return 0 if report.passed else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.service not in runnable_services():
         return _fail(
@@ -247,14 +285,37 @@ def build_parser() -> argparse.ArgumentParser:
         "smtp-sink", help="run the local SMTP sink (SMTP_SINK_PORT 2525, mail to SMTP_SINK_FILE)"
     ).set_defaults(func=cmd_smtp_sink)
 
+    chaos = sub.add_parser(
+        "chaos",
+        help="start a system of its own, drive orders, inject faults, then audit (exit 1 on "
+        "any violation)",
+    )
+    chaos.add_argument("--duration", type=float, default=300.0, help="seconds of faults")
+    chaos.add_argument(
+        "--fault-every",
+        type=float,
+        default=20.0,
+        help="typical seconds between faults (gaps never exceed 1.5x)",
+    )
+    chaos.add_argument("--rate", type=float, default=2.0, help="orders per second")
+    chaos.add_argument("--seed", type=int, help="reproduce a run's fault schedule")
+    chaos.add_argument("--json", action="store_true", help="print the report as JSON")
+    chaos.set_defaults(func=cmd_chaos)
+
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service", choices=SERVICES)
     run.set_defaults(func=cmd_run)
+
+    from sagactl.ops.commands import register as register_operator_commands
+
+    register_operator_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the audit log records the command as typed
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
