@@ -55,11 +55,14 @@ def main(settings: RelayProcessSettings | None = None) -> int:
     for thread in threads:
         thread.start()
     log.info("relay.started", outboxes=settings.outboxes)
-    while any(thread.is_alive() for thread in threads):
+    # A relay thread that died on a bug must not leave the process looking healthy:
+    # the whole process exits and its supervisor starts it again.
+    while all(thread.is_alive() for thread in threads) and not stop.is_set():
         stop.wait(0.5)
-        if stop.is_set():
-            for thread in threads:
-                thread.join(timeout=10)
-            break
-    # A relay thread that died on a bug must not leave the process looking healthy.
-    return 0 if stop.is_set() else 1
+    crashed = not stop.is_set()
+    if crashed:
+        log.error("relay.thread_died", outboxes=[t.name for t in threads if not t.is_alive()])
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    return 1 if crashed else 0

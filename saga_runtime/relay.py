@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from psycopg import sql
 
 from saga_runtime.backoff import Backoff
@@ -33,6 +33,17 @@ _RETRIABLE_CODES = {
     KafkaError._PURGE_QUEUE,
     KafkaError._PURGE_INFLIGHT,
 }
+
+
+# Metadata answers that mean the topic cannot take messages until an operator acts.
+_REFUSED_TOPIC_CODES = {KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED}
+
+
+class _WaitForTopic:
+    """The topic is not known to the broker yet (just created, or missing): hold the batch."""
+
+
+WAIT_FOR_TOPIC = _WaitForTopic()
 
 
 class ProducerFatalError(Exception):
@@ -78,6 +89,8 @@ class OutboxRelay:
         self._lock_key = relay_lock_key(schema)
         self._channel = notify_channel(schema)
         self._is_leader = threading.Event()
+        self._good_topics: set[str] = set()
+        self._unknown_since: dict[str, float] = {}
         ident = sql.Identifier(self.schema)
         self._select = sql.SQL(
             "SELECT id, topic, aggregate_id, envelope::text, event_id, event_type,"
@@ -184,7 +197,17 @@ class OutboxRelay:
         if not rows:
             return BatchResult(0, 0, 0)
         results: dict[int, KafkaError | None] = {}
+        held, processed = False, 0
         for row_id, topic, key, value, event_id, event_type, correlation_id in rows:
+            refusal = self._topic_refusal(producer, topic)
+            if refusal is WAIT_FOR_TOPIC:
+                # Keep this row and every later one pending, so nothing overtakes it.
+                held = True
+                break
+            processed += 1
+            if isinstance(refusal, KafkaError):
+                results[row_id] = refusal
+                continue
             self._produce(
                 producer,
                 topic,
@@ -197,9 +220,10 @@ class OutboxRelay:
                 ],
                 _recorder(results, row_id),
             )
-        if not self._await_acks(conn, producer, results, len(rows), stop):
+        if not self._await_acks(conn, producer, results, processed, stop):
             return BatchResult(len(rows), 0, 0)
-        crash_point("relay.after_publish")
+        if processed:
+            crash_point("relay.after_publish")
         acked = [row_id for row_id, err in results.items() if err is None]
         failed = [
             (row_id, err)
@@ -215,7 +239,40 @@ class OutboxRelay:
             log.error("relay.row_failed", outbox=self.schema, row_id=row_id, error=str(err))
         if any(err is not None and err.fatal() for err in results.values()):
             raise ProducerFatalError(str(next(e for e in results.values() if e and e.fatal())))
+        if held:
+            stop.wait(0.5)
+            return BatchResult(processed, len(acked), len(failed))
         return BatchResult(len(rows), len(acked), len(failed))
+
+    def _topic_refusal(self, producer: Producer, topic: str) -> KafkaError | _WaitForTopic | None:
+        """Whether rows for ``topic`` can be produced now (None), must wait, or fail.
+
+        Checked before producing because, with no local message timeout, a
+        message for a topic that cannot take it would wait for ever and hold
+        up the outbox. An invalid or forbidden topic fails the row at once; an
+        unknown one is waited for (a topic just created takes a moment to
+        appear) for ``unknown_topic_grace``, then fails it. Known-good topics
+        are remembered; a broker that does not answer is not a refusal (the
+        produce then waits for it like any outage).
+        """
+        if topic in self._good_topics:
+            return None
+        try:
+            metadata = producer.list_topics(topic, timeout=10)
+        except KafkaException:
+            return None
+        found = metadata.topics.get(topic)
+        error = None if found is None else found.error
+        if found is not None and error is None:
+            self._good_topics.add(topic)
+            self._unknown_since.pop(topic, None)
+            return None
+        if error is not None and error.code() in _REFUSED_TOPIC_CODES:
+            return error  # type: ignore[no-any-return]
+        first_seen = self._unknown_since.setdefault(topic, time.monotonic())
+        if time.monotonic() - first_seen < self._settings.unknown_topic_grace:
+            return WAIT_FOR_TOPIC
+        return error or KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"unknown topic {topic}")
 
     def _produce(
         self,
@@ -238,6 +295,11 @@ class OutboxRelay:
                 break
             except BufferError:
                 producer.poll(0.05)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                # Refused before it was queued (an invalid or unknown topic): this row
+                # fails like a refused delivery, and the rest of the batch goes on.
+                on_delivery(exc.args[0], None)
+                return
         producer.poll(0)
 
     def _await_acks(

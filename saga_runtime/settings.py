@@ -77,6 +77,7 @@ class RelaySettings(BaseSettings):
     retention: timedelta = timedelta(days=7)
     purge_interval: timedelta = timedelta(minutes=10)
     lag_report_interval: PositiveFloat = 5.0
+    unknown_topic_grace: PositiveFloat = 30.0
     backoff_initial: PositiveFloat = 0.2
     backoff_max: PositiveFloat = 5.0
 

@@ -206,6 +206,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         report = run_chaos(
             ChaosConfig(
                 seed=seed,
+                converge_timeout=600.0,
                 duration=args.duration,
                 fault_every=args.fault_every,
                 order_rate=args.rate,

@@ -26,6 +26,7 @@ from psycopg import sql
 from migrations import upgrade
 from saga_runtime import KafkaSettings, dead_letter_topic, ensure_topics, events_topic
 from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
+from sagactl.ops.ledger import fetch_ledger
 from stock.catalogue import seed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,17 +171,8 @@ class System:
             time.sleep(0.2)
 
     def ledger(self) -> tuple[list[Charge], list[Refund]]:
-        data = httpx.get(f"{self.provider_url}/ledger", timeout=10).json()
-        # A declined charge moved no money: only approved ones must be settled.
-        charges = [
-            Charge(c["charge_id"], c["order_id"], c["amount_cents"])
-            for c in data["charges"]
-            if c["status"] == "approved"
-        ]
-        refunds = [
-            Refund(r["refund_id"], r["charge_id"], r["amount_cents"]) for r in data["refunds"]
-        ]
-        return charges, refunds
+        """Approved charges and refunds (the same reading as ``sagactl audit``)."""
+        return fetch_ledger(self.provider_url)
 
     def audit(self, *, require_drained: bool = True) -> list[Violation]:
         charges, refunds = self.ledger()

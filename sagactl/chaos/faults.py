@@ -6,6 +6,7 @@ import json
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,8 +34,13 @@ class FaultContext:
     system: System
     stack: LocalStack
     watchdog: Watchdog
-    expected_dead_letters: int = 0
-    log: list[dict[str, object]] = field(default_factory=list)
+    # Poison messages sitting in each producer's topic (a topic replay copies them too).
+    poison: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def expected_dead_letters(self) -> int:
+        """Each poison message is dead-lettered once by each service subscribed to its topic."""
+        return sum(count * len(SUBSCRIBERS[service]) for service, count in self.poison.items())
 
 
 Fault = Callable[[FaultContext, random.Random], str]
@@ -101,7 +107,7 @@ def inject_poison(ctx: FaultContext, rng: random.Random) -> str:
     producer.produce(topic, key=order_id.encode(), value=value)
     if producer.flush(30) != 0:
         return f"poison for {topic} not delivered (broker busy)"
-    ctx.expected_dead_letters += len(SUBSCRIBERS[producer_service])
+    ctx.poison[producer_service] += 1
     return f"poison message on {topic}"
 
 
@@ -123,7 +129,7 @@ def replay_topic(ctx: FaultContext, rng: random.Random) -> str:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         remaining, copied = set(partitions), 0
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while remaining and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None:
@@ -134,9 +140,11 @@ def replay_topic(ctx: FaultContext, rng: random.Random) -> str:
             producer.produce(topic, key=msg.key(), value=msg.value(), headers=msg.headers())
             producer.poll(0)
             copied += 1
-        producer.flush(30)
+        if producer.flush(30) != 0:
+            raise RuntimeError(f"replay of {topic} not acknowledged by the broker")
     finally:
         consumer.close()
+    ctx.poison[service] *= 2  # its poison messages were copied with the rest
     return f"replayed {copied} messages of {topic}"
 
 

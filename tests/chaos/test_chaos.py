@@ -14,7 +14,7 @@ import pytest
 
 from sagactl.chaos import ChaosConfig, run_chaos
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 
 def test_nothing_is_lost_charged_twice_or_left_stuck(local_stack, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from tests.system import REPO, System
+from sagactl.system import REPO, System
 
 pytestmark = pytest.mark.e2e
 

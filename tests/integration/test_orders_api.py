@@ -22,7 +22,7 @@ from saga_runtime import (
     create_pool,
     events_topic,
 )
-from tests.system import order_request
+from sagactl.system import order_request
 
 pytestmark = pytest.mark.integration
 

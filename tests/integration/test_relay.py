@@ -237,3 +237,72 @@ def test_purge_deletes_old_published_rows_and_never_pending_ones(database, kafka
         remaining = [r[0] for r in conn.execute("SELECT id FROM orders.outbox ORDER BY id")]
     assert deleted == 2
     assert remaining == [3, 4]
+
+
+def test_a_row_the_broker_refuses_is_marked_failed_and_the_rest_goes_on(database, kafka, topic):
+    bad_outbox = Outbox(schema="orders", topic="bad topic!")
+
+    def insert_with_bad_topic(n: int) -> None:
+        with psycopg.connect(database.url) as conn, conn.transaction():
+            bad_outbox.add(conn, envelope("order-bad", n))
+
+    def states() -> tuple[int, int]:
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE published_at IS NOT NULL),"
+                " count(*) FILTER (WHERE failed_at IS NOT NULL) FROM orders.outbox"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    with running(make_relay(database, kafka)):
+        insert_outbox_rows(database, kafka, [envelope("order-1", 1)])
+        insert_with_bad_topic(2)
+        wait_until(lambda: states() == (1, 1), what="one published, one failed")
+        # A topic refused once is refused again at once: that row fails, the relay goes on.
+        insert_with_bad_topic(3)
+        insert_outbox_rows(database, kafka, [envelope("order-1", 4)])
+        wait_until(lambda: states() == (2, 2), what="the relay kept going")
+
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        errors = [
+            r[0]
+            for r in conn.execute(
+                "SELECT last_error FROM orders.outbox WHERE failed_at IS NOT NULL"
+            )
+        ]
+    assert all(errors)
+    assert values_by_key(read_topic(kafka, topic, expect=2))[b"order-1"] == [1, 4]
+
+
+def test_rows_for_a_topic_that_does_not_exist_wait_then_fail(database, kafka, topic):
+    """An unknown topic (auto-creation off, or not created yet) holds the rows behind it,
+    so nothing overtakes them, and fails them after the grace period."""
+    missing = Outbox(schema="orders", topic=f"{kafka.topic_prefix}never.created")
+    with psycopg.connect(database.url) as conn, conn.transaction():
+        missing.add(conn, envelope("order-1", 1))
+    insert_outbox_rows(database, kafka, [envelope("order-1", 2)])
+    relay = make_relay(database, kafka, unknown_topic_grace=3.0)
+    relay._good_topics.clear()
+    producer_config_no_autocreate = {
+        **producer_config(kafka, client_id="t"),
+        "allow.auto.create.topics": False,
+    }
+    relay._producer_factory = lambda: Producer(producer_config_no_autocreate)
+
+    def failed_and_published() -> tuple[int, int]:
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE failed_at IS NOT NULL),"
+                " count(*) FILTER (WHERE published_at IS NOT NULL) FROM orders.outbox"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    with running(relay):
+        time.sleep(1.5)
+        assert failed_and_published() == (0, 0), "held, and nothing overtakes the held row"
+        wait_until(
+            lambda: failed_and_published() == (1, 1),
+            what="failed after the grace, then the next row",
+        )

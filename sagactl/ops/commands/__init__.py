@@ -1,0 +1,16 @@
+"""The operator commands, registered on ``sagactl``'s parser."""
+
+from __future__ import annotations
+
+import argparse
+
+from sagactl.ops.commands import audit, dlq, outbox, saga
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    outbox.register(sub)
+    dlq.register(sub)
+    saga.register(sub)
+    audit.register(sub)
