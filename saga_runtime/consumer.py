@@ -18,7 +18,7 @@ from saga_runtime.dead_letters import (
     DeadLetterPublishError,
     DeadLetterStore,
 )
-from saga_runtime.envelope import Envelope
+from saga_runtime.envelope import HEADER_EVENT_TYPE, Envelope
 from saga_runtime.errors import InvalidEnvelopeError, RetryableError
 from saga_runtime.inbox import Inbox
 from saga_runtime.logs import get_logger
@@ -47,13 +47,18 @@ class KafkaConsumer(Protocol):
 
     def subscribe(self, topics: list[str]) -> None: ...
     def poll(self, timeout: float) -> Message | None: ...
+    def consume(self, num_messages: int, timeout: float) -> list[Message]: ...
     def store_offsets(self, message: Message) -> None: ...
     def seek(self, partition: TopicPartition) -> None: ...
     def close(self) -> None: ...
 
 
+class _OneByOne(Exception):
+    """A message of the batch needs handling on its own (it failed, or is not an envelope)."""
+
+
 class ConsumerRunner:
-    """Polls the service's topics and applies each message in one transaction.
+    """Polls the service's topics and applies each message exactly once in effect.
 
     Per message: record the event id in the inbox, run the handler (state
     change plus outbox rows), commit; only then store the offset. A redelivered
@@ -61,6 +66,14 @@ class ConsumerRunner:
     (database or broker unavailable) rewind to the message and retry it with
     backoff, for as long as it takes; poison goes to the dead letters and the
     partition moves on.
+
+    Messages already fetched are applied together, up to ``batch_size`` of
+    them in one transaction: each has its own inbox record and its own
+    handler call, and they commit (or roll back) together, which saves a
+    commit per message. If any of them fails, the transaction is rolled back
+    and the batch is applied again one message per transaction, so a bad
+    message is retried or dead-lettered on its own, exactly as without
+    batching.
     """
 
     def __init__(
@@ -106,10 +119,110 @@ class ConsumerRunner:
                 msg = self._consumer.poll(self._settings.poll_timeout)
                 if msg is None:
                     continue
-                self.process(msg)
+                batch = [msg]
+                if self._settings.batch_size > 1:
+                    # Whatever else is already fetched; never waits for more.
+                    batch += self._consumer.consume(self._settings.batch_size - 1, 0)
+                self.process_batch(batch)
         finally:
             self._consumer.close()
             log.info("consumer.stopped")
+
+    def process_batch(self, msgs: Sequence[Message]) -> list[Outcome | None]:
+        """Handle polled messages in one transaction if they all go through, else one by one."""
+        live: list[Message] = []
+        for msg in msgs:
+            error = msg.error()
+            if error is not None:
+                self._on_kafka_error(error)
+            else:
+                live.append(msg)
+        if len(live) <= 1:
+            return [self.process(msg) for msg in live]
+        try:
+            outcomes = self._apply_batch(live)
+        except _TRANSIENT as exc:
+            log.warning("batch.retry_transient", messages=len(live), error=repr(exc))
+            self._rewind(*live)
+            self._stopping.wait(self._backoff.next_delay())
+            return [Outcome.RETRY] * len(live)
+        except _OneByOne:
+            return self._one_by_one(live)
+        self._backoff.reset()
+        for msg in live:
+            self._attempts.pop(_position(msg), None)
+            self._store(msg)
+        return list(outcomes)
+
+    def _one_by_one(self, msgs: Sequence[Message]) -> list[Outcome | None]:
+        outcomes: list[Outcome | None] = []
+        for n, msg in enumerate(msgs):
+            outcome = self.process(msg)
+            outcomes.append(outcome)
+            if outcome is Outcome.RETRY:
+                # process() rewound this message's partition; the others must not
+                # run ahead of what was applied either.
+                self._rewind(*msgs[n + 1 :])
+                break
+        return outcomes
+
+    def _apply_batch(self, msgs: Sequence[Message]) -> list[Outcome]:
+        work: list[tuple[Message, Envelope, Handler] | None] = []
+        for msg in msgs:
+            event_type = _header(msg, HEADER_EVENT_TYPE)
+            if event_type is not None and event_type not in self.handlers:
+                work.append(None)  # not ours: no need to even parse it
+                continue
+            try:
+                envelope = Envelope.from_bytes(msg.value())
+            except InvalidEnvelopeError:
+                raise _OneByOne from None
+            handler = self.handlers.get(envelope.event_type)
+            work.append(None if handler is None else (msg, envelope, handler))
+        outcomes: list[Outcome] = []
+        if not any(work):
+            return [Outcome.IGNORED] * len(msgs)
+        try:
+            with self._uow_factory.begin() as uow:
+                for item in work:
+                    if item is None:
+                        outcomes.append(Outcome.IGNORED)
+                        continue
+                    msg, envelope, handler = item
+                    first_time = self._inbox.record(
+                        uow.conn,
+                        envelope,
+                        topic=msg.topic(),
+                        partition=msg.partition(),
+                        offset=msg.offset(),
+                    )
+                    if not first_time:
+                        outcomes.append(Outcome.DUPLICATE)
+                        continue
+                    uow.cause = envelope
+                    with _bound(envelope):
+                        handler(uow, envelope)
+                    outcomes.append(Outcome.APPLIED)
+        except _TRANSIENT:
+            raise
+        except Exception as exc:
+            log.info("batch.one_by_one", messages=len(msgs), error=repr(exc))
+            raise _OneByOne from exc
+        log.info(
+            "batch.applied",
+            messages=len(msgs),
+            applied=outcomes.count(Outcome.APPLIED),
+            duplicates=outcomes.count(Outcome.DUPLICATE),
+        )
+        return outcomes
+
+    def _store(self, msg: Message) -> None:
+        try:
+            self._consumer.store_offsets(message=msg)
+        except KafkaException as exc:
+            # The partition was revoked meanwhile; its new owner will see the
+            # message again and the inbox makes that harmless.
+            log.warning("consumer.store_offset_failed", error=str(exc))
 
     def process(self, msg: Message) -> Outcome | None:
         """Handle one polled message, then store its offset or rewind to it."""
@@ -124,12 +237,7 @@ class ConsumerRunner:
             return outcome
         self._backoff.reset()
         self._attempts.pop(_position(msg), None)
-        try:
-            self._consumer.store_offsets(message=msg)
-        except KafkaException as exc:
-            # The partition was revoked meanwhile; its new owner will see the
-            # message again and the inbox makes that harmless.
-            log.warning("consumer.store_offset_failed", error=str(exc))
+        self._store(msg)
         return outcome
 
     def handle(self, msg: Message) -> Outcome:
@@ -138,12 +246,7 @@ class ConsumerRunner:
             envelope = Envelope.from_bytes(msg.value())
         except InvalidEnvelopeError as exc:
             return self._dead_letter(msg, exc, None)
-        with bound_contextvars(
-            event_id=str(envelope.event_id),
-            event_type=envelope.event_type,
-            order_id=envelope.aggregate_id,
-            correlation_id=str(envelope.correlation_id),
-        ):
+        with _bound(envelope):
             handler = self.handlers.get(envelope.event_type)
             if handler is None:
                 log.debug("event.ignored")
@@ -219,12 +322,17 @@ class ConsumerRunner:
         self._attempts[key] = self._attempts.get(key, 0) + 1
         return self._attempts[key]
 
-    def _rewind(self, msg: Message) -> None:
-        try:
+    def _rewind(self, *msgs: Message) -> None:
+        """Seek each partition back to the first of ``msgs`` on it (they come again)."""
+        first: dict[tuple[str, int], int] = {}
+        for msg in msgs:
             topic, partition, offset = _position(msg)
-            self._consumer.seek(TopicPartition(topic, partition, offset))
-        except KafkaException as exc:
-            log.warning("consumer.seek_failed", error=str(exc))
+            first[(topic, partition)] = min(offset, first.get((topic, partition), offset))
+        for (topic, partition), offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                log.warning("consumer.seek_failed", error=str(exc))
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -237,6 +345,23 @@ class ConsumerRunner:
 
 def _position(msg: Message) -> tuple[str, int, int]:
     return (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+
+
+def _bound(envelope: Envelope) -> Any:
+    """Log lines inside carry the event's identity."""
+    return bound_contextvars(
+        event_id=str(envelope.event_id),
+        event_type=envelope.event_type,
+        order_id=envelope.aggregate_id,
+        correlation_id=str(envelope.correlation_id),
+    )
+
+
+def _header(msg: Message, name: str) -> str | None:
+    for key, value in _headers(msg):
+        if key == name and value is not None:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None
 
 
 def _headers(msg: Message) -> list[tuple[str, Any]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import weakref
+
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -38,23 +41,55 @@ def _set_role(role: str | None):  # type: ignore[no-untyped-def]
     return configure
 
 
+# A pooled connection back in use within this long skips the round trip of a check.
+_RECENTLY_USED = 1.0
+
+
+class _CheckIfIdle:
+    """The pool's check: a round trip only for connections that sat idle for a while.
+
+    Connections in steady use are handed out as they are (a check per
+    transaction would cost as much as a small transaction). One that idled
+    longer than a second is checked, so after a PostgreSQL restart the pool
+    drops dead connections before anyone gets them; a connection that died
+    within the last second fails its transaction, which callers treat like any
+    database outage (retry).
+    """
+
+    def __init__(self) -> None:
+        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def returned(self, conn: psycopg.Connection) -> None:
+        self._last_used[conn] = time.monotonic()
+
+    def check(self, conn: psycopg.Connection) -> None:
+        if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+            raise psycopg.OperationalError("connection is closed or broken")
+        if time.monotonic() - self._last_used.get(conn, 0.0) > _RECENTLY_USED:
+            ConnectionPool.check_connection(conn)
+
+
 def create_pool(
     settings: DatabaseSettings, *, role: str | None, name: str, max_size: int | None = None
 ) -> ConnectionPool:
     """Open a pool whose connections act as ``role`` (the service's own database role).
 
-    Connections are checked before use, so after a PostgreSQL restart the pool
-    hands out a fresh connection instead of a dead one.
+    Connections idle for more than a second are checked before use, so after a
+    PostgreSQL restart the pool hands out a fresh connection instead of a dead one.
     """
     if role is not None:
         validate_service_name(role)
+    checker = _CheckIfIdle()
     return ConnectionPool(
         settings.url,
         min_size=settings.pool_min_size,
         max_size=max_size or settings.pool_max_size,
         kwargs={"connect_timeout": int(settings.connect_timeout), "application_name": name},
         configure=_set_role(role),
-        check=ConnectionPool.check_connection,
+        check=checker.check,
+        reset=checker.returned,
         name=name,
         timeout=settings.connect_timeout,
         open=True,

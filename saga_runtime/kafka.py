@@ -60,6 +60,9 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str], *, timeout: fl
     """Create missing topics (partitions from settings, replication 1 unless the broker says more).
 
     Existing topics are left as they are, so this is safe to run on every start.
+    Messages carry the broker's append time (``LogAppendTime``): with the
+    envelope's ``occurred_at`` it tells how long an event took from its
+    transaction to the broker (``sagactl bench`` reads both).
     """
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.client_config})
     existing = set(admin.list_topics(timeout=timeout).topics)
@@ -67,7 +70,14 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str], *, timeout: fl
     if not missing:
         return
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=settings.topic_partitions) for t in missing],
+        [
+            NewTopic(
+                t,
+                num_partitions=settings.topic_partitions,
+                config={"message.timestamp.type": "LogAppendTime"},
+            )
+            for t in missing
+        ],
         operation_timeout=timeout,
         request_timeout=timeout,
     )

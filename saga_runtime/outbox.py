@@ -8,7 +8,7 @@ from psycopg.pq import TransactionStatus
 
 from saga_runtime.envelope import Envelope
 from saga_runtime.errors import OutboxUsageError
-from saga_runtime.naming import notify_channel, validate_service_name
+from saga_runtime.naming import validate_service_name
 
 __all__ = ["Outbox"]
 
@@ -26,7 +26,6 @@ class Outbox:
     def __init__(self, *, schema: str, topic: str) -> None:
         self.schema = validate_service_name(schema)
         self.topic = topic
-        self._channel = notify_channel(schema)
         self._insert = sql.SQL(
             "INSERT INTO {}.outbox"
             " (event_id, event_type, aggregate_id, correlation_id, topic, envelope)"
@@ -70,7 +69,5 @@ class Outbox:
         )
         row = cur.fetchone()
         assert row is not None
-        # Delivered only if the transaction commits; duplicates within one
-        # transaction are folded into one by PostgreSQL.
-        conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
+        # No NOTIFY here: it would serialize commits (see RelayWakeup).
         return int(row[0])

@@ -23,6 +23,7 @@ from saga_runtime.naming import consumer_group, dead_letter_topic, events_topic
 from saga_runtime.outbox import Outbox
 from saga_runtime.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from saga_runtime.unit_of_work import UnitOfWorkFactory
+from saga_runtime.wakeup import RelayWakeup
 
 __all__ = ["ServiceRuntime"]
 
@@ -63,10 +64,14 @@ class ServiceRuntime:
         """
         pool = create_pool(database, role=service, name=service)
         outbox = Outbox(schema=service, topic=events_topic(service, kafka.topic_prefix))
-        uow_factory = UnitOfWorkFactory(pool=pool, outbox=outbox, producer=service)
+        wakeup = RelayWakeup(database, schema=service, name=service)
+        uow_factory = UnitOfWorkFactory(
+            pool=pool, outbox=outbox, producer=service, wakeup=wakeup
+        )
         runtime = cls(
             service=service, kafka=kafka, pool=pool, outbox=outbox, uow_factory=uow_factory
         )
+        runtime._closers.append(wakeup)
         if handlers and subscribes_to:
             settings = consumer or ConsumerSettings()
             group = consumer_group(service, kafka.topic_prefix)

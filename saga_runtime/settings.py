@@ -60,6 +60,8 @@ class ConsumerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONSUMER_", extra="ignore")
 
     max_attempts: PositiveInt = 5
+    # Messages already fetched that one transaction applies together (1: one each).
+    batch_size: PositiveInt = 100
     backoff_initial: PositiveFloat = 0.2
     backoff_max: PositiveFloat = 5.0
     poll_timeout: PositiveFloat = 0.5

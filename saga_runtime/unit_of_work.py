@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 from uuid import UUID
 
 import psycopg
@@ -50,16 +51,29 @@ class UnitOfWork:
         return envelope
 
 
+class Wakeup(Protocol):
+    def poke(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class UnitOfWorkFactory:
-    """Opens units of work on a service's pool (used by its API and its consumer)."""
+    """Opens units of work on a service's pool (used by its API and its consumer).
+
+    After a unit of work that emitted events commits, ``wakeup`` (if any) tells
+    the relay there is something to publish.
+    """
 
     pool: ConnectionPool
     outbox: Outbox
     producer: str
+    wakeup: Wakeup | None = None
 
     @contextmanager
     def begin(self, *, cause: Envelope | None = None) -> Iterator[UnitOfWork]:
         """Commit when the block ends normally, roll back if it raises."""
-        with self.pool.connection() as conn, conn.transaction():
-            yield UnitOfWork(conn=conn, outbox=self.outbox, producer=self.producer, cause=cause)
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                uow = UnitOfWork(conn=conn, outbox=self.outbox, producer=self.producer, cause=cause)
+                yield uow
+            if uow.emitted and self.wakeup is not None:
+                self.wakeup.poke()

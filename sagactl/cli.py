@@ -307,7 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("service", choices=SERVICES)
     run.set_defaults(func=cmd_run)
 
+    from sagactl.bench.cli import register as register_bench
     from sagactl.ops.commands import register as register_operator_commands
+
+    register_bench(sub)
 
     register_operator_commands(sub)
     return parser

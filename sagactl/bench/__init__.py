@@ -1,0 +1,1 @@
+"""Benchmarks: ``sagactl bench saga`` and ``sagactl bench relay`` (see BENCHMARKS.md)."""
