@@ -27,30 +27,54 @@ def build_message(notification: Notification, *, sender: str) -> EmailMessage:
 
 
 class SmtpMailer:
-    """One SMTP connection per message: notifications are rare, and it never goes stale."""
+    """Sends over one SMTP connection, kept open between messages.
+
+    Connecting and greeting costs more than sending a short message, so the
+    connection is reused. One the server dropped meanwhile (idle timeout,
+    restart) is replaced once, at once; a failure on a fresh connection is a
+    RetryableError. Not thread-safe: a service's consumer sends from one thread.
+    """
 
     def __init__(self, *, host: str, port: int, sender: str, timeout: float = 10.0) -> None:
         self.host = host
         self.port = port
         self.sender = sender
         self.timeout = timeout
+        self._smtp: smtplib.SMTP | None = None
 
     def send(self, notification: Notification) -> None:
         """Hand the message to the server; transient failures raise RetryableError."""
         message = build_message(notification, sender=self.sender)
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                refused = smtp.send_message(message)
+            try:
+                refused = self._connection().send_message(message)
+            except smtplib.SMTPServerDisconnected:
+                self.close()  # dropped while idle: one more try on a fresh connection
+                refused = self._connection().send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             _raise_for_codes([code for code, _ in exc.recipients.values()], exc)
         except smtplib.SMTPResponseException as exc:
             _raise_for_codes([exc.smtp_code], exc)
         except (OSError, smtplib.SMTPException) as exc:
             # Refused, reset or timed-out connections and disconnects: the server may be back.
+            self.close()
             raise RetryableError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
         if refused:
             # Only one recipient per message, so a partial refusal cannot happen; be safe.
             _raise_for_codes([code for code, _ in refused.values()], None)
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is None:
+            self._smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        return self._smtp
 
 
 def _raise_for_codes(codes: list[int], cause: Exception | None) -> None:

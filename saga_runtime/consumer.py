@@ -149,9 +149,11 @@ class ConsumerRunner:
         except _OneByOne:
             return self._one_by_one(live)
         self._backoff.reset()
-        for msg in live:
+        for msg, _outcome in zip(live, outcomes, strict=False):
             self._attempts.pop(_position(msg), None)
             self._store(msg)
+        if len(outcomes) < len(live):
+            self._rewind(*live[len(outcomes) :])
         return list(outcomes)
 
     def _one_by_one(self, msgs: Sequence[Message]) -> list[Outcome | None]:
@@ -160,9 +162,10 @@ class ConsumerRunner:
             outcome = self.process(msg)
             outcomes.append(outcome)
             if outcome is Outcome.RETRY:
-                # process() rewound this message's partition; the others must not
-                # run ahead of what was applied either.
-                self._rewind(*msgs[n + 1 :])
+                # Neither this message's partition nor the others may run ahead of
+                # what was applied: every partition goes back to its first message
+                # not yet applied (this one included).
+                self._rewind(*msgs[n:])
                 break
         return outcomes
 
@@ -185,6 +188,8 @@ class ConsumerRunner:
         try:
             with self._uow_factory.begin() as uow:
                 for item in work:
+                    if self._stopping.is_set() and outcomes:
+                        break  # stopping: commit what is done; the rest comes again
                     if item is None:
                         outcomes.append(Outcome.IGNORED)
                         continue

@@ -25,7 +25,7 @@ class Inbox:
             "INSERT INTO {}.inbox (event_id, event_type, source_topic, source_partition,"
             " source_offset) VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (event_id) DO NOTHING RETURNING 1"
-        ).format(sql.Identifier(self.schema))
+        ).format(sql.Identifier(self.schema)).as_string()  # a string: psycopg caches and prepares it
 
     def record(
         self,

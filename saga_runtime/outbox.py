@@ -26,11 +26,20 @@ class Outbox:
     def __init__(self, *, schema: str, topic: str) -> None:
         self.schema = validate_service_name(schema)
         self.topic = topic
-        self._insert = sql.SQL(
-            "INSERT INTO {}.outbox"
-            " (event_id, event_type, aggregate_id, correlation_id, topic, envelope)"
-            " VALUES (%s, %s, %s, %s, %s, %s::jsonb) RETURNING id"
-        ).format(sql.Identifier(self.schema))
+        # The aggregate's lock is taken by the same statement, before the row (and
+        # its id) is made: OFFSET 0 keeps the planner from folding the subquery in.
+        self._insert = (
+            sql.SQL(
+                "INSERT INTO {}.outbox"
+                " (event_id, event_type, aggregate_id, correlation_id, topic, envelope)"
+                " SELECT %s, %s, %s, %s, %s, %s::jsonb"
+                " FROM (SELECT pg_advisory_xact_lock(hashtextextended(%s, 0)) OFFSET 0) AS locked"
+                " RETURNING id"
+            )
+            .format(sql.Identifier(self.schema))
+            .as_string()
+        )
+        self._lock = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
     def lock_aggregate(self, conn: psycopg.Connection, aggregate_id: str) -> None:
         """Serialize this transaction with every other one touching ``aggregate_id``.
@@ -39,10 +48,10 @@ class Outbox:
         Handlers take it first so that two events about one order, arriving on
         different topics, are applied one after the other.
         """
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"{self.schema}:{aggregate_id}",),
-        )
+        conn.execute(self._lock, (self._lock_key(aggregate_id),))
+
+    def _lock_key(self, aggregate_id: str) -> str:
+        return f"{self.schema}:{aggregate_id}"
 
     def add(self, conn: psycopg.Connection, envelope: Envelope) -> int:
         """Insert ``envelope``; returns the outbox row id.
@@ -55,7 +64,6 @@ class Outbox:
             raise OutboxUsageError(
                 "Outbox.add must be called inside the transaction that changes state"
             )
-        self.lock_aggregate(conn, envelope.aggregate_id)
         cur = conn.execute(
             self._insert,
             (
@@ -65,6 +73,7 @@ class Outbox:
                 envelope.correlation_id,
                 self.topic,
                 envelope.model_dump_json(),
+                self._lock_key(envelope.aggregate_id),
             ),
         )
         row = cur.fetchone()

@@ -184,13 +184,45 @@ def test_retryable_error_is_retried_then_dead_lettered(
         on_numbered(uow, event)
 
     produce(kafka, source, [(b"order-1", e.to_bytes()) for e in (flaky, stubborn, after)])
-    with consuming(build(database, kafka, handler, max_attempts=4)):
+    # One message per transaction, so that every handler call is one counted attempt
+    # (a batch that fails is applied again one by one: see the batch test below).
+    with consuming(build(database, kafka, handler, max_attempts=4, batch_size=1)):
         wait_until(lambda: len(effects()) == 2, what="flaky and last applied")
 
     assert [n for _, n in effects()] == [1, 3]
     assert calls["order-11"] == 3 and calls["order-12"] == 4
     row = admin_conn.execute("SELECT error_type, attempts FROM stock.dead_letters").fetchall()
     assert row == [("RetryableError", 4)]
+
+
+def test_a_batch_with_a_failing_message_applies_every_other_one_exactly_once_in_order(
+    database, kafka, topics, effects, admin_conn
+):
+    source, _ = topics
+    events = [envelope(f"order-{i % 4}", i) for i in range(40)]
+    bad = events[17]
+    failures = {"left": 2}
+
+    def handler(uow: UnitOfWork, event: Envelope) -> None:
+        on_numbered(uow, event)  # its effect is written, then rolled back with the batch
+        if event.event_id == bad.event_id and failures["left"] > 0:
+            failures["left"] -= 1
+            raise RetryableError("flaky downstream")
+
+    produce(kafka, source, [(e.aggregate_id.encode(), e.to_bytes()) for e in events])
+    with consuming(build(database, kafka, handler, batch_size=100, max_attempts=5)):
+        wait_until(lambda: len(effects()) == 40, what="all 40 applied")
+        time.sleep(0.5)
+
+    applied = effects()
+    assert sorted(n for _, n in applied) == list(range(40)), "each exactly once"
+    for key in range(4):
+        mine = [n for _, n in applied if n % 4 == key]
+        assert mine == sorted(mine), "one order's events in the order they were produced"
+    assert failures["left"] == 0
+    assert count(admin_conn, "SELECT count(*) FROM stock.inbox") == 40
+    assert count(admin_conn, "SELECT count(*) FROM stock.outbox") == 40
+    assert count(admin_conn, "SELECT count(*) FROM stock.dead_letters") == 0
 
 
 def test_database_outage_is_retried_and_nothing_is_skipped(

@@ -17,6 +17,7 @@ class FakeMessage:
     _topic: str = "orders.events"
     _partition: int = 0
     _key: bytes | None = b"order-1"
+    _headers: list[tuple[str, bytes]] = field(default_factory=list)
 
     def topic(self) -> str:
         return self._topic
@@ -34,7 +35,7 @@ class FakeMessage:
         return self._value
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return []
+        return self._headers
 
     def error(self) -> None:
         return None
@@ -46,6 +47,7 @@ class FakeConsumer:
     position: int = 0
     stored: list[int] = field(default_factory=list)
     seeks: list[int] = field(default_factory=list)
+    sought: dict[int, int] = field(default_factory=dict)  # partition -> last seek
     closed: bool = False
 
     def subscribe(self, topics: list[str]) -> None:
@@ -57,11 +59,17 @@ class FakeConsumer:
         self.position += 1
         return self.messages[self.position - 1]
 
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        batch = self.messages[self.position : self.position + num_messages]
+        self.position += len(batch)
+        return batch
+
     def store_offsets(self, message: FakeMessage) -> None:
         self.stored.append(message.offset())
 
     def seek(self, partition: Any) -> None:
         self.seeks.append(partition.offset)
+        self.sought[partition.partition] = partition.offset
         self.position = partition.offset
 
     def close(self) -> None:
@@ -113,9 +121,11 @@ class FakeUnitOfWorkFactory:
     inbox: FakeInbox = field(default_factory=FakeInbox)
     pool: FakePool = field(default_factory=FakePool)
     producer: str = "stock"
+    transactions: int = 0
 
     @contextmanager
     def begin(self, *, cause: Envelope | None = None) -> Iterator[UnitOfWork]:
+        self.transactions += 1
         staged = FakeOutbox()
         self.inbox.staged.clear()
         try:

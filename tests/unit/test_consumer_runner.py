@@ -152,3 +152,97 @@ def test_a_failing_handler_rolls_back_what_it_emitted() -> None:
     assert drain(runner, consumer) == [Outcome.DEAD_LETTERED]
     assert uow.outbox.rows == []
     assert letters.letters[0].error_type == "KeyError"
+
+
+# --- batches: messages already fetched, applied in one transaction ---
+
+
+def test_fetched_messages_are_applied_in_one_transaction() -> None:
+    consumer = FakeConsumer([FakeMessage(asked(n).to_bytes(), n) for n in range(3)])
+    runner, uow, _ = make_runner(consumer)
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+    assert outcomes == [Outcome.APPLIED] * 3
+    assert uow.transactions == 1
+    assert [e.payload["n"] for e in uow.outbox.rows] == [0, 1, 2]
+    assert [e.causation_id for e in uow.outbox.rows] == [
+        Envelope.from_bytes(m.value()).event_id for m in consumer.messages  # type: ignore[arg-type]
+    ], "each emitted event names its own cause"
+    assert consumer.stored == [0, 1, 2]
+
+
+def test_a_duplicate_inside_one_batch_has_no_effect() -> None:
+    event = asked(1)
+    consumer = FakeConsumer([FakeMessage(event.to_bytes(), 0), FakeMessage(event.to_bytes(), 1)])
+    runner, uow, _ = make_runner(consumer)
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+    assert outcomes == [Outcome.APPLIED, Outcome.DUPLICATE]
+    assert len(uow.outbox.rows) == 1
+
+
+def test_a_transient_failure_rewinds_every_partition_of_the_batch_and_stores_nothing() -> None:
+    def down(uow: UnitOfWork, event: Envelope) -> None:
+        raise psycopg.OperationalError("server closed the connection")
+
+    consumer = FakeConsumer(
+        [
+            FakeMessage(asked(1).to_bytes(), 7, _partition=0),
+            FakeMessage(asked(2).to_bytes(), 3, _partition=1),
+            FakeMessage(asked(3).to_bytes(), 8, _partition=0),
+        ]
+    )
+    runner, uow, letters = make_runner(consumer, down)
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+    assert outcomes == [Outcome.RETRY] * 3
+    assert sorted(consumer.seeks) == [3, 7], "each partition back to its first message"
+    assert consumer.stored == [] and uow.outbox.rows == [] and not letters.letters
+
+
+def test_a_poison_message_in_a_batch_is_dead_lettered_alone_and_the_rest_applied_once() -> None:
+    def picky(uow: UnitOfWork, event: Envelope) -> None:
+        answer(uow, event)
+        if event.payload["n"] == 2:
+            raise ValueError("a bug for this one message")
+
+    consumer = FakeConsumer([FakeMessage(asked(n).to_bytes(), n) for n in range(1, 5)])
+    runner, uow, letters = make_runner(consumer, picky)
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+    assert outcomes == [
+        Outcome.APPLIED,
+        Outcome.DEAD_LETTERED,
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+    ]
+    assert [e.payload["n"] for e in uow.outbox.rows] == [1, 3, 4], "the failed batch left nothing"
+    assert [letter.source_offset for letter in letters.letters] == [2]
+    assert consumer.stored == [1, 2, 3, 4]
+
+
+def test_a_retry_inside_the_fallback_stops_the_batch_and_rewinds_what_follows() -> None:
+    def busy(uow: UnitOfWork, event: Envelope) -> None:
+        if event.payload["n"] == 2:
+            raise RetryableError("provider busy")
+        answer(uow, event)
+
+    consumer = FakeConsumer(
+        [
+            FakeMessage(asked(1).to_bytes(), 1),
+            FakeMessage(asked(2).to_bytes(), 2),
+            FakeMessage(asked(3).to_bytes(), 5, _partition=1),
+            FakeMessage(asked(4).to_bytes(), 3),
+        ]
+    )
+    runner, uow, _ = make_runner(consumer, busy, max_attempts=3)
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+    assert outcomes == [Outcome.APPLIED, Outcome.RETRY]
+    assert consumer.sought == {0: 2, 1: 5}, "back to the retried message and the unprocessed one"
+    assert consumer.stored == [1]
+    assert [e.payload["n"] for e in uow.outbox.rows] == [1]
+
+
+def test_messages_of_other_types_are_skipped_by_their_header_without_parsing() -> None:
+    other = FakeMessage(b"not even json", 1, _headers=[("event_type", b"SomethingElse")])
+    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0), other])
+    runner, uow, letters = make_runner(consumer)
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+    assert outcomes == [Outcome.APPLIED, Outcome.IGNORED]
+    assert consumer.stored == [0, 1] and not letters.letters
