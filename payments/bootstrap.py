@@ -35,6 +35,7 @@ def build(settings: PaymentsSettings, provider: PaymentProvider | None = None) -
             "OrderCancelled": partial(handlers.on_order_cancelled, provider=provider, retry=retry),
         },
         subscribes_to=["orders", "stock"],
+        consumers=settings.consumers,
     )
 
 

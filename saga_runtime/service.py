@@ -43,7 +43,8 @@ class ServiceRuntime:
     pool: ConnectionPool
     outbox: Outbox
     uow_factory: UnitOfWorkFactory
-    runner: ConsumerRunner | None = None
+    runner: ConsumerRunner | None = None  # the first of ``runners``
+    runners: list[ConsumerRunner] = field(default_factory=list)
     _closers: list[object] = field(default_factory=list)
 
     @classmethod
@@ -56,13 +57,21 @@ class ServiceRuntime:
         consumer: ConsumerSettings | None = None,
         handlers: Mapping[str, Handler] | None = None,
         subscribes_to: Sequence[str] = (),
+        consumers: int = 1,
     ) -> ServiceRuntime:
-        """Open the pool and, when the service consumes, its Kafka consumer.
+        """Open the pool and, when the service consumes, its Kafka consumers.
 
         ``subscribes_to`` names the producing services whose events topics this
-        service reads.
+        service reads. ``consumers`` runners share the consumer group, each on a
+        thread of its own: Kafka splits the partitions between them, so one
+        order's events (one key, one partition) still go to one of them in order.
         """
-        pool = create_pool(database, role=service, name=service)
+        pool = create_pool(
+            database,
+            role=service,
+            name=service,
+            max_size=database.pool_max_size + max(0, consumers - 1),
+        )
         outbox = Outbox(schema=service, topic=events_topic(service, kafka.topic_prefix))
         wakeup = RelayWakeup(database, schema=service, name=service)
         uow_factory = UnitOfWorkFactory(
@@ -86,24 +95,28 @@ class ServiceRuntime:
                 topic=dead_letter_topic(service, kafka.topic_prefix),
                 service=service,
             )
-            runtime.runner = ConsumerRunner(
-                service=service,
-                topics=[events_topic(name, kafka.topic_prefix) for name in subscribes_to],
-                handlers=handlers,
-                consumer=Consumer(
-                    consumer_config(
-                        kafka,
-                        group_id=group,
-                        client_id=service,
-                        session_timeout_ms=settings.session_timeout_ms,
+            for n in range(consumers):
+                runtime.runners.append(
+                    ConsumerRunner(
+                        service=service,
+                        topics=[events_topic(name, kafka.topic_prefix) for name in subscribes_to],
+                        handlers=handlers,
+                        consumer=Consumer(
+                            consumer_config(
+                                kafka,
+                                group_id=group,
+                                client_id=service if n == 0 else f"{service}-{n}",
+                                session_timeout_ms=settings.session_timeout_ms,
+                            )
+                        ),
+                        uow_factory=uow_factory,
+                        inbox=Inbox(schema=service),
+                        dead_letters=DeadLetterStore(schema=service),
+                        dead_letter_publisher=publisher,
+                        settings=settings,
                     )
-                ),
-                uow_factory=uow_factory,
-                inbox=Inbox(schema=service),
-                dead_letters=DeadLetterStore(schema=service),
-                dead_letter_publisher=publisher,
-                settings=settings,
-            )
+                )
+            runtime.runner = runtime.runners[0]
             runtime._closers.append(publisher)
         return runtime
 
@@ -115,12 +128,31 @@ class ServiceRuntime:
 
             def on_signal(signum: int, _frame: FrameType | None) -> None:
                 log.info("service.stopping", signal=signal.Signals(signum).name)
-                assert self.runner is not None
-                self.runner.stop()
+                self.stop_consumers()
 
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
-        self.runner.run()
+        others = [
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(runner.run,),
+                name=f"{self.service}-consumer-{n}",
+                daemon=True,
+            )
+            for n, runner in enumerate(self.runners[1:], start=1)
+        ]
+        for thread in others:
+            thread.start()
+        try:
+            self.runner.run()
+        finally:
+            self.stop_consumers()
+            for thread in others:
+                thread.join(timeout=30)
+
+    def stop_consumers(self) -> None:
+        for runner in self.runners:
+            runner.stop()
 
     def run_with_api(self, app: Any, *, host: str, port: int) -> None:
         """Serve ``app`` with uvicorn in this thread and consume in another, until SIGTERM.
@@ -147,7 +179,7 @@ class ServiceRuntime:
             server.run()
         finally:
             if self.runner is not None and consumer is not None:
-                self.runner.stop()
+                self.stop_consumers()
                 consumer.join(timeout=30)
 
     def close(self) -> None:
