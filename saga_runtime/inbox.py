@@ -21,11 +21,12 @@ class Inbox:
 
     def __init__(self, *, schema: str) -> None:
         self.schema = validate_service_name(schema)
+        # A plain string, which psycopg caches and prepares (a Composed is re-rendered each time).
         self._insert = sql.SQL(
             "INSERT INTO {}.inbox (event_id, event_type, source_topic, source_partition,"
             " source_offset) VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (event_id) DO NOTHING RETURNING 1"
-        ).format(sql.Identifier(self.schema)).as_string()  # a string: psycopg caches and prepares it
+        ).format(sql.Identifier(self.schema)).as_string()
 
     def record(
         self,

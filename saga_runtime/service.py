@@ -74,9 +74,7 @@ class ServiceRuntime:
         )
         outbox = Outbox(schema=service, topic=events_topic(service, kafka.topic_prefix))
         wakeup = RelayWakeup(database, schema=service, name=service)
-        uow_factory = UnitOfWorkFactory(
-            pool=pool, outbox=outbox, producer=service, wakeup=wakeup
-        )
+        uow_factory = UnitOfWorkFactory(pool=pool, outbox=outbox, producer=service, wakeup=wakeup)
         runtime = cls(
             service=service, kafka=kafka, pool=pool, outbox=outbox, uow_factory=uow_factory
         )

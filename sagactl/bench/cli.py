@@ -26,9 +26,21 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
 def cmd_saga(args: argparse.Namespace) -> int:
     from sagactl.bench.render import saga_summary
-    from sagactl.bench.saga import SagaBenchConfig, run_saga_bench
+    from sagactl.bench.saga import SagaBenchConfig
     from sagactl.bench.spawn import bench_stack, bench_system
 
     config = SagaBenchConfig(
@@ -43,28 +55,81 @@ def cmd_saga(args: argparse.Namespace) -> int:
     log_dir = args.state_dir / "bench" / f"saga-{int(time.time())}"
     try:
         with bench_system(stack, log_dir) as system:
-            what = (
-                f"{config.clients} closed-loop clients"
-                if config.mode == "closed"
-                else f"{config.rate:g} orders/s"
-            )
-            _say(f"bench: {what} for {config.duration:g}s (logs in {log_dir})")
-            result = run_saga_bench(
-                config,
-                orders_url=system.orders_url,
-                database_url=system.database_url,
-                kafka=system.kafka,
-                progress=_say,
-            )
-            if args.audit:
-                _say("bench: auditing every saga (sagactl audit's rules)")
-                result["violations"] = [str(v) for v in system.audit()][:20]
+            result = _one_run(system, config, log_dir, audit=args.audit)
     finally:
         if not args.keep_infra:
             stack.stop()
     _say(saga_summary(result))
     _write(result, args.json)
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Open loop at each rate in turn on one system; JSON of every run and the PNG plot."""
+    from sagactl.bench.plot import plot_sweep
+    from sagactl.bench.render import saga_summary
+    from sagactl.bench.saga import SagaBenchConfig
+    from sagactl.bench.spawn import bench_stack, bench_system
+
+    rates = [float(r) for r in args.rates.split(",")]
+    stack = bench_stack(args.state_dir)
+    log_dir = args.state_dir / "bench" / f"sweep-{int(time.time())}"
+    results: list[dict[str, Any]] = []
+    try:
+        with bench_system(stack, log_dir) as system:
+            for rate in rates:
+                config = SagaBenchConfig(
+                    rate=rate, duration=args.duration, warmup=args.warmup, seed=args.seed
+                )
+                result = _one_run(system, config, log_dir, audit=False)
+                _say(saga_summary(result))
+                results.append(result)
+            if args.audit:
+                _say("bench: auditing every saga of the sweep (sagactl audit's rules)")
+                violations = [str(v) for v in system.wait_quiet(timeout=120)]
+                results[-1]["violations"] = violations[:20]
+    finally:
+        if not args.keep_infra:
+            stack.stop()
+    out = {"machine": _machine(), "runs": results}
+    _write(out, args.json)
+    if args.plot:
+        plot_sweep(
+            results, args.plot, title=f"Order saga, {_machine()['cpus']} cores, all on one machine"
+        )
+        _say(f"bench: plot written to {args.plot}")
+    return 0
+
+
+def _one_run(system: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[str, Any]:
+    from sagactl.bench.saga import run_saga_bench
+
+    what = (
+        f"{config.clients} closed-loop clients"
+        if config.mode == "closed"
+        else f"{config.rate:g} orders/s"
+    )
+    _say(f"bench: {what} for {config.duration:g}s (logs in {log_dir})")
+    result = run_saga_bench(
+        config,
+        orders_url=system.orders_url,
+        database_url=system.database_url,
+        kafka=system.kafka,
+        progress=_say,
+    )
+    result["machine"] = _machine()
+    result["system_env"] = {
+        k: v
+        for k, v in system.env.items()
+        if k.startswith(
+            ("SHIPMENTS_", "ORDERS_", "RELAY_", "CONSUMER_", "DATABASE_POOL", "PAYMENTS_")
+        )
+        and "URL" not in k
+    }
+    if audit:
+        _say("bench: waiting for every saga to settle, then auditing (sagactl audit's rules)")
+        result["violations"] = [str(v) for v in system.wait_quiet(timeout=120)][:20]
+    return result
 
 
 def register(sub: Any) -> None:
@@ -88,3 +153,16 @@ def register(sub: Any) -> None:
     )
     saga.add_argument("--keep-infra", action="store_true", help="leave the bench stack running")
     saga.set_defaults(func=cmd_saga)
+
+    sweep = kinds.add_parser(
+        "sweep", help="open loop at several rates on one system: latency against rate, and a plot"
+    )
+    sweep.add_argument("--rates", default="25,50,100,150,200", help="comma-separated orders/s")
+    sweep.add_argument("--duration", type=float, default=30.0, help="seconds of load per rate")
+    sweep.add_argument("--warmup", type=float, default=5.0, help="seconds left out per rate")
+    sweep.add_argument("--seed", type=int, default=1)
+    sweep.add_argument("--json", type=Path, help="write the results here (default: stdout)")
+    sweep.add_argument("--plot", type=Path, help="write the latency-versus-rate PNG here")
+    sweep.add_argument("--no-audit", dest="audit", action="store_false", help="skip the audit")
+    sweep.add_argument("--keep-infra", action="store_true", help="leave the bench stack running")
+    sweep.set_defaults(func=cmd_sweep)

@@ -242,7 +242,7 @@ def test_a_retry_inside_the_fallback_stops_the_batch_and_rewinds_what_follows() 
 def test_messages_of_other_types_are_skipped_by_their_header_without_parsing() -> None:
     other = FakeMessage(b"not even json", 1, _headers=[("event_type", b"SomethingElse")])
     consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0), other])
-    runner, uow, letters = make_runner(consumer)
+    runner, _, letters = make_runner(consumer)
     outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
     assert outcomes == [Outcome.APPLIED, Outcome.IGNORED]
     assert consumer.stored == [0, 1] and not letters.letters
