@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -137,24 +138,29 @@ class ConsumerRunner:
                 self._on_kafka_error(error)
             else:
                 live.append(msg)
-        if len(live) <= 1:
-            return [self.process(msg) for msg in live]
-        try:
-            outcomes = self._apply_batch(live)
-        except _TRANSIENT as exc:
-            log.warning("batch.retry_transient", messages=len(live), error=repr(exc))
-            self._rewind(*live)
-            self._stopping.wait(self._backoff.next_delay())
-            return [Outcome.RETRY] * len(live)
-        except _OneByOne:
-            return self._one_by_one(live)
-        self._backoff.reset()
-        for msg, _outcome in zip(live, outcomes, strict=False):
-            self._attempts.pop(_position(msg), None)
-            self._store(msg)
-        if len(outcomes) < len(live):
-            self._rewind(*live[len(outcomes) :])
-        return list(outcomes)
+        results: list[Outcome | None] = []
+        while live:
+            if len(live) == 1:
+                return [*results, self.process(live[0])]
+            try:
+                outcomes = self._apply_batch(live)
+            except _TRANSIENT as exc:
+                log.warning("batch.retry_transient", messages=len(live), error=repr(exc))
+                self._rewind(*live)
+                self._stopping.wait(self._backoff.next_delay())
+                return [*results, *[Outcome.RETRY] * len(live)]
+            except _OneByOne:
+                return [*results, *self._one_by_one(live)]
+            self._backoff.reset()
+            for msg in live[: len(outcomes)]:
+                self._attempts.pop(_position(msg), None)
+                self._store(msg)
+            results += outcomes
+            live = live[len(outcomes) :]
+            if live and self._stopping.is_set():
+                self._rewind(*live)  # they come again, to us or to the next owner
+                break
+        return results
 
     def _one_by_one(self, msgs: Sequence[Message]) -> list[Outcome | None]:
         outcomes: list[Outcome | None] = []
@@ -187,9 +193,12 @@ class ConsumerRunner:
             return [Outcome.IGNORED] * len(msgs)
         try:
             with self._uow_factory.begin() as uow:
+                deadline = time.monotonic() + self._settings.batch_max_seconds
                 for item in work:
-                    if self._stopping.is_set() and outcomes:
-                        break  # stopping: commit what is done; the rest comes again
+                    if outcomes and (self._stopping.is_set() or time.monotonic() > deadline):
+                        # Commit what is done: a slow handler must not hold the
+                        # events emitted so far (and their locks) for long.
+                        break
                     if item is None:
                         outcomes.append(Outcome.IGNORED)
                         continue

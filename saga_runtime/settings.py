@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
+from pydantic import AliasChoices, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -62,6 +62,9 @@ class ConsumerSettings(BaseSettings):
     max_attempts: PositiveInt = 5
     # Messages already fetched that one transaction applies together (1: one each).
     batch_size: PositiveInt = 100
+    # ...and for no longer than this: the events emitted by a batch's first message
+    # wait for the batch to commit (a handler that sends mail takes milliseconds).
+    batch_max_seconds: NonNegativeFloat = 0.05
     backoff_initial: PositiveFloat = 0.2
     backoff_max: PositiveFloat = 5.0
     poll_timeout: PositiveFloat = 0.5

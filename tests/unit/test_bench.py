@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
+from saga_runtime import KafkaSettings
 from sagactl.bench.backlog import Sample, growth
 from sagactl.bench.load import Completions, LoadResult
 from sagactl.bench.observer import Observed, SagaObserver
 from sagactl.bench.saga import CHAIN, SagaBenchConfig, analyse
 from sagactl.bench.stats import percentile, summarize
-from saga_runtime import KafkaSettings
 
 
 def test_nearest_rank_percentiles() -> None:

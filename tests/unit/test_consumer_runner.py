@@ -246,3 +246,13 @@ def test_messages_of_other_types_are_skipped_by_their_header_without_parsing() -
     outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
     assert outcomes == [Outcome.APPLIED, Outcome.IGNORED]
     assert consumer.stored == [0, 1] and not letters.letters
+
+
+def test_a_batch_commits_early_when_it_runs_out_of_time_and_goes_on_in_a_new_one() -> None:
+    consumer = FakeConsumer([FakeMessage(asked(n).to_bytes(), n) for n in range(3)])
+    runner, uow, _ = make_runner(consumer, batch_max_seconds=0)
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+    assert outcomes == [Outcome.APPLIED] * 3
+    assert uow.transactions == 3, "time is up after each message: each commits on its own"
+    assert [e.payload["n"] for e in uow.outbox.rows] == [0, 1, 2]
+    assert consumer.stored == [0, 1, 2] and consumer.seeks == []
