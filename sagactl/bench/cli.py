@@ -38,6 +38,16 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM tears the bench system and stack down like Ctrl-C does."""
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_saga(args: argparse.Namespace) -> int:
     from sagactl.bench.render import saga_summary
     from sagactl.bench.saga import SagaBenchConfig
@@ -51,6 +61,7 @@ def cmd_saga(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         seed=args.seed,
     )
+    _interrupt_on_sigterm()
     stack = bench_stack(args.state_dir)
     log_dir = args.state_dir / "bench" / f"saga-{int(time.time())}"
     try:
@@ -72,6 +83,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from sagactl.bench.spawn import bench_stack, bench_system
 
     rates = [float(r) for r in args.rates.split(",")]
+    _interrupt_on_sigterm()
     stack = bench_stack(args.state_dir)
     log_dir = args.state_dir / "bench" / f"sweep-{int(time.time())}"
     results: list[dict[str, Any]] = []
