@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import threading
 import time
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from saga_runtime import (
     DatabaseSettings,
@@ -306,3 +308,251 @@ def test_rows_for_a_topic_that_does_not_exist_wait_then_fail(database, kafka, to
             lambda: failed_and_published() == (1, 1),
             what="failed after the grace, then the next row",
         )
+
+
+# --- the pipeline: the next batch is produced while earlier ones wait for acks and marks ---
+
+
+class GatedProducer:
+    """A real producer whose delivery reports for one key are held back until released.
+
+    The messages themselves go to the broker at once; only the relay's view of
+    their acknowledgement waits, as if the broker were slow to answer for them.
+    ``fail_next_with`` replaces the next report of that key with an error.
+    """
+
+    def __init__(self, config: dict[str, object], key: bytes) -> None:
+        self._producer = Producer(config)
+        self._key = key
+        self._lock = threading.Lock()
+        self._held: list[tuple[object, object, object]] = []
+        self.holding = True
+        self.fail_next_with: KafkaError | None = None
+        self.produced: list[bytes] = []
+
+    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):  # type: ignore[no-untyped-def]
+        def gated(err, msg):  # type: ignore[no-untyped-def]
+            if msg is not None and msg.key() == self._key:
+                with self._lock:
+                    if self.fail_next_with is not None:
+                        err, self.fail_next_with = self.fail_next_with, None
+                    elif self.holding:
+                        self._held.append((on_delivery, err, msg))
+                        return
+            on_delivery(err, msg)
+
+        self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=gated)
+        self.produced.append(key.encode() if isinstance(key, str) else key)
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def release(self) -> None:
+        with self._lock:
+            self.holding = False
+
+    def poll(self, timeout: float | None = None) -> int:
+        with self._lock:
+            ready: list[tuple[object, object, object]] = []
+            if not self.holding:
+                ready, self._held = self._held, []
+        for on_delivery, err, msg in ready:
+            on_delivery(err, msg)  # type: ignore[operator]
+        return int(self._producer.poll(timeout))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._producer, name)
+
+
+def wait_for_partitions(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> None:
+    """Until the broker answers for every partition of ``topic`` (its log exists).
+
+    Right after CreateTopics, metadata can name a leader for a partition whose log
+    the broker has not created yet. Twice in about sixty runs of the concurrent
+    writers test, the first two messages produced to such a partition (the last one
+    created, 250-330 ms after the topic) were acknowledged and never appended; every
+    later message was. Waiting for the logs keeps that window out of the tests.
+    """
+    consumer = Consumer(
+        {"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"probe-{uuid.uuid4().hex}"}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+
+        def ready() -> bool:
+            try:
+                for p in partitions:
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            except KafkaException:
+                return False
+            return True
+
+        wait_until(ready, timeout=timeout, what=f"every partition of {topic}")
+    finally:
+        consumer.close()
+
+
+def gated_relay(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    key: bytes,
+    *,
+    hold: bool = True,
+    fail_first: KafkaError | None = None,
+    **overrides: object,
+) -> tuple[OutboxRelay, list[GatedProducer]]:
+    """A relay whose first producer holds back (``hold``) the reports for ``key``, or
+    replaces the first of them with ``fail_first``; the producers after it do neither."""
+    producers: list[GatedProducer] = []
+
+    def factory() -> GatedProducer:
+        producer = GatedProducer(producer_config(kafka, client_id="test-relay"), key)
+        if producers or not hold:
+            producer.release()
+        if not producers:
+            producer.fail_next_with = fail_first
+        producers.append(producer)
+        return producer
+
+    settings = RelaySettings(poll_interval=0.2, lock_retry_interval=0.2, **overrides)  # type: ignore[arg-type]
+    relay = OutboxRelay(
+        schema="orders",
+        database=database,
+        settings=settings,
+        producer_factory=factory,  # type: ignore[arg-type]
+        name="test-relay",
+    )
+    return relay, producers
+
+
+def pending_event_ids(database: DatabaseSettings) -> set[str]:
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        return {
+            str(r[0])
+            for r in conn.execute("SELECT event_id FROM orders.outbox WHERE published_at IS NULL")
+        }
+
+
+def test_pipelined_relay_marks_a_row_only_after_its_ack_and_keeps_publishing_meanwhile(
+    database, kafka, topic
+):
+    relay, producers = gated_relay(database, kafka, b"order-slow")
+    slow = [envelope("order-slow", 0), envelope("order-slow", 4)]
+    with running(relay):
+        insert_outbox_rows(database, kafka, slow[:1])
+        wait_until(lambda: producers and producers[0].held == 1, what="slow row on its way")
+        # Later rows go out in later batches while the first one still waits for its ack.
+        insert_outbox_rows(database, kafka, [envelope("order-fast", n) for n in range(1, 4)])
+        wait_until(lambda: pending_rows(database) == 1, what="every acknowledged row marked")
+        insert_outbox_rows(database, kafka, slow[1:])
+        wait_until(lambda: producers[0].held == 2, what="the second slow row on its way")
+        time.sleep(1.0)  # many mark rounds: still nothing marked without its ack
+        assert pending_event_ids(database) == {str(e.event_id) for e in slow}
+        assert producers[0].held == 2
+        producers[0].release()
+        wait_until(lambda: pending_rows(database) == 0, what="marked once acknowledged")
+
+    by_key = values_by_key(read_topic(kafka, topic, expect=5))
+    assert by_key[b"order-slow"] == [0, 4]
+    assert by_key[b"order-fast"] == [1, 2, 3]
+    assert len(producers) == 1
+
+
+def test_pipelined_relay_publishes_a_late_lower_id_row_while_others_are_in_flight(
+    database, kafka, topic
+):
+    relay, producers = gated_relay(database, kafka, b"order-slow")
+    outbox = Outbox(schema="orders", topic=topic)
+    late = envelope("order-late", 1)
+    with running(relay), psycopg.connect(database.url) as slow_writer:
+        slow_tx = slow_writer.transaction()
+        slow_tx.__enter__()
+        low_id = outbox.add(slow_writer, late)  # lowest id, not committed yet
+        insert_outbox_rows(database, kafka, [envelope("order-slow", 0)])
+        wait_until(lambda: producers and producers[0].held == 1, what="a row in flight")
+        insert_outbox_rows(database, kafka, [envelope("order-x", n) for n in range(3)])
+        wait_until(lambda: pending_rows(database) == 1, what="all but the one in flight")
+        slow_tx.__exit__(None, None, None)  # commits below every id in flight or published
+        wait_until(
+            lambda: str(late.event_id) not in pending_event_ids(database),
+            what="the late row published while the pipeline is not empty",
+        )
+        assert producers[0].held == 1, "the earlier row is still in flight"
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            in_flight_id = conn.execute(
+                "SELECT id FROM orders.outbox WHERE published_at IS NULL"
+            ).fetchone()
+        assert in_flight_id is not None and low_id < in_flight_id[0]
+        producers[0].release()
+        wait_until(lambda: pending_rows(database) == 0, what="everything marked")
+
+    ids = {Envelope.from_bytes(r.value).event_id for r in read_topic(kafka, topic, expect=5)}
+    assert late.event_id in ids and len(ids) == 5
+
+
+@pytest.mark.parametrize("mark_synchronous_commit", [True, False])
+def test_pipelined_relay_keeps_each_aggregates_order_under_concurrent_writers(
+    database, kafka, topic, mark_synchronous_commit
+):
+    """Small batches, many in flight, four writers on six aggregates: each aggregate's
+    events reach the broker in the order their transactions committed."""
+    outbox = Outbox(schema="orders", topic=topic)
+    aggregates = [f"order-{i}" for i in range(6)]
+    per_writer = 60
+
+    def write(worker: int) -> None:
+        rng = random.Random(worker)
+        with psycopg.connect(database.url) as conn:
+            for _ in range(per_writer):
+                aggregate = rng.choice(aggregates)
+                with conn.transaction():
+                    outbox.lock_aggregate(conn, aggregate)
+                    # Under the aggregate's lock: its position in commit order.
+                    row = conn.execute(
+                        "SELECT count(*) FROM orders.outbox WHERE aggregate_id = %s",
+                        (aggregate,),
+                    ).fetchone()
+                    assert row is not None
+                    outbox.add(conn, envelope(aggregate, int(row[0])))
+
+    # The writers start at once: let every partition of the topic just created have its
+    # log first (see wait_for_partitions), as a deployment's topics long have.
+    wait_for_partitions(kafka, topic)
+    relay = make_relay(
+        database,
+        kafka,
+        batch_size=7,
+        max_in_flight=40,
+        mark_interval=0.005,
+        select_interval=0.0,
+        mark_synchronous_commit=mark_synchronous_commit,
+    )
+    with running(relay):
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(60)
+        wait_until(lambda: pending_rows(database) == 0, what="everything published")
+
+    total = 4 * per_writer
+    for key, numbers in values_by_key(read_topic(kafka, topic, expect=total)).items():
+        assert list(dict.fromkeys(numbers)) == list(range(len(set(numbers)))), key
+
+
+def test_a_fatal_producer_error_replaces_the_producer_and_loses_nothing(database, kafka, topic):
+    fatal = KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True)
+    relay, producers = gated_relay(database, kafka, b"order-doomed", hold=False, fail_first=fatal)
+    events = [envelope("order-doomed", 0)] + [envelope("order-1", n) for n in range(1, 6)]
+    insert_outbox_rows(database, kafka, events)
+    with running(relay):
+        wait_until(lambda: pending_rows(database) == 0, what="republished by a new producer")
+        assert len(producers) == 2
+
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM orders.outbox WHERE failed_at IS NOT NULL")
+        assert row.fetchone() == (0,)
+    ids = {Envelope.from_bytes(r.value).event_id for r in read_topic(kafka, topic, expect=6)}
+    assert ids == {e.event_id for e in events}
