@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -596,6 +596,7 @@ def run_drain(
     aggregates: int,
     seed: int,
     timeout: float,
+    on_relay: Callable[[RelayUnderTest], None] | None = None,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     outbox = Outbox(schema=SCHEMA, topic=phase.topic)
@@ -637,6 +638,8 @@ def run_drain(
 
         relay = phase.relay("drain")
         with relay_running(relay):
+            if on_relay is not None:
+                on_relay(relay)
             last_report, last_pending = time.monotonic(), rows
             deadline = time.monotonic() + timeout
             while True:
@@ -699,6 +702,7 @@ def run_steady(
     aggregates: int,
     seed: int,
     samples: Path | None = None,
+    on_relay: Callable[[RelayUnderTest], None] | None = None,
 ) -> dict[str, Any]:
     database = DatabaseSettings(url=phase.database_url, pool_min_size=writers)
     pool = create_pool(database, role=SCHEMA, name="bench-writer", max_size=writers)
@@ -726,6 +730,8 @@ def run_steady(
     relay = phase.relay("steady")
     try:
         with relay_running(relay):
+            if on_relay is not None:
+                on_relay(relay)
             reader.start()
             start = time.time() + 0.2
 
