@@ -499,11 +499,7 @@ class TopicReader:
                 "bootstrap.servers": self._kafka.bootstrap_servers,
                 "group.id": f"bench-relay-reader-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
-                # Latency is read from the broker's append time, not from when this reader
-                # gets a message: let the broker batch the fetches (less CPU on the machine
-                # whose relay is being measured).
-                "fetch.wait.max.ms": 200,
-                "fetch.min.bytes": 65536,
+                "fetch.wait.max.ms": 10,
                 **self._kafka.client_config,
             }
         )
@@ -714,12 +710,6 @@ def run_steady(
         wakeup=wakeup,
     )
     total = int(rate * duration)
-    # Made beforehand, so that the writers' time goes to the write path itself.
-    rng = random.Random(seed)
-    events = []
-    for slot in range(total):
-        aggregate = f"bench-order-{rng.randrange(aggregates)}"
-        events.append((aggregate, bench_event(aggregate, slot, rng)))
     committed: dict[str, float] = {}
     commit_seconds: list[float] = []
     late_seconds: list[float] = []
@@ -736,6 +726,7 @@ def run_steady(
             start = time.time() + 0.2
 
             def write(worker: int) -> None:
+                rng = random.Random(seed * 1000 + worker)
                 while not errors:
                     with lock:
                         slot = next_slot[0]
@@ -746,11 +737,13 @@ def run_steady(
                     delay = due - time.time()
                     if delay > 0:
                         time.sleep(delay)
-                    aggregate, event = events[slot]
+                    aggregate = f"bench-order-{rng.randrange(aggregates)}"
                     began = time.time()
                     try:
                         with factory.begin() as uow:
-                            env = uow.emit(event, aggregate_id=aggregate)
+                            env = uow.emit(
+                                bench_event(aggregate, slot, rng), aggregate_id=aggregate
+                            )
                     except Exception as exc:
                         errors.append(repr(exc))
                         return
