@@ -111,7 +111,7 @@ class OutboxRelay:
                 "SELECT id, topic, aggregate_id, envelope::text, event_id::text, event_type,"
                 " correlation_id::text FROM {}.outbox"
                 " WHERE published_at IS NULL AND failed_at IS NULL"
-                " AND id <> ALL(%s::bigint[]) ORDER BY id LIMIT %s"
+                " AND id <> ALL(%s::text::bigint[]) ORDER BY id LIMIT %s"
             )
             .format(ident)
             .as_string()
@@ -119,7 +119,7 @@ class OutboxRelay:
         self._mark_published = (
             sql.SQL(
                 "UPDATE {}.outbox SET published_at = now(), attempts = attempts + 1"
-                " WHERE id = ANY(%s::bigint[])"
+                " WHERE id = ANY(%s::text::bigint[])"
             )
             .format(ident)
             .as_string()
@@ -273,7 +273,14 @@ class OutboxRelay:
         Returns how many rows were selected and whether a row was held back
         (its topic is not known yet), in which case no later row was produced.
         """
-        rows = conn.execute(self._select, (_array(pipeline.in_flight_ids()), limit)).fetchall()
+        in_flight = pipeline.in_flight_ids()
+        # A prepared (generic) plan checks ``<> ALL`` element by element: fine for a few
+        # ids; for more, plan this one with the array as a constant, which PostgreSQL hashes.
+        rows = conn.execute(
+            self._select,
+            (_array(in_flight), limit),
+            prepare=None if len(in_flight) <= _PREPARED_EXCLUSION_MAX else False,
+        ).fetchall()
         if not rows:
             return 0, False
         batch = _Batch()
@@ -436,13 +443,12 @@ class OutboxRelay:
         return total
 
 
-def _array(ids: list[int]) -> str:
-    """A bigint[] literal, cheaper to build than psycopg's list adaptation.
+# Up to this many ids in flight, the select runs as a prepared statement (see above).
+_PREPARED_EXCLUSION_MAX = 32
 
-    It goes as an untyped parameter that ``%s::bigint[]`` types, so PostgreSQL parses
-    it once per statement. (Cast from text, ``%s::text::bigint[]``, it would be parsed
-    again for every row the select visits: 0.5 s for 2,000 ids in flight.)
-    """
+
+def _array(ids: list[int]) -> str:
+    """A bigint[] literal: cheaper to build than psycopg's list adaptation, per select."""
     return "{" + ",".join(map(str, ids)) + "}"
 
 
