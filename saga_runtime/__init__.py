@@ -36,7 +36,7 @@ from saga_runtime.naming import (
     validate_service_name,
 )
 from saga_runtime.outbox import Outbox
-from saga_runtime.relay import OutboxRelay, ProducerFatalError
+from saga_runtime.relay import BatchResult, OutboxRelay, ProducerFatalError
 from saga_runtime.service import ServiceRuntime
 from saga_runtime.settings import (
     ConsumerSettings,
@@ -51,6 +51,7 @@ from saga_runtime.unit_of_work import UnitOfWork, UnitOfWorkFactory
 __all__ = [
     "TRANSIENT_DB_ERRORS",
     "Backoff",
+    "BatchResult",
     "ConfigurationError",
     "ConsumerRunner",
     "ConsumerSettings",

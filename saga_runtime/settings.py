@@ -76,25 +76,7 @@ class RelaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
 
-    # Rows per select (one produce burst, one delivery-report wait).
     batch_size: PositiveInt = 500
-    # Rows handed to the producer whose marks are not committed yet. The relay selects and
-    # produces the next batch while earlier ones wait for their acks and marks, up to this
-    # many rows (batch_size or less: one batch at a time, as before pipelining).
-    max_in_flight: PositiveInt = 2000
-    # synchronous_commit of the transactions that mark rows published or failed. Off, a
-    # mark can be lost in a PostgreSQL crash (never a row: the last ~0.6 s of marks roll
-    # back with the WAL tail), and those rows are published again: duplicates, which the
-    # consumers' inbox absorbs. It saves a WAL flush per mark.
-    mark_synchronous_commit: bool = True
-    # Acknowledged rows are marked at most this often (seconds), in one statement for all
-    # batches complete by then; sooner when the pipeline is half full. Fewer, larger marks
-    # cost PostgreSQL and the relay less; it delays only the mark, never the publication.
-    mark_interval: NonNegativeFloat = 0.01
-    # After a select that emptied the outbox, the next one (woken by a commit's NOTIFY)
-    # starts no sooner than this (seconds) after it: at most this much latency, and under a
-    # steady stream of commits one select per interval instead of one per commit.
-    select_interval: NonNegativeFloat = 0.002
     poll_interval: PositiveFloat = 1.0
     lock_retry_interval: PositiveFloat = 1.0
     retention: timedelta = timedelta(days=7)
