@@ -211,11 +211,14 @@ class ConsumerRunner:
                         offset=msg.offset(),
                     )
                     if not first_time:
+                        with _bound(envelope):
+                            log.info("event.duplicate")
                         outcomes.append(Outcome.DUPLICATE)
                         continue
                     uow.cause = envelope
                     with _bound(envelope):
                         handler(uow, envelope)
+                        log.info("event.applied")
                     outcomes.append(Outcome.APPLIED)
         except _TRANSIENT:
             raise
