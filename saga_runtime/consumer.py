@@ -203,23 +203,10 @@ class ConsumerRunner:
                         outcomes.append(Outcome.IGNORED)
                         continue
                     msg, envelope, handler = item
-                    first_time = self._inbox.record(
-                        uow.conn,
-                        envelope,
-                        topic=msg.topic(),
-                        partition=msg.partition(),
-                        offset=msg.offset(),
-                    )
-                    if not first_time:
-                        with _bound(envelope):
-                            log.info("event.duplicate")
-                        outcomes.append(Outcome.DUPLICATE)
-                        continue
-                    uow.cause = envelope
                     with _bound(envelope):
-                        handler(uow, envelope)
-                        log.info("event.applied")
-                    outcomes.append(Outcome.APPLIED)
+                        outcome = self._apply_in(uow, msg, envelope, handler)
+                        log.info(f"event.{outcome.value}")
+                    outcomes.append(outcome)
         except _TRANSIENT:
             raise
         except Exception as exc:
@@ -287,16 +274,19 @@ class ConsumerRunner:
 
     def _apply(self, msg: Message, envelope: Envelope, handler: Handler) -> Outcome:
         with self._uow_factory.begin(cause=envelope) as uow:
-            first_time = self._inbox.record(
-                uow.conn,
-                envelope,
-                topic=msg.topic(),
-                partition=msg.partition(),
-                offset=msg.offset(),
-            )
-            if not first_time:
-                return Outcome.DUPLICATE
-            handler(uow, envelope)
+            return self._apply_in(uow, msg, envelope, handler)
+
+    def _apply_in(
+        self, uow: UnitOfWork, msg: Message, envelope: Envelope, handler: Handler
+    ) -> Outcome:
+        """Inbox record, then the handler, inside ``uow``'s transaction (the caller commits)."""
+        first_time = self._inbox.record(
+            uow.conn, envelope, topic=msg.topic(), partition=msg.partition(), offset=msg.offset()
+        )
+        if not first_time:
+            return Outcome.DUPLICATE
+        uow.cause = envelope
+        handler(uow, envelope)
         return Outcome.APPLIED
 
     def _dead_letter(self, msg: Message, exc: BaseException, envelope: Envelope | None) -> Outcome:
