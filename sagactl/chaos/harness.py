@@ -20,6 +20,7 @@ from sagactl.chaos.faults import FAULTS, FaultContext
 from sagactl.chaos.watchdog import Watchdog
 from sagactl.infra import LocalStack
 from sagactl.invariants import Violation
+from sagactl.ops.ledger import LedgerUnavailable
 from sagactl.system import System, build_system, drop_system_database
 
 # Each process dies by itself at these points now and then, on top of the faults.
@@ -200,7 +201,8 @@ def _converge(system: System, timeout: float) -> list[Violation]:
     while True:
         try:
             violations = system.audit()
-        except (httpx.HTTPError, psycopg.OperationalError) as exc:
+        except (httpx.HTTPError, psycopg.OperationalError, LedgerUnavailable) as exc:
+            # A process the last fault took down is still coming back.
             violations = [Violation("audit", f"could not audit yet: {exc}")]
         if not violations or time.monotonic() > deadline:
             return violations
