@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from structlog.contextvars import bound_contextvars
 
 from saga_runtime.backoff import Backoff
+from saga_runtime.consumer_health import ConsumerHealth, StatsCallback
 from saga_runtime.db import TRANSIENT_DB_ERRORS
 from saga_runtime.dead_letters import (
     DeadLetter,
@@ -51,7 +52,14 @@ class KafkaConsumer(Protocol):
     def consume(self, num_messages: int, timeout: float) -> list[Message]: ...
     def store_offsets(self, message: Message) -> None: ...
     def seek(self, partition: TopicPartition) -> None: ...
+    def assignment(self) -> list[TopicPartition]: ...
     def close(self) -> None: ...
+
+
+ConsumerFactory = Callable[[StatsCallback], KafkaConsumer]
+"""Makes a new Kafka consumer that reports its librdkafka statistics to the callback."""
+
+_HEALTH_CHECK_INTERVAL = 5.0
 
 
 class _OneByOne(Exception):
@@ -75,6 +83,10 @@ class ConsumerRunner:
     and the batch is applied again one message per transaction, so a bad
     message is retried or dead-lettered on its own, exactly as without
     batching.
+
+    A consumer that librdkafka leaves out of its group, or not fetching a
+    partition it was assigned, for ``stall_seconds`` is replaced by a new one
+    (see ``consumer_health``).
     """
 
     def __init__(
@@ -83,7 +95,7 @@ class ConsumerRunner:
         service: str,
         topics: Sequence[str],
         handlers: Mapping[str, Handler],
-        consumer: KafkaConsumer,
+        consumer: ConsumerFactory,
         uow_factory: UnitOfWorkFactory,
         inbox: Inbox,
         dead_letters: DeadLetterStore,
@@ -93,7 +105,10 @@ class ConsumerRunner:
         self.service = service
         self.topics = list(topics)
         self.handlers = dict(handlers)
-        self._consumer = consumer
+        self._new_consumer = consumer
+        self._health = ConsumerHealth(stall_after=settings.stall_seconds)
+        self._consumer = consumer(self._health.on_stats)
+        self._next_health_check = 0.0
         self._uow_factory = uow_factory
         self._inbox = inbox
         self._dead_letters = dead_letters
@@ -118,6 +133,7 @@ class ConsumerRunner:
         try:
             while not self._stopping.is_set():
                 msg = self._consumer.poll(self._settings.poll_timeout)
+                self._check_health()
                 if msg is None:
                     continue
                 batch = [msg]
@@ -128,6 +144,42 @@ class ConsumerRunner:
         finally:
             self._consumer.close()
             log.info("consumer.stopped")
+
+    def _check_health(self) -> None:
+        now = time.monotonic()
+        if now < self._next_health_check:
+            return
+        self._next_health_check = now + _HEALTH_CHECK_INTERVAL
+        try:
+            assigned = [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+        except KafkaException:
+            return
+        problem = self._health.stalled(assigned)
+        if problem is None:
+            return
+        log.warning("consumer.stalled", problem=problem, after_seconds=self._settings.stall_seconds)
+        self.renew_consumer()
+
+    def renew_consumer(self) -> None:
+        """Swap the Kafka consumer for a new one, which joins the group again.
+
+        Only between batches: every message polled so far is applied and its
+        offset stored. The old consumer is closed on a thread of its own (its
+        stored offsets are committed if it can), so a consumer that cannot even
+        close does not hold this one up; what it fails to commit comes again.
+        """
+        old = self._consumer
+        closing = threading.Thread(
+            target=old.close, name=f"{self.service}-consumer-close", daemon=True
+        )
+        closing.start()
+        closing.join(timeout=self._settings.session_timeout_ms / 1000)
+        if closing.is_alive():
+            log.warning("consumer.close_timed_out")
+        self._health.reset()
+        self._consumer = self._new_consumer(self._health.on_stats)
+        self._consumer.subscribe(self.topics)
+        log.info("consumer.renewed", topics=self.topics)
 
     def process_batch(self, msgs: Sequence[Message]) -> list[Outcome | None]:
         """Handle polled messages in one transaction if they all go through, else one by one."""

@@ -40,7 +40,10 @@ def producer_config(settings: KafkaSettings, *, client_id: str) -> dict[str, Any
 def consumer_config(
     settings: KafkaSettings, *, group_id: str, client_id: str, session_timeout_ms: int
 ) -> dict[str, Any]:
-    """Offsets are stored by the runner only after the message's transaction committed."""
+    """Offsets are stored by the runner only after the message's transaction committed.
+
+    Statistics every 5 s feed the runner's stall check (``consumer_health``).
+    """
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": group_id,
@@ -52,6 +55,7 @@ def consumer_config(
         "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
         "reconnect.backoff.max.ms": 1000,
         "topic.metadata.refresh.interval.ms": 5000,
+        "statistics.interval.ms": 5000,
         **settings.client_config,
     }
 

@@ -13,7 +13,8 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from psycopg_pool import ConnectionPool
 
-from saga_runtime.consumer import ConsumerRunner, Handler
+from saga_runtime.consumer import ConsumerFactory, ConsumerRunner, Handler
+from saga_runtime.consumer_health import StatsCallback
 from saga_runtime.db import create_pool
 from saga_runtime.dead_letters import DeadLetterStore, KafkaDeadLetterPublisher
 from saga_runtime.inbox import Inbox
@@ -99,7 +100,7 @@ class ServiceRuntime:
                         service=service,
                         topics=[events_topic(name, kafka.topic_prefix) for name in subscribes_to],
                         handlers=handlers,
-                        consumer=Consumer(
+                        consumer=_consumer_factory(
                             consumer_config(
                                 kafka,
                                 group_id=group,
@@ -186,3 +187,12 @@ class ServiceRuntime:
             if close is not None:
                 close()
         self.pool.close()
+
+
+def _consumer_factory(config: dict[str, Any]) -> ConsumerFactory:
+    """New consumers with ``config``, each reporting its statistics to the given callback."""
+
+    def new_consumer(on_stats: StatsCallback) -> Consumer:
+        return Consumer({**config, "stats_cb": on_stats})
+
+    return new_consumer

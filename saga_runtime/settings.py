@@ -69,6 +69,9 @@ class ConsumerSettings(BaseSettings):
     backoff_max: PositiveFloat = 5.0
     poll_timeout: PositiveFloat = 0.5
     session_timeout_ms: PositiveInt = 10_000
+    # A consumer out of its group, or not fetching a partition it holds, for this
+    # long is replaced by a new one (a librdkafka stall after a broker restart).
+    stall_seconds: PositiveFloat = 60.0
 
 
 class RelaySettings(BaseSettings):

@@ -306,3 +306,38 @@ def test_sigterm_finishes_the_current_message_commits_and_leaves(
         assert line["event_type"] == "Numbered"
         assert line["order_id"] == "order-1"
         assert line["correlation_id"] == str(slow.correlation_id)
+
+
+def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_is_missed(
+    database, kafka, topics, effects, monkeypatch: pytest.MonkeyPatch
+):
+    """librdkafka's own statistics reveal the stall; the new consumer applies what waited."""
+    from saga_runtime import consumer as consumer_module
+    from saga_runtime import service as service_module
+
+    real_factory = service_module._consumer_factory
+    made: list[str] = []
+
+    def first_one_stuck(config: dict[str, object]):  # type: ignore[no-untyped-def]
+        fast = {**config, "statistics.interval.ms": 200}
+        working = real_factory(fast)
+        # No broker at all behind this one: its group never comes up.
+        stuck = real_factory({**fast, "bootstrap.servers": "127.0.0.1:9"})
+
+        def new_consumer(on_stats):  # type: ignore[no-untyped-def]
+            made.append("stuck" if not made else "working")
+            return (stuck if len(made) == 1 else working)(on_stats)
+
+        return new_consumer
+
+    monkeypatch.setattr(service_module, "_consumer_factory", first_one_stuck)
+    monkeypatch.setattr(consumer_module, "_HEALTH_CHECK_INTERVAL", 0.2)
+    source, _ = topics
+    waiting = [envelope("order-1", n) for n in (1, 2, 3)]
+    produce(kafka, source, [(b"order-1", e.to_bytes()) for e in waiting])
+
+    with consuming(build(database, kafka, stall_seconds=2)):
+        wait_until(lambda: len(effects()) >= 3, what="the waiting events applied", timeout=60)
+
+    assert made == ["stuck", "working"]
+    assert effects() == [(str(e.event_id), n) for e, n in zip(waiting, (1, 2, 3), strict=True)]

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
 from saga_runtime import DeadLetter, Envelope, Outbox, UnitOfWork
 
 
@@ -49,11 +51,21 @@ class FakeConsumer:
     seeks: list[int] = field(default_factory=list)
     sought: dict[int, int] = field(default_factory=dict)  # partition -> last seek
     closed: bool = False
+    subscribed: list[str] = field(default_factory=list)
+    assigned: list[tuple[str, int]] = field(default_factory=list)
+    # librdkafka statistics (JSON) handed to ``on_stats`` at each poll, as stats_cb would be.
+    stats: str | None = None
+    on_stats: Any = None
 
     def subscribe(self, topics: list[str]) -> None:
-        pass
+        self.subscribed = list(topics)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(topic, partition) for topic, partition in self.assigned]
 
     def poll(self, timeout: float) -> FakeMessage | None:
+        if self.stats is not None and self.on_stats is not None:
+            self.on_stats(self.stats)
         if self.position >= len(self.messages):
             return None
         self.position += 1
@@ -74,6 +86,11 @@ class FakeConsumer:
 
     def close(self) -> None:
         self.closed = True
+
+    def factory(self, on_stats: Any) -> FakeConsumer:
+        """As a ConsumerRunner's consumer factory: this consumer, reporting to ``on_stats``."""
+        self.on_stats = on_stats
+        return self
 
 
 class FakeConnection:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -38,14 +41,16 @@ def answer(uow: UnitOfWork, event: Envelope) -> None:
     uow.emit(Answered(n=event.payload_as(Asked).n), aggregate_id=event.aggregate_id)
 
 
-def make_runner(consumer: FakeConsumer, handler=answer, **settings: object):  # type: ignore[no-untyped-def]
+def make_runner(
+    consumer: FakeConsumer | Callable[[Any], FakeConsumer], handler=answer, **settings: object
+):  # type: ignore[no-untyped-def]
     uow = FakeUnitOfWorkFactory()
     letters = FakeDeadLetters()
     runner = ConsumerRunner(
         service="stock",
         topics=["orders.events"],
         handlers={"Asked": handler},
-        consumer=consumer,
+        consumer=consumer.factory if isinstance(consumer, FakeConsumer) else consumer,  # type: ignore[arg-type]
         uow_factory=uow,  # type: ignore[arg-type]
         inbox=uow.inbox,  # type: ignore[arg-type]
         dead_letters=letters,  # type: ignore[arg-type]
@@ -165,7 +170,8 @@ def test_fetched_messages_are_applied_in_one_transaction() -> None:
     assert uow.transactions == 1
     assert [e.payload["n"] for e in uow.outbox.rows] == [0, 1, 2]
     assert [e.causation_id for e in uow.outbox.rows] == [
-        Envelope.from_bytes(m.value()).event_id for m in consumer.messages  # type: ignore[arg-type]
+        Envelope.from_bytes(m.value()).event_id
+        for m in consumer.messages  # type: ignore[arg-type]
     ], "each emitted event names its own cause"
     assert consumer.stored == [0, 1, 2]
 

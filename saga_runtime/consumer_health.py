@@ -1,0 +1,87 @@
+"""Tells when a Kafka consumer has stopped making progress by itself.
+
+librdkafka recovers from a broker restart on its own, nearly always. Rarely
+(a broker killed while a new member's JoinGroup waits on it, see the chaos
+suite) a consumer stays out of its group or leaves assigned partitions
+unfetched for good, while the process looks healthy: the saga then waits for
+ever. The runner feeds librdkafka's statistics here and, once the consumer has
+not been in its group and fetching every assigned partition for a while,
+replaces it with a new one (which joins the group again and resumes from the
+committed offsets; the inbox makes any replay harmless).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["ConsumerHealth", "StatsCallback"]
+
+StatsCallback = Callable[[str], None]
+
+
+class ConsumerHealth:
+    """Reads librdkafka statistics (``stats_cb``); says when the consumer has stalled."""
+
+    def __init__(self, *, stall_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stall_after = stall_after
+        self._clock = clock
+        self._group: tuple[str, str] | None = None  # (state, join_state); None: no stats yet
+        self._fetch: dict[tuple[str, int], str] = {}
+        self._fine_since = clock()
+
+    def on_stats(self, raw: str) -> None:
+        """librdkafka's ``stats_cb`` (served by ``poll``, on the consuming thread)."""
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        cgrp = stats.get("cgrp")
+        if isinstance(cgrp, dict):
+            self._group = (str(cgrp.get("state")), str(cgrp.get("join_state")))
+        self._fetch = dict(_fetch_states(stats))
+
+    def problem(self, assigned: Iterable[tuple[str, int]]) -> str | None:
+        """What keeps the consumer from progressing now, per the last statistics (or None)."""
+        if self._group is None:
+            return None
+        state, join_state = self._group
+        if state != "up" or join_state != "steady":
+            return f"consumer group state {state}, join state {join_state}"
+        idle = sorted(
+            f"{topic}[{partition}] {fetch}"
+            for topic, partition in assigned
+            if (fetch := self._fetch.get((topic, partition), "unknown")) != "active"
+        )
+        if idle:
+            return "assigned partitions not fetching: " + ", ".join(idle)
+        return None
+
+    def stalled(self, assigned: Iterable[tuple[str, int]]) -> str | None:
+        """The problem, once it has lasted ``stall_after`` seconds; else None."""
+        problem = self.problem(assigned)
+        now = self._clock()
+        if problem is None:
+            self._fine_since = now
+            return None
+        if now - self._fine_since < self._stall_after:
+            return None
+        return problem
+
+    def reset(self) -> None:
+        """A new consumer: it gets ``stall_after`` to join and fetch before it is judged."""
+        self._group = None
+        self._fetch = {}
+        self._fine_since = self._clock()
+
+
+def _fetch_states(stats: dict[str, Any]) -> Iterable[tuple[tuple[str, int], str]]:
+    topics = stats.get("topics")
+    if not isinstance(topics, dict):
+        return
+    for topic, detail in topics.items():
+        for key, partition in (detail.get("partitions") or {}).items():
+            if key != "-1" and isinstance(partition, dict):
+                yield (topic, int(key)), str(partition.get("fetch_state"))

@@ -1,0 +1,134 @@
+"""A consumer that librdkafka leaves stalled is noticed, and the runner replaces it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from saga_runtime import consumer as consumer_module
+from saga_runtime.consumer_health import ConsumerHealth
+from tests.unit.fakes import FakeConsumer, FakeMessage
+from tests.unit.test_consumer_runner import asked, make_runner
+
+TOPIC = "orders.events"
+
+
+def stats(state: str = "up", join_state: str = "steady", **fetch: str) -> str:
+    """librdkafka statistics, trimmed to what is read: group state and fetch states."""
+    partitions: dict[str, Any] = {"-1": {"fetch_state": "none"}}
+    partitions.update({p.lstrip("p"): {"fetch_state": f} for p, f in fetch.items()})
+    return json.dumps(
+        {
+            "cgrp": {"state": state, "join_state": join_state},
+            "topics": {TOPIC: {"partitions": partitions}},
+        }
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_a_consumer_in_its_group_fetching_what_it_holds_is_fine(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    health.on_stats(stats(p0="active", p1="active", p2="stopped"))
+    clock.now += 600
+
+    # Partition 2 is not ours: that it is not fetched is no stall.
+    assert health.stalled([(TOPIC, 0), (TOPIC, 1)]) is None
+
+
+def test_out_of_the_group_for_longer_than_the_limit_is_a_stall(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    health.on_stats(stats(join_state="wait-join"))
+    assert health.stalled([]) is None  # it may just be joining
+    clock.now += 59
+    assert health.stalled([]) is None
+    clock.now += 2
+
+    assert health.stalled([]) == "consumer group state up, join state wait-join"
+
+
+def test_an_assigned_partition_that_never_fetches_is_a_stall(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    health.on_stats(stats(p0="active", p1="offset-query"))
+    health.stalled([(TOPIC, 0), (TOPIC, 1), (TOPIC, 2)])
+    clock.now += 61
+
+    problem = health.stalled([(TOPIC, 0), (TOPIC, 1), (TOPIC, 2)])
+
+    assert problem == (
+        f"assigned partitions not fetching: {TOPIC}[1] offset-query, {TOPIC}[2] unknown"
+    )
+
+
+def test_recovering_in_between_restarts_the_clock(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    health.on_stats(stats(join_state="wait-join"))
+    clock.now += 50
+    health.on_stats(stats(p0="active"))
+    assert health.stalled([(TOPIC, 0)]) is None
+    health.on_stats(stats(join_state="wait-join"))
+    clock.now += 50
+
+    assert health.stalled([(TOPIC, 0)]) is None
+
+
+def test_without_statistics_nothing_is_judged(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    health.on_stats("not json")
+    clock.now += 600
+
+    assert health.stalled([(TOPIC, 0)]) is None
+
+
+class Consumers:
+    """Consumer factory: the first consumer is stuck out of its group, later ones work."""
+
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        self.made: list[FakeConsumer] = []
+        self.messages = messages
+
+    def __call__(self, on_stats: Any) -> FakeConsumer:
+        if not self.made:
+            consumer = FakeConsumer([], stats=stats(join_state="wait-join"))
+        else:
+            consumer = FakeConsumer(self.messages, stats=stats(p0="active"), assigned=[(TOPIC, 0)])
+        self.made.append(consumer)
+        return consumer.factory(on_stats)
+
+
+def test_the_runner_replaces_a_stalled_consumer_and_goes_on_with_the_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer_module, "_HEALTH_CHECK_INTERVAL", 0.0)
+    consumers = Consumers([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, uow, _ = make_runner(consumers, stall_seconds=0.05, poll_timeout=0.01)
+    loop = threading.Thread(target=runner.run)
+    loop.start()
+    try:
+        for _ in range(500):
+            if uow.outbox.rows:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        runner.stop()
+        loop.join(timeout=5)
+
+    stuck, renewed = consumers.made[0], consumers.made[1]
+    assert stuck.closed
+    assert renewed.subscribed == ["orders.events"]
+    assert [e.event_type for e in uow.outbox.rows] == ["Answered"]
+    assert len(consumers.made) == 2  # a consumer that works is kept
