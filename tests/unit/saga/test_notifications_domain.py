@@ -102,7 +102,7 @@ def test_email_carries_the_message_id_and_the_text() -> None:
     assert message["From"] == "Shop <shop@example.com>"
     assert message["Subject"] == n.subject
     assert message["X-Saga-Notification"] == "order_shipped"
-    assert message.get_content() == n.body
+    assert message.get_payload(decode=True).decode(message.get_content_charset()) == n.body
 
 
 # --- handlers under any interleaving and duplication (fake mailer, fake repository) ---
