@@ -11,7 +11,7 @@ import psycopg
 
 from sagactl.bench.saga import BENCH_SKUS
 from sagactl.infra import LocalStack
-from sagactl.system import System, build_system, drop_system_database
+from sagactl.system import System, build_system, drop_system_database, drop_system_topics
 from stock.domain import Product
 from stock.repository import StockRepository
 
@@ -71,3 +71,4 @@ def bench_system(
     finally:
         system.stop()
         drop_system_database(addresses.admin_database_url, system.database_url)
+        drop_system_topics(system.kafka)

@@ -21,7 +21,7 @@ from sagactl.chaos.watchdog import Watchdog
 from sagactl.infra import LocalStack
 from sagactl.invariants import Violation
 from sagactl.ops.ledger import LedgerUnavailable
-from sagactl.system import System, build_system, drop_system_database
+from sagactl.system import System, build_system, drop_system_database, drop_system_topics
 
 # Each process dies by itself at these points now and then, on top of the faults.
 CRASH_POINTS = "payments.after_charge@0.05,relay.after_publish@0.02"
@@ -185,6 +185,7 @@ def run_chaos(
         system.stop()
         _ensure_infra(stack)
         drop_system_database(addresses.admin_database_url, system.database_url)
+        drop_system_topics(system.kafka)
 
 
 def _ensure_infra(stack: LocalStack) -> None:
