@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["add_relay_parser", "register"]
 
 
 def _write(result: dict[str, Any], path: Path | None) -> None:
@@ -113,6 +113,63 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    """Drain and steady phases against the outbox relay; a stack it started, it stops."""
+    from saga_runtime import LogSettings, configure_logging
+    from sagactl.bench.relay import RelayBenchConfig, run_relay_bench
+    from sagactl.bench.relay_process import parse_overrides
+    from sagactl.bench.render import relay_summary
+    from sagactl.bench.spawn import bench_stack
+
+    try:
+        overrides = parse_overrides(args.set or [])
+    except ValueError as exc:
+        print(f"sagactl bench relay: {exc}", file=sys.stderr)
+        return 2
+    if args.batch_size:
+        overrides["RELAY_BATCH_SIZE"] = str(args.batch_size)
+    config = RelayBenchConfig(
+        phases=("drain", "steady") if args.only is None else (args.only,),
+        rows=args.rows,
+        rate=args.rate,
+        duration=args.duration,
+        warmup=args.warmup,
+        writers=args.writers,
+        aggregates=args.aggregates,
+        partitions=args.partitions,
+        relay_mode=args.relay,
+        overrides=tuple(overrides.items()),
+        seed=args.seed,
+        timeout=args.timeout,
+        profile=args.py_spy,
+        samples=args.samples,
+    )
+    # The runtime's own lines (the writers' pool, a relay thread) go to stderr, warnings only.
+    configure_logging(LogSettings(level="WARNING"))
+    _interrupt_on_sigterm()
+    stack = bench_stack(args.state_dir)
+    # A stack somebody else started (another bench, --keep-infra) is left running.
+    already_running = all(stack.status().values())
+    log_dir = args.state_dir / "bench" / f"relay-{int(time.time())}"
+    try:
+        addresses = stack.ensure()
+        _say(f"bench relay: stack up (kafka {addresses.kafka_bootstrap}); logs in {log_dir}")
+        result = run_relay_bench(
+            config,
+            admin_database_url=addresses.admin_database_url,
+            kafka_bootstrap=addresses.kafka_bootstrap,
+            log_dir=log_dir,
+            progress=_say,
+        )
+    finally:
+        if not args.keep_infra and not already_running:
+            stack.stop()
+    result["machine"] = _machine()
+    _say(relay_summary(result))
+    _write(result, args.json)
+    return 0
+
+
 def _one_run(system: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[str, Any]:
     from sagactl.bench.saga import run_saga_bench
 
@@ -178,3 +235,72 @@ def register(sub: Any) -> None:
     sweep.add_argument("--no-audit", dest="audit", action="store_false", help="skip the audit")
     sweep.add_argument("--keep-infra", action="store_true", help="leave the bench stack running")
     sweep.set_defaults(func=cmd_sweep)
+
+    add_relay_parser(kinds)
+
+
+def add_relay_parser(kinds: Any) -> argparse.ArgumentParser:
+    """Add ``relay`` to ``sagactl bench``'s subcommands (``kinds``: its subparsers)."""
+    from sagactl.bench.relay_figures import DRAIN_TARGET_PER_S, STEADY_P99_TARGET_MS
+
+    relay: argparse.ArgumentParser = kinds.add_parser(
+        "relay",
+        help="outbox relay: drain rate of a backlog, and commit-to-ack latency at a steady rate",
+        description=(
+            "Drain: write --rows outbox rows, start the relay, time until the last is marked "
+            f"published (target {DRAIN_TARGET_PER_S:,.0f} events/s). Steady: commit --rate "
+            "events/s through the real write path for --duration seconds; commit-to-ack is the "
+            f"broker's append time minus the commit time (target p99 {STEADY_P99_TARGET_MS:g} "
+            "ms). Runs on the bench stack (SAGA_BENCH_PG_PORT, SAGA_BENCH_KAFKA_PORT), started "
+            "if need be, each phase with a database and a topic of its own."
+        ),
+    )
+    relay.add_argument("--only", choices=("drain", "steady"), help="run one phase (default: both)")
+    relay.add_argument("--rows", type=int, default=100_000, help="drain: rows written first")
+    relay.add_argument("--rate", type=float, default=1000.0, help="steady: events per second")
+    relay.add_argument("--duration", type=float, default=30.0, help="steady: seconds of load")
+    relay.add_argument(
+        "--warmup", type=float, default=2.0, help="steady: seconds left out of the figures"
+    )
+    relay.add_argument(
+        "--writers", type=int, default=4, help="steady: writer threads (one transaction each)"
+    )
+    relay.add_argument(
+        "--aggregates", type=int, default=10_000, help="distinct aggregate ids (Kafka keys)"
+    )
+    relay.add_argument("--partitions", type=int, default=3, help="partitions of the topic")
+    relay.add_argument(
+        "--relay",
+        choices=("process", "thread"),
+        default="process",
+        help="run the relay as `python -m outbox_relay` (default) or as a thread in here",
+    )
+    relay.add_argument(
+        "--batch-size", type=int, help="RELAY_BATCH_SIZE for this run (default: the setting)"
+    )
+    relay.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a RELAY_* or KAFKA_CLIENT_CONFIG setting for the relay (repeatable)",
+    )
+    relay.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="PATH",
+        help="profile the relay with py-spy into PATH-<phase>.<ext> (.svg, .json or .txt)",
+    )
+    relay.add_argument(
+        "--samples",
+        type=Path,
+        metavar="CSV",
+        help="steady: write every event's commit, append and mark times (epoch s) here",
+    )
+    relay.add_argument("--seed", type=int, default=1)
+    relay.add_argument(
+        "--timeout", type=float, default=600.0, help="drain: give up after this many seconds"
+    )
+    relay.add_argument("--json", type=Path, help="write the results here (default: stdout)")
+    relay.add_argument("--keep-infra", action="store_true", help="leave the bench stack running")
+    relay.set_defaults(func=cmd_relay)
+    return relay

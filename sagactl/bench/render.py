@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["saga_summary"]
+from sagactl.bench.relay_figures import DRAIN_TARGET_PER_S, STEADY_P99_TARGET_MS
+
+__all__ = ["relay_summary", "saga_summary"]
+
+# The relay settings worth a place in the summary line (the JSON has them all).
+_SHOWN_RELAY_SETTINGS = ("batch_size", "poll_interval")
 
 
-def _latency(name: str, s: dict[str, Any]) -> str:
+def _latency(name: str, s: Mapping[str, Any], *, width: int = 58, counted: bool = False) -> str:
     if not s.get("count"):
-        return f"  {name:<58} (no samples)"
+        return f"  {name:<{width}} (no samples)"
     return (
-        f"  {name:<58} p50 {s['p50']:8.1f}  p95 {s['p95']:8.1f}  p99 {s['p99']:8.1f}"
-        f"  max {s['max']:8.1f} ms"
+        f"  {name:<{width}} p50 {s['p50']:8.1f}  p95 {s['p95']:8.1f}  p99 {s['p99']:8.1f}"
+        f"  max {s['max']:8.1f} ms" + (f"  ({s['count']} events)" if counted else "")
     )
 
 
@@ -32,4 +38,44 @@ def saga_summary(result: dict[str, Any]) -> str:
     ]
     if "violations" in result:
         lines.append(f"violations: {len(result['violations'])} {result['violations'][:3]}")
+    return "\n".join(lines)
+
+
+def relay_summary(result: Mapping[str, Any]) -> str:
+    """``sagactl bench relay``'s figures against its targets."""
+    relay = result["relay"]
+    settings = relay["settings"]
+    shown = [f"{k}={settings[k]}" for k in _SHOWN_RELAY_SETTINGS if k in settings]
+    linger = relay.get("producer_config", {}).get("linger.ms")
+    if linger is not None:
+        shown.append(f"linger.ms={linger}")
+    lines = [f"relay ({relay['mode']}): " + ", ".join(shown)]
+    drain = result.get("drain")
+    if drain:
+        kafka = drain["kafka"]
+        verdict = "meets" if drain["meets_target"] else "MISSES"
+        lines.append(
+            f"drain: {drain['rows']} rows in {drain['elapsed_s']:.2f}s = "
+            f"{drain['events_per_s']:,.0f} events/s ({verdict} the {DRAIN_TARGET_PER_S:,.0f}/s "
+            f"target); arrived {kafka['arrived']}/{kafka['expected']}, "
+            f"{kafka['duplicates']} duplicates, {kafka['order_violations']} out of order, "
+            f"{drain['failed']} failed"
+        )
+    steady = result.get("steady")
+    if steady:
+        verdict = "meets" if steady["meets_target"] else "MISSES"
+        lines += [
+            f"steady: {steady['emitted']} events at {steady['achieved_rate']:,.0f}/s "
+            f"(asked {steady['rate']:g}/s for {steady['duration']:g}s, {steady['writers']} "
+            f"writers); seen {steady['seen']}/{steady['emitted']}; p99 {verdict} the "
+            f"{STEADY_P99_TARGET_MS:g} ms target",
+            *(
+                _latency(name, steady[key], width=28, counted=True)
+                for name, key in (
+                    ("commit -> broker append", "commit_to_ack_ms"),
+                    ("commit -> marked published", "commit_to_mark_ms"),
+                    ("writer: commit duration", "commit_ms"),
+                )
+            ),
+        ]
     return "\n".join(lines)
