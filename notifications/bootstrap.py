@@ -46,6 +46,7 @@ def build(settings: NotificationsSettings) -> ServiceRuntime:
         kafka=settings.kafka,
         database=settings.database,
         consumer=settings.consumer,
+        consumers=settings.consumers,
         handlers={
             "OrderApproved": partial(handlers.on_order_approved, notifier=notify),
             "OrderShipped": partial(handlers.on_order_shipped, notifier=notify),

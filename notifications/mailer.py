@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import threading
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
@@ -56,7 +57,8 @@ class SmtpMailer:
     Connecting and greeting costs more than sending a short message, so the
     connection is reused. One the server dropped meanwhile (idle timeout,
     restart) is replaced once, at once; a failure on a fresh connection is a
-    RetryableError. Not thread-safe: a service's consumer sends from one thread.
+    RetryableError. Consumers on several threads (``NOTIFICATIONS_CONSUMERS``)
+    take turns on the connection.
     """
 
     def __init__(self, *, host: str, port: int, sender: str, timeout: float = 10.0) -> None:
@@ -65,10 +67,15 @@ class SmtpMailer:
         self.sender = sender
         self.timeout = timeout
         self._smtp: smtplib.SMTP | None = None
+        self._turn = threading.Lock()
 
     def send(self, notification: Notification) -> None:
         """Hand the message to the server; transient failures raise RetryableError."""
         message = build_message(notification, sender=self.sender)
+        with self._turn:
+            self._send(message)
+
+    def _send(self, message: Message) -> None:
         try:
             try:
                 refused = self._connection().send_message(message)

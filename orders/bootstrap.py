@@ -30,6 +30,7 @@ def build(settings: OrdersSettings) -> ServiceRuntime:
         kafka=settings.kafka,
         database=settings.database,
         consumer=settings.consumer,
+        consumers=settings.consumers,
         handlers=HANDLERS,
         subscribes_to=["stock", "payments", "shipments", "notifications"],
     )

@@ -23,7 +23,5 @@ class PaymentsSettings(ServiceSettings):
     provider_connect_timeout: PositiveFloat = 2.0
     provider_attempts: PositiveInt = 3
     provider_backoff: NonNegativeFloat = 0.5
-    # Consumers in this process (one consumer group: Kafka gives each some of the
-    # partitions). Payments waits on the provider inside its handler, so while one
-    # waits the others work; more than the topics' partition count would sit idle.
+    # Its handler waits on the provider: three consumers keep working meanwhile.
     consumers: PositiveInt = 3

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from structlog.contextvars import bound_contextvars
 
@@ -32,6 +33,8 @@ __all__ = ["ConsumerRunner", "Handler", "Outcome"]
 Handler = Callable[[UnitOfWork, Envelope], None]
 
 _TRANSIENT: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, DeadLetterPublishError)
+# Transient, but in a batch a sign of lock-order conflicts between batches.
+_CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 log = get_logger(__name__)
 
@@ -259,6 +262,12 @@ class ConsumerRunner:
                         outcome = self._apply_in(uow, msg, envelope, handler)
                         log.info(f"event.{outcome.value}")
                     outcomes.append(outcome)
+        except _CONFLICTS as exc:
+            # Several consumers' batches, each holding some orders' and products'
+            # locks, can deadlock one another. Alone, a message takes its locks in
+            # one consistent order, so one transaction per message cannot.
+            log.info("batch.one_by_one", messages=len(msgs), error=repr(exc))
+            raise _OneByOne from exc
         except _TRANSIENT:
             raise
         except Exception as exc:

@@ -112,3 +112,8 @@ class ServiceSettings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    # Consumers of the service's group in this process, each on a thread of its own
+    # (``<SERVICE>_CONSUMERS``): Kafka gives each some of the partitions, and while
+    # one waits on PostgreSQL or a provider the others work. More than the topics'
+    # partition count would sit idle.
+    consumers: PositiveInt = 1

@@ -24,6 +24,7 @@ def build(settings: ShipmentsSettings) -> ServiceRuntime:
         kafka=settings.kafka,
         database=settings.database,
         consumer=settings.consumer,
+        consumers=settings.consumers,
         handlers={
             "OrderApproved": partial(
                 handlers.on_order_approved,

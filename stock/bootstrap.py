@@ -17,6 +17,7 @@ def build(settings: StockSettings) -> ServiceRuntime:
         kafka=settings.kafka,
         database=settings.database,
         consumer=settings.consumer,
+        consumers=settings.consumers,
         handlers={
             "OrderCreated": handlers.on_order_created,
             "OrderApproved": handlers.on_order_approved,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PositiveInt, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from saga_runtime import ServiceSettings
@@ -20,3 +20,5 @@ class StockSettings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     admin_token: SecretStr | None = None
+    # Its handlers wait on PostgreSQL (row locks in SKU order keep them deadlock-free).
+    consumers: PositiveInt = 3

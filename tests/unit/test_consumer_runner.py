@@ -203,6 +203,24 @@ def test_a_transient_failure_rewinds_every_partition_of_the_batch_and_stores_not
     assert consumer.stored == [] and uow.outbox.rows == [] and not letters.letters
 
 
+def test_a_deadlock_between_batches_is_resolved_one_message_per_transaction() -> None:
+    calls = {"n": 0}
+
+    def deadlocks_in_a_batch(uow: UnitOfWork, event: Envelope) -> None:
+        calls["n"] += 1
+        answer(uow, event)
+        if calls["n"] == 2:  # the second message of the batch meets another batch's locks
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    consumer = FakeConsumer([FakeMessage(asked(n).to_bytes(), n) for n in range(1, 4)])
+    runner, uow, letters = make_runner(consumer, deadlocks_in_a_batch)
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+
+    assert outcomes == [Outcome.APPLIED] * 3, "no waiting and retrying the whole batch"
+    assert [e.payload["n"] for e in uow.outbox.rows] == [1, 2, 3]
+    assert consumer.stored == [1, 2, 3] and consumer.seeks == [] and not letters.letters
+
+
 def test_a_poison_message_in_a_batch_is_dead_lettered_alone_and_the_rest_applied_once() -> None:
     def picky(uow: UnitOfWork, event: Envelope) -> None:
         answer(uow, event)
