@@ -1,6 +1,7 @@
 """The relay benchmark: how fast the outbox relay drains a backlog, and how soon it publishes.
 
-Two phases, each on a database and a topic of its own on the bench stack:
+Two phases, each on a database and a topic of its own on the bench stack (both
+dropped after):
 
 - **drain**: ``rows`` rows are written to the orders outbox first (one COPY),
   then the real relay starts; the figure is rows / seconds from the moment the
@@ -147,10 +148,13 @@ def run_relay_bench(
         "logs": str(log_dir),
     }
     for name in config.phases:
-        with _fresh_database(admin_database_url) as database_url:
+        with (
+            _fresh_database(admin_database_url) as database_url,
+            _fresh_topic(kafka_bootstrap, config.partitions) as kafka,
+        ):
             phase = _Phase(
                 database_url=database_url,
-                kafka=_fresh_topic(kafka_bootstrap, config.partitions),
+                kafka=kafka,
                 config=config,
                 relay_env=env,
                 log_dir=log_dir,
@@ -183,14 +187,21 @@ def _fresh_database(admin_url: str) -> Iterator[str]:
         drop_system_database(admin_url, url)
 
 
-def _fresh_topic(bootstrap: str, partitions: int) -> KafkaSettings:
+@contextlib.contextmanager
+def _fresh_topic(bootstrap: str, partitions: int) -> Iterator[KafkaSettings]:
+    """The outbox's events topic under a prefix of its own; deleted after (as a system's are)."""
+    from sagactl.system import drop_system_topics
+
     kafka = KafkaSettings(
         bootstrap_servers=bootstrap,
         topic_prefix=f"r{uuid.uuid4().hex[:8]}.",
         topic_partitions=partitions,
     )
     ensure_topics(kafka, [events_topic(SCHEMA, kafka.topic_prefix)])
-    return kafka
+    try:
+        yield kafka
+    finally:
+        drop_system_topics(kafka)
 
 
 def _pending(conn: psycopg.Connection) -> int:
