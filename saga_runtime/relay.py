@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -93,8 +94,9 @@ class OutboxRelay:
         self._unknown_since: dict[str, float] = {}
         ident = sql.Identifier(self.schema)
         self._select = sql.SQL(
-            "SELECT id, topic, aggregate_id, envelope::text, event_id, event_type,"
-            " correlation_id FROM {}.outbox"
+            # Ids as text: they only become header bytes (no UUID objects to make).
+            "SELECT id, topic, aggregate_id, envelope::text, event_id::text, event_type,"
+            " correlation_id::text FROM {}.outbox"
             " WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT %s"
         ).format(ident)
         self._mark_published = sql.SQL(
@@ -214,9 +216,9 @@ class OutboxRelay:
                 key,
                 value,
                 [
-                    (HEADER_EVENT_ID, str(event_id).encode()),
+                    (HEADER_EVENT_ID, event_id.encode()),
                     (HEADER_EVENT_TYPE, event_type.encode()),
-                    (HEADER_CORRELATION_ID, str(correlation_id).encode()),
+                    (HEADER_CORRELATION_ID, correlation_id.encode()),
                 ],
                 _recorder(results, row_id),
             )
@@ -356,7 +358,11 @@ class OutboxRelay:
 
 
 def _recorder(results: dict[int, KafkaError | None], row_id: int) -> Callable[[Any, Any], None]:
-    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-        results[row_id] = err
+    """The delivery callback of one row (a ``partial``: cheaper to make than a closure)."""
+    return partial(_record, results, row_id)
 
-    return on_delivery
+
+def _record(
+    results: dict[int, KafkaError | None], row_id: int, err: KafkaError | None, _msg: Any
+) -> None:
+    results[row_id] = err

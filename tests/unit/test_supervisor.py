@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -94,7 +95,7 @@ def test_stop_supervisor_from_another_process(tmp_path: Path) -> None:
         assert wait_until(lambda: log.exists() and "up" in log.read_text(), timeout=15)
         assert stop_supervisor(state, log=quiet)
         assert proc.wait(timeout=20) == 0
-        child_pid = int(log.read_text().split("up ")[-1].split()[0])
+        child_pid = int(re.findall(r"^up (\d+)$", log.read_text(), re.MULTILINE)[-1])
         assert not pid_alive(child_pid)
         assert supervisor_pid(state) is None
         assert not stop_supervisor(state, log=quiet)
