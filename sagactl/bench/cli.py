@@ -66,7 +66,7 @@ def cmd_saga(args: argparse.Namespace) -> int:
     log_dir = args.state_dir / "bench" / f"saga-{int(time.time())}"
     try:
         with bench_system(stack, log_dir) as system:
-            result = _one_run(system, config, log_dir, audit=args.audit)
+            result = _one_run(system, stack, config, log_dir, audit=args.audit)
     finally:
         if not args.keep_infra:
             stack.stop()
@@ -93,7 +93,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 config = SagaBenchConfig(
                     rate=rate, duration=args.duration, warmup=args.warmup, seed=args.seed
                 )
-                result = _one_run(system, config, log_dir, audit=False)
+                result = _one_run(system, stack, config, log_dir, audit=False)
                 _say(saga_summary(result))
                 results.append(result)
             if args.audit:
@@ -170,8 +170,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_run(system: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[str, Any]:
+def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[str, Any]:
     from sagactl.bench.saga import run_saga_bench
+    from sagactl.bench.spawn import cpu_targets
 
     what = (
         f"{config.clients} closed-loop clients"
@@ -184,6 +185,7 @@ def _one_run(system: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[st
         orders_url=system.orders_url,
         database_url=system.database_url,
         kafka=system.kafka,
+        cpu_targets=cpu_targets(system, stack),
         progress=_say,
     )
     result["machine"] = _machine()

@@ -35,10 +35,36 @@ def saga_summary(result: dict[str, Any]) -> str:
         _latency("end to end (submit -> final state at the broker)", result["end_to_end_ms"]),
         _latency("relay (written -> broker ack), every event", result["relay_ms"]),
         *(_latency(name, s) for name, s in result["hops_ms"].items()),
+        *_cpu_table(result.get("cpu")),
     ]
     if "violations" in result:
         lines.append(f"violations: {len(result['violations'])} {result['violations'][:3]}")
     return "\n".join(lines)
+
+
+def _cpu_table(cpu: Mapping[str, Any] | None) -> list[str]:
+    """Each process's CPU over the measured window: % of one core and ms per saga."""
+    if cpu is None:
+        return []
+    if not cpu.get("available"):
+        reason = cpu.get("reason") or "; ".join(
+            f"{label}: {why}" for label, why in cpu.get("unavailable", {}).items()
+        )
+        return [f"cpu: unavailable ({reason})"]
+
+    def row(label: str, f: Mapping[str, Any]) -> str:
+        pct = "-" if f["pct_of_core"] is None else f"{f['pct_of_core']:.1f}"
+        per_saga = "-" if f["ms_per_saga"] is None else f"{f['ms_per_saga']:.1f}"
+        return f"  {label:<36}{pct:>12}{per_saga:>14}"
+
+    head = f"cpu (measured window {cpu['seconds']:.1f} s, {cpu['cores']} cores)"
+    lines = [
+        f"{head:<38}{'% of a core':>12}{'ms per saga':>14}",
+        *(row(label, f) for label, f in cpu["processes"].items()),
+        row("total", cpu["total"]),
+    ]
+    lines += [f"  not counted: {label} ({why})" for label, why in cpu["unavailable"].items()]
+    return lines
 
 
 def relay_summary(result: Mapping[str, Any]) -> str:

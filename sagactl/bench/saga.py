@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from saga_runtime import KafkaSettings, events_topic
 from sagactl.bench.backlog import BacklogSampler, growth
+from sagactl.bench.cpu import CpuWindow, Target
 from sagactl.bench.load import Completions, LoadResult, closed_loop, open_loop
 from sagactl.bench.observer import Observed, SagaObserver
 from sagactl.bench.stats import summarize
@@ -67,9 +69,14 @@ def run_saga_bench(
     orders_url: str,
     database_url: str,
     kafka: KafkaSettings,
+    cpu_targets: Mapping[str, Target] | None = None,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> dict[str, Any]:
-    """Drive the system, wait for the sagas to finish, and return every figure (JSON-able)."""
+    """Drive the system, wait for the sagas to finish, and return every figure (JSON-able).
+
+    ``cpu_targets`` are the processes whose CPU over the measured window is reported
+    (``cpu``); the bench client itself (this process) is always one of them.
+    """
     completions = Completions()
     observer = SagaObserver(
         kafka=kafka,
@@ -101,6 +108,11 @@ def run_saga_bench(
             )
         )
 
+    # Timed from here rather than from load.started (set inside the loop): the two
+    # differ by the event loop's start-up, milliseconds.
+    cpu = CpuWindow({**(cpu_targets or {}), "bench client": Target(os.getpid())})
+    begun = time.time()
+    cpu.start(start_at=begun + config.warmup, end_at=begun + config.duration)
     sampler.start()
     url = f"{orders_url.rstrip('/')}/orders"
     try:
@@ -133,10 +145,16 @@ def run_saga_bench(
         drained_at = time.time()
         time.sleep(1.5)  # the backlog sampler sees the drained state
     finally:
+        cpu.stop()
         sampler.stop()
         observer.stop()
     result = analyse(config, load, completions, observer, drained_at)
     result["backlog"] = _backlog(sampler, load, config)
+    result["cpu"] = cpu.figures(
+        [at for _status, at in completions.done.values()],
+        cores=os.cpu_count(),
+        load_started=load.started,
+    )
     return result
 
 

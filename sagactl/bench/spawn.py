@@ -9,13 +9,14 @@ from pathlib import Path
 
 import psycopg
 
+from sagactl.bench.cpu import Target
 from sagactl.bench.saga import BENCH_SKUS
 from sagactl.infra import LocalStack
 from sagactl.system import System, build_system, drop_system_database, drop_system_topics
 from stock.domain import Product
 from stock.repository import StockRepository
 
-__all__ = ["BENCH_ENV", "bench_stack", "bench_system"]
+__all__ = ["BENCH_ENV", "bench_stack", "bench_system", "cpu_targets"]
 
 # What differs from the defaults, and why (BENCHMARKS.md lists these too).
 BENCH_ENV = {
@@ -72,3 +73,18 @@ def bench_system(
         system.stop()
         drop_system_database(addresses.admin_database_url, system.database_url)
         drop_system_topics(system.kafka)
+
+
+def cpu_targets(system: System, stack: LocalStack) -> dict[str, Target]:
+    """The processes whose CPU the saga benchmark reports, by label.
+
+    PostgreSQL is the postmaster with its backends and other children (a tree);
+    Kafka is one JVM; each of the system's processes is counted by its name.
+    """
+    targets = {
+        name: Target(process.popen.pid if process.popen is not None else None)
+        for name, process in system.processes.items()
+    }
+    targets["postgres"] = Target(stack.postgres.pid, tree=True)
+    targets["kafka"] = Target(stack.kafka.pid)
+    return targets

@@ -1,0 +1,267 @@
+"""CPU time per process over the saga benchmark's measured window, read from /proc.
+
+Two snapshots of the process table, one at each end of the window; the figures are
+the differences. What a label counts:
+
+- a plain target (a service, Kafka's JVM, the bench client): that process's utime +
+  stime, every thread of it included;
+- a tree target (PostgreSQL): the root and every descendant present at the snapshot,
+  each with utime + stime + cutime + cstime. A backend that exits is reaped by the
+  postmaster, whose cutime/cstime take over its CPU, so the tree's total runs on
+  without a jump: backends that come and go within the window are counted whole, and
+  one that was there at the start and exited is counted from the start only. (A
+  child that is never waited for, or is orphaned to init, would take its time with
+  it; the postmaster waits for all of its children.)
+
+A root that is missing at either end, or was replaced (another start time), makes
+its label unavailable rather than wrong; without /proc the whole section is.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CpuWindow",
+    "ProcStat",
+    "Reading",
+    "Target",
+    "cpu_figures",
+    "descendants",
+    "parse_stat",
+    "read_process_table",
+    "take_readings",
+]
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of ``/proc/<pid>/stat`` the figures need (times in clock ticks)."""
+
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    utime: int
+    stime: int
+    cutime: int
+    cstime: int
+    starttime: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """A process to account for; ``tree`` adds its descendants and the children it reaped."""
+
+    pid: int | None
+    tree: bool = False
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One label at one snapshot: the root's start time (its identity) and CPU ticks."""
+
+    starttime: int
+    ticks: int
+
+
+# A label's reading, or why there is none.
+Readings = dict[str, Reading | str]
+
+
+def parse_stat(text: str) -> ProcStat:
+    """Parse a ``/proc/<pid>/stat`` line.
+
+    The command name sits in parentheses and may itself hold spaces and parentheses
+    (a PostgreSQL backend's title, a thread name), so the fields are split after the
+    *last* ``)``.
+    """
+    head, sep, tail = text.rpartition(")")
+    if not sep or " (" not in head:
+        raise ValueError(f"not a /proc stat line: {text[:80]!r}")
+    pid, comm = head.split(" (", 1)
+    fields = tail.split()
+    if len(fields) < 20:
+        raise ValueError(f"short /proc stat line: {text[:80]!r}")
+    return ProcStat(
+        pid=int(pid),
+        comm=comm,
+        state=fields[0],
+        ppid=int(fields[1]),
+        utime=int(fields[11]),
+        stime=int(fields[12]),
+        cutime=int(fields[13]),
+        cstime=int(fields[14]),
+        starttime=int(fields[19]),
+    )
+
+
+def read_process_table(proc: Path = PROC) -> dict[int, ProcStat]:
+    """Every process's stat under ``proc``; ones that exit while being read are skipped."""
+    table: dict[int, ProcStat] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = parse_stat((entry / "stat").read_text())
+        except (OSError, ValueError):
+            continue  # gone between listing and reading, or not a process
+        table[stat.pid] = stat
+    return table
+
+
+def descendants(table: Mapping[int, ProcStat], root: int) -> set[int]:
+    """The pids below ``root`` in ``table`` (children, their children, ...), root excluded."""
+    children: dict[int, list[int]] = {}
+    for stat in table.values():
+        children.setdefault(stat.ppid, []).append(stat.pid)
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found and child != root:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def take_readings(targets: Mapping[str, Target], table: Mapping[int, ProcStat]) -> Readings:
+    """Each target's CPU ticks in ``table``, or the reason it has none."""
+    readings: Readings = {}
+    for label, target in targets.items():
+        root = table.get(target.pid) if target.pid is not None else None
+        if target.pid is None:
+            readings[label] = "not running"
+        elif root is None or root.state in ("Z", "X"):
+            readings[label] = f"pid {target.pid} not running"
+        elif target.tree:
+            members = [root, *(table[p] for p in descendants(table, root.pid))]
+            ticks = sum(s.utime + s.stime + s.cutime + s.cstime for s in members)
+            readings[label] = Reading(root.starttime, ticks)
+        else:
+            readings[label] = Reading(root.starttime, root.utime + root.stime)
+    return readings
+
+
+def cpu_figures(
+    first: Readings,
+    last: Readings,
+    *,
+    seconds: float,
+    completed: int,
+    ticks_per_second: int,
+    cores: int | None,
+) -> dict[str, Any]:
+    """Per label: CPU seconds, % of one core and CPU ms per completed saga (JSON-able).
+
+    Labels come largest first; ``total`` adds up the available ones only.
+    """
+    cpu_s: dict[str, float] = {}
+    unavailable: dict[str, str] = {}
+    for label, start in first.items():
+        end = last.get(label, "not read")
+        if isinstance(start, str):
+            unavailable[label] = f"{start} at the start of the window"
+        elif isinstance(end, str):
+            unavailable[label] = f"{end} at the end of the window"
+        elif end.starttime != start.starttime:
+            unavailable[label] = "restarted during the window"
+        else:
+            cpu_s[label] = (end.ticks - start.ticks) / ticks_per_second
+
+    def figures(used: float) -> dict[str, float | None]:
+        return {
+            "cpu_s": round(used, 2),
+            "pct_of_core": round(100 * used / seconds, 1) if seconds > 0 else None,
+            "ms_per_saga": round(1000 * used / completed, 2) if completed else None,
+        }
+
+    return {
+        "available": bool(cpu_s),
+        "seconds": round(seconds, 2),
+        "completed_sagas": completed,
+        "cores": cores,
+        "clock_ticks_per_second": ticks_per_second,
+        "processes": {
+            label: figures(used) for label, used in sorted(cpu_s.items(), key=lambda item: -item[1])
+        },
+        "total": figures(sum(cpu_s.values())),
+        "unavailable": unavailable,
+    }
+
+
+@dataclass
+class CpuWindow:
+    """Snapshots the targets' CPU at two moments from a thread of its own.
+
+    The moments are fixed in advance (the window is the load's, minus the warmup), so
+    the snapshots land on time whatever the load loop is doing.
+    """
+
+    targets: Mapping[str, Target]
+    proc: Path = PROC
+    first: Readings | None = None
+    last: Readings | None = None
+    first_at: float = 0.0
+    last_at: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self, *, start_at: float, end_at: float) -> None:
+        """Snapshot at ``start_at`` and at ``end_at`` (epoch seconds)."""
+        self._thread = threading.Thread(
+            target=self._run, args=(start_at, end_at), name="bench-cpu", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop waiting; a snapshot not yet taken stays missing."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self, start_at: float, end_at: float) -> None:
+        if self._stop.wait(max(0.0, start_at - time.time())):
+            return
+        self.first_at, self.first = time.time(), self._readings()
+        if self._stop.wait(max(0.0, end_at - time.time())):
+            return
+        self.last_at, self.last = time.time(), self._readings()
+
+    def _readings(self) -> Readings:
+        try:
+            table = read_process_table(self.proc)
+        except OSError:
+            table = {}
+        return take_readings(self.targets, table)
+
+    def figures(
+        self, completed_at: Iterable[float], *, cores: int | None, load_started: float
+    ) -> dict[str, Any]:
+        """The section for the result: sagas count if they completed between the snapshots.
+
+        ``window_s`` places the snapshots in seconds from ``load_started``.
+        """
+        if not self.proc.joinpath("self", "stat").exists():
+            return {"available": False, "reason": f"no {self.proc}/self/stat (not Linux?)"}
+        if self.first is None or self.last is None:
+            return {"available": False, "reason": "the window did not run to its end"}
+        completed = sum(1 for at in completed_at if self.first_at <= at <= self.last_at)
+        figures = cpu_figures(
+            self.first,
+            self.last,
+            seconds=self.last_at - self.first_at,
+            completed=completed,
+            ticks_per_second=os.sysconf("SC_CLK_TCK"),
+            cores=cores,
+        )
+        window = [round(self.first_at - load_started, 2), round(self.last_at - load_started, 2)]
+        return {**figures, "window_s": window}
