@@ -340,10 +340,20 @@ class ConsumerRunner:
     def _apply_in(
         self, uow: UnitOfWork, msg: Message, envelope: Envelope, handler: Handler
     ) -> Outcome:
-        """Inbox record, then the handler, inside ``uow``'s transaction (the caller commits)."""
+        """Inbox record, then the handler, inside ``uow``'s transaction (the caller commits).
+
+        The inbox statement also takes the lock of the event's aggregate (the
+        order every handler locks first), which saves each event a round trip.
+        """
         first_time = self._inbox.record(
-            uow.conn, envelope, topic=msg.topic(), partition=msg.partition(), offset=msg.offset()
+            uow.conn,
+            envelope,
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            lock_key=uow.outbox.lock_key(envelope.aggregate_id),
         )
+        uow.locked.add(envelope.aggregate_id)
         if not first_time:
             return Outcome.DUPLICATE
         uow.cause = envelope

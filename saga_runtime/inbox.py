@@ -21,12 +21,29 @@ class Inbox:
 
     def __init__(self, *, schema: str) -> None:
         self.schema = validate_service_name(schema)
-        # A plain string, which psycopg caches and prepares (a Composed is re-rendered each time).
-        self._insert = sql.SQL(
-            "INSERT INTO {}.inbox (event_id, event_type, source_topic, source_partition,"
-            " source_offset) VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING 1"
-        ).format(sql.Identifier(self.schema)).as_string()
+        # Plain strings, which psycopg caches and prepares (a Composed is re-rendered each time).
+        table = sql.Identifier(self.schema)
+        self._insert = (
+            sql.SQL(
+                "INSERT INTO {}.inbox (event_id, event_type, source_topic, source_partition,"
+                " source_offset) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING 1"
+            )
+            .format(table)
+            .as_string()
+        )
+        # The same, first taking an advisory lock in the same round trip (OFFSET 0
+        # keeps the planner from folding the lock's subquery into the insert).
+        self._lock_and_insert = (
+            sql.SQL(
+                "INSERT INTO {}.inbox (event_id, event_type, source_topic, source_partition,"
+                " source_offset) SELECT %s, %s, %s, %s, %s"
+                " FROM (SELECT pg_advisory_xact_lock(hashtextextended(%s, 0)) OFFSET 0) AS locked"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING 1"
+            )
+            .format(table)
+            .as_string()
+        )
 
     def record(
         self,
@@ -36,9 +53,18 @@ class Inbox:
         topic: str | None = None,
         partition: int | None = None,
         offset: int | None = None,
+        lock_key: str | None = None,
     ) -> bool:
-        """Return True if this is the first time the event is seen (apply it)."""
-        cur = conn.execute(
-            self._insert, (envelope.event_id, envelope.event_type, topic, partition, offset)
-        )
+        """Return True if this is the first time the event is seen (apply it).
+
+        With ``lock_key``, the transaction-scoped advisory lock of that key is
+        taken first, in the same statement: the consumer passes the event's
+        aggregate, which every handler locks first anyway, and saves it a round
+        trip (see ``UnitOfWork.lock``).
+        """
+        params = (envelope.event_id, envelope.event_type, topic, partition, offset)
+        if lock_key is None:
+            cur = conn.execute(self._insert, params)
+        else:
+            cur = conn.execute(self._lock_and_insert, (*params, lock_key))
         return cur.fetchone() is not None

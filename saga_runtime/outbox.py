@@ -48,9 +48,10 @@ class Outbox:
         Handlers take it first so that two events about one order, arriving on
         different topics, are applied one after the other.
         """
-        conn.execute(self._lock, (self._lock_key(aggregate_id),))
+        conn.execute(self._lock, (self.lock_key(aggregate_id),))
 
-    def _lock_key(self, aggregate_id: str) -> str:
+    def lock_key(self, aggregate_id: str) -> str:
+        """The advisory-lock key of ``aggregate_id`` in this service (for statements that lock)."""
         return f"{self.schema}:{aggregate_id}"
 
     def add(self, conn: psycopg.Connection, envelope: Envelope) -> int:
@@ -73,7 +74,7 @@ class Outbox:
                 envelope.correlation_id,
                 self.topic,
                 envelope.model_dump_json(),
-                self._lock_key(envelope.aggregate_id),
+                self.lock_key(envelope.aggregate_id),
             ),
         )
         row = cur.fetchone()

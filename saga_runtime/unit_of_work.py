@@ -30,10 +30,19 @@ class UnitOfWork:
     producer: str
     cause: Envelope | None = None
     emitted: list[Envelope] = field(default_factory=list)
+    # Aggregates whose advisory lock this transaction already holds.
+    locked: set[str] = field(default_factory=set)
 
     def lock(self, aggregate_id: str) -> None:
-        """Take the aggregate's lock before reading its state (see ``Outbox.lock_aggregate``)."""
+        """Take the aggregate's lock before reading its state (see ``Outbox.lock_aggregate``).
+
+        Held until the transaction ends, so a second call for the same
+        aggregate costs no round trip.
+        """
+        if aggregate_id in self.locked:
+            return
         self.outbox.lock_aggregate(self.conn, aggregate_id)
+        self.locked.add(aggregate_id)
 
     def emit(
         self, event: Event, *, aggregate_id: str, correlation_id: UUID | None = None

@@ -225,6 +225,35 @@ def test_a_batch_with_a_failing_message_applies_every_other_one_exactly_once_in_
     assert count(admin_conn, "SELECT count(*) FROM stock.dead_letters") == 0
 
 
+def test_the_inbox_statement_locks_the_events_order_before_its_handler_runs(
+    database, kafka, topics, effects, admin_conn
+):
+    """The runner takes the aggregate's lock with the inbox row, before the handler runs."""
+    source, _ = topics
+    events = [envelope("order-7", 1), envelope("order-8", 2)]
+    held: list[tuple[str, bool, bool]] = []
+
+    def handler(uow: UnitOfWork, event: Envelope) -> None:
+        key = uow.outbox.lock_key(event.aggregate_id)
+        with psycopg.connect(database.url, autocommit=True) as other:
+            row = other.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)
+            ).fetchone()
+            free = bool(row and row[0])
+            if free:
+                other.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+        held.append((event.aggregate_id, free))
+        on_numbered(uow, event)
+
+    produce(kafka, source, [(e.aggregate_id.encode(), e.to_bytes()) for e in events])
+    with consuming(build(database, kafka, handler)):
+        wait_until(lambda: len(effects()) == 2, what="both applied")
+
+    assert held == [("order-7", False), ("order-8", False)], (
+        "another session could take the order's lock while its event was being applied"
+    )
+
+
 def test_database_outage_is_retried_and_nothing_is_skipped(
     database, kafka, topics, effects, admin_conn, infra
 ):
