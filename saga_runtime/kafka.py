@@ -21,6 +21,11 @@ def producer_config(settings: KafkaSettings, *, client_id: str) -> dict[str, Any
     guarantee a partition's messages are written in order with no gap: a
     failure that could reorder them is raised as fatal and the relay starts a
     new producer, republishing every row not yet acknowledged.
+
+    ``linger.ms=0``: the relay produces a whole batch of rows before it waits,
+    so messages already group into one request per partition without lingering;
+    waiting 2 ms more only added to every hop (commit-to-ack p50 5.9 -> 0.8 ms,
+    p99 29.8 -> 16.0 ms at 1,000 events/s; drain unchanged, BENCHMARKS.md).
     """
     return {
         "bootstrap.servers": settings.bootstrap_servers,
@@ -30,7 +35,7 @@ def producer_config(settings: KafkaSettings, *, client_id: str) -> dict[str, Any
         "acks": "all",
         "max.in.flight.requests.per.connection": 5,
         "message.timeout.ms": 0,
-        "linger.ms": 2,
+        "linger.ms": 0,
         "compression.type": "lz4",
         "reconnect.backoff.max.ms": 1000,
         **settings.client_config,
