@@ -232,11 +232,16 @@ class OutboxRelay:
             for row_id, err in results.items()
             if err is not None and err.code() not in _RETRIABLE_CODES and not err.fatal()
         ]
-        with conn.transaction():
-            if acked:
-                conn.execute(self._mark_published, (acked,))
-            for row_id, err in failed:
-                conn.execute(self._mark_failed, (str(err), row_id))
+        if failed:
+            with conn.transaction():
+                if acked:
+                    conn.execute(self._mark_published, (acked,))
+                for row_id, err in failed:
+                    conn.execute(self._mark_failed, (str(err), row_id))
+        elif acked:
+            # One statement on an autocommit connection is its own transaction:
+            # no BEGIN and COMMIT round trips around it.
+            conn.execute(self._mark_published, (acked,))
         for row_id, err in failed:
             log.error("relay.row_failed", outbox=self.schema, row_id=row_id, error=str(err))
         if any(err is not None and err.fatal() for err in results.values()):
