@@ -63,10 +63,13 @@ def cmd_saga(args: argparse.Namespace) -> int:
     )
     _interrupt_on_sigterm()
     stack = bench_stack(args.state_dir)
+    warmup = _warmup_seconds(args, stack)
     log_dir = args.state_dir / "bench" / f"saga-{int(time.time())}"
     try:
         with bench_system(stack, log_dir) as system:
+            warmed = _warm_up(system, warmup)
             result = _one_run(system, stack, config, log_dir, audit=args.audit)
+            result["warmup_load"] = warmed
     finally:
         if not args.keep_infra:
             stack.stop()
@@ -85,10 +88,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     rates = [float(r) for r in args.rates.split(",")]
     _interrupt_on_sigterm()
     stack = bench_stack(args.state_dir)
+    warmup = _warmup_seconds(args, stack)
     log_dir = args.state_dir / "bench" / f"sweep-{int(time.time())}"
     results: list[dict[str, Any]] = []
+    warmed: dict[str, Any] = {}
     try:
         with bench_system(stack, log_dir) as system:
+            warmed = _warm_up(system, warmup)
             for rate in rates:
                 config = SagaBenchConfig(
                     rate=rate, duration=args.duration, warmup=args.warmup, seed=args.seed
@@ -103,7 +109,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if not args.keep_infra:
             stack.stop()
-    out = {"machine": _machine(), "runs": results}
+    out = {"machine": _machine(), "warmup_load": warmed, "runs": results}
     _write(out, args.json)
     if args.plot:
         plot_sweep(
@@ -170,6 +176,21 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warmup_seconds(args: argparse.Namespace, stack: Any) -> float:
+    """``--warmup-load``, else 45 s if this command is about to start the stack itself."""
+    from sagactl.bench.warmup import default_warmup_seconds
+
+    if args.warmup_load is not None:
+        return float(args.warmup_load)
+    return default_warmup_seconds(all(stack.status().values()))
+
+
+def _warm_up(system: Any, seconds: float) -> dict[str, Any]:
+    from sagactl.bench.warmup import WARMUP_RATE, warm_up
+
+    return warm_up(system.orders_url, seconds=seconds, rate=WARMUP_RATE, progress=_say)
+
+
 def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[str, Any]:
     from sagactl.bench.saga import run_saga_bench
     from sagactl.bench.spawn import cpu_targets
@@ -218,6 +239,13 @@ def register(sub: Any) -> None:
     saga.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     saga.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the figures")
     saga.add_argument("--seed", type=int, default=1)
+    saga.add_argument(
+        "--warmup-load",
+        type=float,
+        metavar="SECONDS",
+        help="unmeasured orders (20/s) before measuring (default: 45 if this command starts"
+        " the stack, 0 if it is already running)",
+    )
     saga.add_argument("--json", type=Path, help="write the results here (default: stdout)")
     saga.add_argument(
         "--no-audit", dest="audit", action="store_false", help="skip the invariant audit"
@@ -232,6 +260,13 @@ def register(sub: Any) -> None:
     sweep.add_argument("--duration", type=float, default=30.0, help="seconds of load per rate")
     sweep.add_argument("--warmup", type=float, default=5.0, help="seconds left out per rate")
     sweep.add_argument("--seed", type=int, default=1)
+    sweep.add_argument(
+        "--warmup-load",
+        type=float,
+        metavar="SECONDS",
+        help="unmeasured orders (20/s) before measuring (default: 45 if this command starts"
+        " the stack, 0 if it is already running)",
+    )
     sweep.add_argument("--json", type=Path, help="write the results here (default: stdout)")
     sweep.add_argument("--plot", type=Path, help="write the latency-versus-rate PNG here")
     sweep.add_argument("--no-audit", dest="audit", action="store_false", help="skip the audit")

@@ -99,3 +99,23 @@ def test_sagas_started_during_warmup_are_left_out_and_unfinished_ones_counted() 
     assert result["finished"] == {"CANCELLED": 1}
     assert result["unfinished"] == 1
     assert result["end_to_end_ms"]["p50"] == pytest.approx(500.0)
+
+
+class _Stack:
+    def __init__(self, running: bool) -> None:
+        self.running = running
+
+    def status(self) -> dict[str, bool]:
+        return {"postgres": self.running, "kafka": self.running}
+
+
+def test_a_cold_stack_gets_an_unmeasured_warm_up_and_a_running_one_none() -> None:
+    import argparse
+
+    from sagactl.bench.cli import _warmup_seconds
+
+    default = argparse.Namespace(warmup_load=None)
+    assert _warmup_seconds(default, _Stack(running=False)) == 45.0
+    assert _warmup_seconds(default, _Stack(running=True)) == 0.0
+    assert _warmup_seconds(argparse.Namespace(warmup_load=10), _Stack(running=True)) == 10.0
+    assert _warmup_seconds(argparse.Namespace(warmup_load=0), _Stack(running=False)) == 0.0
