@@ -107,7 +107,8 @@ class OutboxRelay:
         )
         self._mark_published = (
             sql.SQL(
-                "UPDATE {}.outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)"
+                "UPDATE {}.outbox SET published_at = now(), attempts = attempts + 1"
+                " WHERE id = ANY(%s)"
             )
             .format(ident)
             .as_string()

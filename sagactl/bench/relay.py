@@ -145,7 +145,7 @@ def run_relay_bench(
             "overrides": dict(config.overrides),
             **effective_settings(env, client_id=f"{RELAY_NAME}-{SCHEMA}"),
         },
-        "logs": str(log_dir),
+        "logs": _shown(log_dir),
     }
     for name in config.phases:
         with (
@@ -168,6 +168,14 @@ def run_relay_bench(
                 "after": round(os.getloadavg()[0], 2),
             }
     return result
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it (no machine paths in JSON)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @contextlib.contextmanager
