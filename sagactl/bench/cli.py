@@ -122,7 +122,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_relay(args: argparse.Namespace) -> int:
     """Drain and steady phases against the outbox relay; a stack it started, it stops."""
     from saga_runtime import LogSettings, configure_logging
-    from sagactl.bench.relay import RelayBenchConfig, run_relay_bench
+    from sagactl.bench.relay import RelayBenchConfig, default_steady_warmup, run_relay_bench
     from sagactl.bench.relay_process import parse_overrides
     from sagactl.bench.render import relay_summary
     from sagactl.bench.spawn import bench_stack
@@ -134,12 +134,20 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return 2
     if args.batch_size:
         overrides["RELAY_BATCH_SIZE"] = str(args.batch_size)
+    stack = bench_stack(args.state_dir)
+    # A stack somebody else started (another bench, --keep-infra) is left running.
+    already_running = all(stack.status().values())
+    phases = ("drain", "steady") if args.only is None else (args.only,)
     config = RelayBenchConfig(
-        phases=("drain", "steady") if args.only is None else (args.only,),
+        phases=phases,
         rows=args.rows,
         rate=args.rate,
         duration=args.duration,
-        warmup=args.warmup,
+        warmup=(
+            args.warmup
+            if args.warmup is not None
+            else default_steady_warmup(stack_was_running=already_running, phases=phases)
+        ),
         writers=args.writers,
         aggregates=args.aggregates,
         partitions=args.partitions,
@@ -153,9 +161,6 @@ def cmd_relay(args: argparse.Namespace) -> int:
     # The runtime's own lines (the writers' pool, a relay thread) go to stderr, warnings only.
     configure_logging(LogSettings(level="WARNING"))
     _interrupt_on_sigterm()
-    stack = bench_stack(args.state_dir)
-    # A stack somebody else started (another bench, --keep-infra) is left running.
-    already_running = all(stack.status().values())
     log_dir = args.state_dir / "bench" / f"relay-{int(time.time())}"
     try:
         addresses = stack.ensure()
@@ -297,7 +302,10 @@ def add_relay_parser(kinds: Any) -> argparse.ArgumentParser:
     relay.add_argument("--rate", type=float, default=1000.0, help="steady: events per second")
     relay.add_argument("--duration", type=float, default=30.0, help="steady: seconds of load")
     relay.add_argument(
-        "--warmup", type=float, default=2.0, help="steady: seconds left out of the figures"
+        "--warmup",
+        type=float,
+        help="steady: seconds left out of the figures (default 2; 15 when the steady phase"
+        " would meet a broker this command just started)",
     )
     relay.add_argument(
         "--writers", type=int, default=4, help="steady: writer threads (one transaction each)"

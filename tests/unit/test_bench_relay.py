@@ -117,3 +117,11 @@ def test_the_summary_names_both_targets_and_what_was_seen():
     assert "p99 meets the 20 ms target" in text
     assert "batch_size=500" in text and "retention" not in text
     assert "(no samples)" in text
+
+
+def test_the_steady_phase_leaves_out_more_seconds_only_when_it_meets_a_cold_broker_first() -> None:
+    from sagactl.bench.relay import default_steady_warmup
+
+    assert default_steady_warmup(stack_was_running=False, phases=("steady",)) == 15.0
+    assert default_steady_warmup(stack_was_running=True, phases=("steady",)) == 2.0
+    assert default_steady_warmup(stack_was_running=False, phases=("drain", "steady")) == 2.0
