@@ -30,7 +30,9 @@ class UnitOfWork:
     producer: str
     cause: Envelope | None = None
     emitted: list[Envelope] = field(default_factory=list)
-    # Aggregates whose advisory lock this transaction already holds.
+    # Aggregates whose advisory lock this transaction already holds. Valid because a
+    # unit of work has no savepoints: rolling back to one would release locks taken
+    # after it, so a handler that opens a nested transaction must not lock inside it.
     locked: set[str] = field(default_factory=set)
 
     def lock(self, aggregate_id: str) -> None:
