@@ -25,6 +25,11 @@ def py(code: str) -> list[str]:
 SLEEPER = py("import os, time; print('up', os.getpid(), flush=True); time.sleep(120)")
 
 
+def _child_pids(log: Path) -> list[int]:
+    """The pids the sleeper printed, one "up <pid>" line per start."""
+    return [int(p) for p in re.findall(r"^up (\d+)$", log.read_text(), re.MULTILINE)]
+
+
 def quiet(_msg: str) -> None:
     pass
 
@@ -66,7 +71,11 @@ def test_stop_terminates_children_and_kills_stubborn_ones(tmp_path: Path) -> Non
         [ProcessSpec("polite", SLEEPER), ProcessSpec("stubborn", stubborn)], tmp_path, log=quiet
     )
     sup.start()
-    assert wait_until(lambda: "up" in (tmp_path / "stubborn.log").read_text(), timeout=10)
+    # Its own "up" line (after it ignores SIGTERM), not the "up" in "supervisor starting".
+    assert wait_until(
+        lambda: re.search(r"^up$", (tmp_path / "stubborn.log").read_text(), re.MULTILINE),
+        timeout=10,
+    )
     pids = sup.pids()
     assert all(pids.values())
     began = time.monotonic()
@@ -92,10 +101,11 @@ def test_stop_supervisor_from_another_process(tmp_path: Path) -> None:
     try:
         assert wait_until(lambda: supervisor_pid(state) == proc.pid, timeout=15)
         log = tmp_path / "logs" / "sleeper.log"
-        assert wait_until(lambda: log.exists() and "up" in log.read_text(), timeout=15)
+        # The child's own line: "up" alone also matches the supervisor's "supervisor starting".
+        assert wait_until(lambda: log.exists() and _child_pids(log), timeout=15)
         assert stop_supervisor(state, log=quiet)
         assert proc.wait(timeout=20) == 0
-        child_pid = int(re.findall(r"^up (\d+)$", log.read_text(), re.MULTILINE)[-1])
+        child_pid = _child_pids(log)[-1]
         assert not pid_alive(child_pid)
         assert supervisor_pid(state) is None
         assert not stop_supervisor(state, log=quiet)
