@@ -46,7 +46,7 @@ PURGE_BATCH = 5000
 class InboxSettings(BaseSettings):
     """``INBOX_RETENTION``: how long a service keeps the record of an event it applied.
 
-    Seconds or an ISO 8601 duration (``P30D``). It must be longer than the
+    An ISO 8601 duration (``P30D``, ``PT12H``). It must be longer than the
     retention (``retention.ms``) of every events topic, which is how long Kafka
     can deliver an event again: a shorter one lets a replayed event apply twice.
     """

@@ -180,8 +180,11 @@ def test_a_void_fences_the_key_so_a_later_charge_under_it_is_refused(
     book = ledger(provider)
     assert book["charges"] == []
     assert [v["idempotency_key"] for v in book["voids"]] == [key]
-    # Other keys are not affected.
+    # Other keys are not affected; a key with "/" in it names one key (its lookup's rule too).
     assert provider.post("/charges", json=charge_body()).status_code == 201
+    slashed = provider.post("/charges/payments%2Fo-1%2Fcharge/void")
+    assert slashed.status_code == 201
+    assert slashed.json()["idempotency_key"] == "payments/o-1/charge"
 
 
 def test_a_void_of_a_key_that_holds_a_charge_returns_it_and_voids_nothing(
