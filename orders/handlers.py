@@ -112,12 +112,15 @@ def cancel_order(uow: UnitOfWork, order_id: str) -> Order:
     return after
 
 
-def expire_order(uow: UnitOfWork, order_id: str, *, timeout: timedelta) -> bool:
-    """Cancel ``order_id`` if it is still PENDING past the deadline; True if it was."""
+def expire_order(uow: UnitOfWork, order_id: str, *, timeout: timedelta, now: datetime) -> bool:
+    """Cancel ``order_id`` if it is still PENDING past the deadline at ``now``; True if it was.
+
+    ``now`` is the database's clock, the one the sweeper selected the order by.
+    """
     order = _load(uow, order_id)
     if order is None:
         return False
-    after, events = domain.expire(order, now=datetime.now(UTC), timeout=timeout)
+    after, events = domain.expire(order, now=now, timeout=timeout)
     _commit(uow, order, after, events)
     return bool(events)
 

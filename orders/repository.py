@@ -131,13 +131,24 @@ class OrderRepository:
             )
         return [_order(row) for row in rows]
 
-    def expired_pending(self, *, timeout: timedelta, limit: int) -> list[str]:
-        rows = self.conn.execute(
-            "SELECT id FROM orders.orders WHERE status = 'PENDING'"
-            " AND created_at < now() - %s ORDER BY created_at LIMIT %s",
-            (timeout, limit),
-        )
-        return [row[0] for row in rows]
+    def claim_expired_pending(
+        self, *, timeout: timedelta, passed_over: list[str]
+    ) -> tuple[str, datetime] | None:
+        """Lock the oldest PENDING order past its deadline that nobody else holds.
+
+        Returns its id and the database's clock (the one the deadline was read
+        against), or None when no such order is left. ``SKIP LOCKED``: an order
+        another sweeper (or a writer) holds is someone else's, so concurrent
+        sweepers share the overdue orders instead of queueing behind each other.
+        The row stays locked until the caller's transaction ends.
+        """
+        row = self.conn.execute(
+            "SELECT id, now() FROM orders.orders WHERE status = 'PENDING'"
+            " AND created_at < now() - %s AND NOT id = ANY(%s::text[])"
+            " ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+            (timeout, passed_over),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def record(self, envelope: Envelope) -> None:
         """Add an event about the order to its timeline (once, whoever delivers it)."""

@@ -9,8 +9,16 @@ from types import FrameType
 
 from confluent_kafka import Producer
 
-from outbox_relay.settings import RelayProcessSettings
-from saga_runtime import OutboxRelay, configure_logging, get_logger, producer_config
+from outbox_relay.settings import SERVICES, RelayProcessSettings
+from saga_runtime import (
+    InboxSettings,
+    OutboxRelay,
+    configure_logging,
+    events_topic,
+    get_logger,
+    producer_config,
+    verify_inbox_retention,
+)
 
 log = get_logger(__name__)
 
@@ -34,6 +42,12 @@ def main(settings: RelayProcessSettings | None = None) -> int:
     """Relay until SIGTERM/SIGINT; returns the process exit code."""
     settings = settings or RelayProcessSettings()
     configure_logging(settings.log, service="outbox_relay", relay=settings.name)
+    # The relay purges the inboxes: refuse a retention the topics' replay window outlasts.
+    verify_inbox_retention(
+        settings.kafka,
+        [events_topic(s, settings.kafka.topic_prefix) for s in SERVICES],
+        InboxSettings().retention,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -1,4 +1,4 @@
-"""The provider's HTTP API: charges, refunds, lookups and the whole ledger."""
+"""The provider's HTTP API: charges, voids, refunds, lookups and the whole ledger."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import Depends, FastAPI, Request, status
+from fastapi import Depends, FastAPI, Path, Request, status
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
-from payment_provider.ledger import ChargeRecord, RefundRecord, ensure_schema
+from payment_provider.ledger import ChargeRecord, RefundRecord, VoidRecord, ensure_schema
 from payment_provider.processing import (
     ChargeRequest,
+    ChargeVoided,
     Processor,
     ProviderError,
     RefundRequest,
@@ -79,11 +80,24 @@ class RefundView(BaseModel):
         return cls.model_validate(record, from_attributes=True)
 
 
+class VoidView(BaseModel):
+    """The key is voided: a charge under it is refused from now on (409 ``charge_voided``)."""
+
+    idempotency_key: str
+    status: Literal["voided"] = "voided"
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: VoidRecord) -> VoidView:
+        return cls.model_validate(record, from_attributes=True)
+
+
 class LedgerView(BaseModel):
-    """Every charge (approved or declined: only approved ones moved money) and every refund."""
+    """Every charge (approved or declined: only approved ones moved money), refund and void."""
 
     charges: list[ChargeView]
     refunds: list[RefundView]
+    voids: list[VoidView]
 
 
 def _processor(request: Request) -> Processor:
@@ -135,6 +149,14 @@ def create_app(settings: ProviderSettings) -> FastAPI:
             status_code=exc.status_code, content={"detail": str(exc)}, headers=headers
         )
 
+    @app.exception_handler(ChargeVoided)
+    async def voided(_request: Request, exc: ChargeVoided) -> JSONResponse:
+        # A 409 like a key conflict, told apart by its code: the client must treat
+        # it as "not charged, and never will be", not as a bug.
+        return JSONResponse(
+            status_code=exc.status_code, content={"detail": str(exc), "code": exc.code}
+        )
+
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
     async def ledger_down(_request: Request, exc: Exception) -> JSONResponse:
@@ -174,6 +196,38 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         return ChargeView.of(record)
 
     @app.post(
+        "/charges/{idempotency_key:path}/void",
+        status_code=status.HTTP_201_CREATED,
+        response_model=VoidView,
+        responses={
+            200: {"model": ChargeView, "description": "The key holds a charge: nothing voided."},
+            503: {},
+        },
+    )
+    def void_charge(
+        idempotency_key: Annotated[str, Path(min_length=1, max_length=255)],
+        processor: ProcessorDep,
+    ) -> JSONResponse:
+        """Return the charge the key holds, or void the key so that no charge is ever made.
+
+        For a client that gave up on a charge without hearing its outcome: after
+        this call the answer is final, and a request still in transit is refused.
+        """
+        result = processor.void(idempotency_key)
+        if isinstance(result.record, ChargeRecord):
+            return JSONResponse(
+                status_code=status.HTTP_200_OK,
+                content=ChargeView.of(result.record).model_dump(mode="json"),
+            )
+        if not result.replayed:
+            log.info("provider.void %s", idempotency_key)
+        return JSONResponse(
+            status_code=status.HTTP_201_CREATED,
+            content=VoidView.of(result.record).model_dump(mode="json"),
+            headers={REPLAYED_HEADER: "true"} if result.replayed else None,
+        )
+
+    @app.post(
         "/refunds",
         status_code=status.HTTP_201_CREATED,
         response_model=RefundView,
@@ -185,10 +239,11 @@ def create_app(settings: ProviderSettings) -> FastAPI:
 
     @app.get("/ledger", response_model=LedgerView)
     def ledger(processor: ProcessorDep) -> LedgerView:
-        charges, refunds = processor.ledger()
+        charges, refunds, voids = processor.ledger()
         return LedgerView(
             charges=[ChargeView.of(c) for c in charges],
             refunds=[RefundView.of(r) for r in refunds],
+            voids=[VoidView.of(v) for v in voids],
         )
 
     @app.get("/health")

@@ -1,4 +1,4 @@
-"""The provider's ledger in PostgreSQL (schema ``provider``): charges, refunds, attempts."""
+"""The provider's ledger in PostgreSQL (schema ``provider``): charges, refunds, voids, attempts."""
 
 from __future__ import annotations
 
@@ -37,6 +37,14 @@ SCHEMA = (
         created_at      timestamptz NOT NULL DEFAULT clock_timestamp()
     )
     """,
+    # A voided key will never hold a charge: the fence a client puts up when it
+    # gives a charge up, so that a request still in transit cannot land later.
+    """
+    CREATE TABLE IF NOT EXISTS provider.voids (
+        idempotency_key text PRIMARY KEY,
+        created_at      timestamptz NOT NULL DEFAULT clock_timestamp()
+    )
+    """,
     """
     CREATE TABLE IF NOT EXISTS provider.charge_attempts (
         idempotency_key text PRIMARY KEY,
@@ -67,6 +75,12 @@ class RefundRecord:
     idempotency_key: str
     charge_id: str
     amount_cents: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class VoidRecord:
+    idempotency_key: str
     created_at: datetime
 
 
@@ -121,6 +135,22 @@ class Ledger:
                 return None
         row = self.conn.execute(f"{_CHARGES} WHERE c.charge_id = %s", (charge_id,)).fetchone()
         return None if row is None else ChargeRecord(*row)
+
+    def void_by_key(self, idempotency_key: str) -> VoidRecord | None:
+        row = self.conn.execute(
+            "SELECT idempotency_key, created_at FROM provider.voids WHERE idempotency_key = %s",
+            (idempotency_key,),
+        ).fetchone()
+        return None if row is None else VoidRecord(*row)
+
+    def add_void(self, idempotency_key: str) -> VoidRecord:
+        row = self.conn.execute(
+            "INSERT INTO provider.voids (idempotency_key) VALUES (%s)"
+            " RETURNING idempotency_key, created_at",
+            (idempotency_key,),
+        ).fetchone()
+        assert row is not None
+        return VoidRecord(*row)
 
     def count_attempt(self, idempotency_key: str) -> int:
         """Record one more attempt at charging under this key; returns the attempt number."""
@@ -193,4 +223,13 @@ class Ledger:
         return [
             RefundRecord(*row)
             for row in self.conn.execute(f"{_REFUNDS} ORDER BY created_at, refund_id")
+        ]
+
+    def voids(self) -> list[VoidRecord]:
+        return [
+            VoidRecord(*row)
+            for row in self.conn.execute(
+                "SELECT idempotency_key, created_at FROM provider.voids"
+                " ORDER BY created_at, idempotency_key"
+            )
         ]

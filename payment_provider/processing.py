@@ -1,4 +1,12 @@
-"""What the provider does with a charge or a refund request: idempotency, cards, refund rules."""
+"""What the provider does with a charge, void or refund request: idempotency, cards, rules.
+
+A client that gave up on a charge whose outcome it never heard (a timeout) cannot
+tell "never arrived" from "still on its way": a lookup that finds nothing proves
+nothing, because the request may land a moment later. ``void`` settles it: under
+the key's lock it either returns the charge the key already holds or records the
+key as voided, and a charge that arrives under a voided key is refused
+(``ChargeVoided``). After a void, the answer is final either way.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ from typing import Generic, Literal, TypeVar
 
 from psycopg_pool import ConnectionPool
 
-from payment_provider.ledger import ChargeRecord, Ledger, RefundRecord
+from payment_provider.ledger import ChargeRecord, Ledger, RefundRecord, VoidRecord
 
 # Test cards: the token alone decides what happens, like a real provider's sandbox.
 TOKEN_DECLINE = "tok_decline"
@@ -34,6 +42,13 @@ class IdempotencyConflict(ProviderError):
     """The key was used before for a different request."""
 
     status_code = 409
+
+
+class ChargeVoided(ProviderError):
+    """The key was voided by its client: no charge will ever be made under it."""
+
+    status_code = 409
+    code = "charge_voided"
 
 
 class UnknownCharge(ProviderError):
@@ -126,6 +141,10 @@ class Processor:
                         f"idempotency key {request.idempotency_key!r} was used for another charge"
                     )
                 return Result(existing, replayed=True)
+            if ledger.void_by_key(request.idempotency_key) is not None:
+                raise ChargeVoided(
+                    f"idempotency key {request.idempotency_key!r} was voided: no charge under it"
+                )
             outcome = verdict(request.card_token, ledger.count_attempt(request.idempotency_key))
             # "unavailable" leaves record None: the attempt count commits, then we refuse.
             if outcome != "unavailable":
@@ -152,6 +171,23 @@ class Processor:
             # waits for any request still in flight under the key.
             ledger.lock("charge", idempotency_key)
             return ledger.charge_by_key(idempotency_key)
+
+    def void(self, idempotency_key: str) -> Result[ChargeRecord] | Result[VoidRecord]:
+        """The charge the key holds, if any; otherwise void the key, so none ever will.
+
+        Takes the same lock as a charge under the key: a charge in flight finishes
+        first and is returned; one that arrives later finds the void and is refused.
+        """
+        with self.pool.connection() as conn, conn.transaction():
+            ledger = Ledger(conn)
+            ledger.lock("charge", idempotency_key)
+            charge = ledger.charge_by_key(idempotency_key)
+            if charge is not None:
+                return Result(charge, replayed=True)
+            voided = ledger.void_by_key(idempotency_key)
+            if voided is not None:
+                return Result(voided, replayed=True)
+            return Result(ledger.add_void(idempotency_key), replayed=False)
 
     def refund(self, request: RefundRequest) -> Result[RefundRecord]:
         with self.pool.connection() as conn, conn.transaction():
@@ -185,12 +221,12 @@ class Processor:
             )
         return Result(record, replayed=False)
 
-    def ledger(self) -> tuple[list[ChargeRecord], list[RefundRecord]]:
+    def ledger(self) -> tuple[list[ChargeRecord], list[RefundRecord], list[VoidRecord]]:
         with self.pool.connection() as conn, conn.transaction():
-            # One snapshot for both lists, so a refund never shows without its charge.
+            # One snapshot for all lists, so a refund never shows without its charge.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             ledger = Ledger(conn)
-            return ledger.charges(), ledger.refunds()
+            return ledger.charges(), ledger.refunds(), ledger.voids()
 
 
 _DECLINE_CODES = {"decline": "card_declined", "insufficient_funds": "insufficient_funds"}

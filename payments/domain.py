@@ -8,8 +8,12 @@ known, and the outcome functions record the provider's answer.
 A charge may exist at the provider that this state does not know of: the
 transaction that asked for it may have rolled back (a crash after the charge,
 a lost response). Every request therefore carries an idempotency key derived
-from the order id, so asking again returns that same charge, and a cancelled
-order whose charge is uncertain is looked up before it is written off.
+from the order id, so asking again returns that same charge. A cancelled order
+whose charge is uncertain is not merely looked up before it is written off: a
+request that timed out may still be on its way to the provider and land after
+a lookup found nothing. Instead the key is voided at the provider, which either
+returns the charge the key holds (it is refunded) or refuses every later charge
+under the key, so "no charge" is final.
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ class Charge:
 
 
 @dataclass(frozen=True)
-class LookUpCharge:
+class VoidCharge:
+    """Fence the key: get the charge it holds, or make sure it never holds one."""
+
     idempotency_key: str
 
 
@@ -80,7 +86,7 @@ class Refund:
     amount_cents: int
 
 
-Step = Charge | LookUpCharge | Refund
+Step = Charge | VoidCharge | Refund
 
 
 # The provider's answers.
@@ -93,6 +99,13 @@ class ProviderCharge:
     amount_cents: int
     decline_code: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderVoided:
+    """The key is voided at the provider: no charge under it exists or ever will."""
+
+    idempotency_key: str
 
 
 @dataclass(frozen=True)
@@ -134,15 +147,21 @@ def next_step(payment: Payment) -> Step | None:
             assert p.charge_id is not None and p.amount_cents is not None
             return Refund(refund_key(p.order_id), p.charge_id, p.amount_cents)
         if p.status in ("awaiting", "failed") and p.charge_uncertain:
-            return LookUpCharge(charge_key(p.order_id))
+            return VoidCharge(charge_key(p.order_id))
         return None
     if p.status == "awaiting" and p.card_token is not None and p.amount_cents is not None:
         return Charge(charge_key(p.order_id), p.order_id, p.amount_cents, p.card_token)
     return None
 
 
-def charged(payment: Payment, answer: ProviderCharge) -> tuple[Payment, list[Event]]:
-    """The provider answered the charge: approved or declined."""
+def charged(
+    payment: Payment, answer: ProviderCharge | ProviderVoided
+) -> tuple[Payment, list[Event]]:
+    """The provider answered the charge: approved, declined, or refused as voided."""
+    if isinstance(answer, ProviderVoided):
+        # Only a cancellation voids the key, so the order is cancelled already (this
+        # is a redelivery racing that cancellation's own redelivery): no verdict due.
+        return replace(payment, status="voided"), []
     if answer.approved:
         done = replace(
             payment,
@@ -173,9 +192,9 @@ def _failed(payment: Payment, code: FailureCode, reason: str) -> tuple[Payment, 
     return failed, [PaymentFailed(order_id=payment.order_id, reason_code=code, reason=reason)]
 
 
-def looked_up(payment: Payment, found: ProviderCharge | None) -> Payment:
-    """What the provider holds under the order's charge key, for a cancelled order."""
-    if found is not None and found.approved:
+def fenced(payment: Payment, found: ProviderCharge | ProviderVoided) -> Payment:
+    """What the provider holds under the order's charge key, now final, for a cancelled order."""
+    if isinstance(found, ProviderCharge) and found.approved:
         # Money moved after all: remember the charge so that it is refunded next.
         return replace(
             payment, status="charged", charge_id=found.charge_id, amount_cents=found.amount_cents

@@ -7,7 +7,7 @@ from functools import partial
 
 from orders.events import OrderCancelled, OrderCreated
 from payments import domain
-from payments.domain import Charge, LookUpCharge, Payment
+from payments.domain import Charge, Payment, ProviderCharge, VoidCharge
 from payments.provider import PaymentProvider, ProviderUnavailable, RetryPolicy
 from payments.repository import PaymentRepository
 from saga_runtime import Envelope, Event, UnitOfWork, crash_point, get_logger
@@ -15,7 +15,7 @@ from stock.events import StockReserved
 
 log = get_logger(__name__)
 
-# Charge, look up, refund: no state needs more provider requests than that.
+# Charge, void, refund: no state needs more provider requests than that.
 MAX_STEPS = 3
 
 
@@ -25,10 +25,12 @@ def settle(
     """Ask the provider what the state calls for until it calls for nothing more.
 
     A charge the provider cannot take after ``retry.attempts`` fails the payment
-    (the order is then cancelled, and its cancellation looks the charge up in
-    case it went through). A lookup or a refund it cannot take raises
-    ProviderUnavailable: the runtime retries the event, then dead-letters it for
-    an operator, because a refund must not be forgotten.
+    (the order is then cancelled, and its cancellation voids the charge's key:
+    the charge is refunded if it went through, refused if it is still on its
+    way). A void or a refund it cannot take raises ProviderUnavailable, a
+    RetryableError: the runtime retries the event, and dead-letters it for an
+    operator only once its retries are spent, because a refund must not be
+    forgotten.
     """
     events: list[Event] = []
     for _ in range(MAX_STEPS):
@@ -44,14 +46,14 @@ def settle(
                 reason = f"the payment provider is unavailable ({exc})"
                 payment, emitted = domain.provider_failed(payment, reason[:500])
             else:
-                if answer.approved:
+                if isinstance(answer, ProviderCharge) and answer.approved:
                     # The money moved but nothing is committed yet: a crash here must
                     # lead to one charge, not two, when the event is redelivered.
                     crash_point("payments.after_charge")
                 payment, emitted = domain.charged(payment, answer)
-        elif isinstance(step, LookUpCharge):
-            found = retry.call(partial(provider.find_charge, step.idempotency_key))
-            payment = domain.looked_up(payment, found)
+        elif isinstance(step, VoidCharge):
+            found = retry.call(partial(provider.void_charge, step.idempotency_key))
+            payment = domain.fenced(payment, found)
         else:
             payment, emitted = domain.refunded(payment, retry.call(partial(provider.refund, step)))
         events += emitted

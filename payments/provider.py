@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
-from payments.domain import Charge, ProviderCharge, ProviderRefund, Refund
+from payments.domain import Charge, ProviderCharge, ProviderRefund, ProviderVoided, Refund
 from saga_runtime import RetryableError, get_logger
 
 log = get_logger(__name__)
@@ -34,8 +34,8 @@ class ProviderRejected(PaymentsError):
 
 
 class PaymentProvider(Protocol):
-    def charge(self, request: Charge) -> ProviderCharge: ...
-    def find_charge(self, idempotency_key: str) -> ProviderCharge | None: ...
+    def charge(self, request: Charge) -> ProviderCharge | ProviderVoided: ...
+    def void_charge(self, idempotency_key: str) -> ProviderCharge | ProviderVoided: ...
     def refund(self, request: Refund) -> ProviderRefund: ...
 
 
@@ -81,7 +81,7 @@ class HttpPaymentProvider:
             transport=transport,
         )
 
-    def charge(self, request: Charge) -> ProviderCharge:
+    def charge(self, request: Charge) -> ProviderCharge | ProviderVoided:
         response = self._send(
             "POST",
             "/charges",
@@ -94,14 +94,17 @@ class HttpPaymentProvider:
         )
         if response.status_code in (201, 402):  # 402: declined, a definite answer
             return _charge(response)
+        if response.status_code == 409 and _json(response).get("code") == "charge_voided":
+            return ProviderVoided(request.idempotency_key)
         raise _rejected(response)
 
-    def find_charge(self, idempotency_key: str) -> ProviderCharge | None:
-        response = self._send("GET", f"/charges/{quote(idempotency_key, safe='')}")
-        if response.status_code == 404:
-            return None
+    def void_charge(self, idempotency_key: str) -> ProviderCharge | ProviderVoided:
+        """The charge under the key, or the key voided so that no charge lands later."""
+        response = self._send("POST", f"/charges/{quote(idempotency_key, safe='')}/void")
         if response.status_code == 200:
             return _charge(response)
+        if response.status_code == 201:
+            return ProviderVoided(idempotency_key)
         raise _rejected(response)
 
     def refund(self, request: Refund) -> ProviderRefund:
@@ -129,7 +132,9 @@ class HttpPaymentProvider:
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.request(method, url, **kwargs)
-        except httpx.TransportError as exc:  # timeouts, refused or dropped connections
+        # Timeouts, refused, reset or dropped connections, and an answer cut off or
+        # garbled on the way: an outage, never a reason to give a message up as poison.
+        except (httpx.TransportError, httpx.DecodingError) as exc:
             raise ProviderUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise ProviderUnavailable(

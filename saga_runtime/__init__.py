@@ -25,6 +25,13 @@ from saga_runtime.errors import (
 )
 from saga_runtime.faults import crash_point
 from saga_runtime.inbox import Inbox
+from saga_runtime.inbox_retention import (
+    InboxSettings,
+    check_inbox_retention,
+    purge_inbox,
+    topic_retentions,
+    verify_inbox_retention,
+)
 from saga_runtime.kafka import consumer_config, ensure_topics, producer_config
 from saga_runtime.logs import configure_logging, get_logger
 from saga_runtime.naming import (
@@ -64,6 +71,7 @@ __all__ = [
     "Event",
     "Handler",
     "Inbox",
+    "InboxSettings",
     "InvalidEnvelopeError",
     "KafkaDeadLetterPublisher",
     "KafkaSettings",
@@ -81,6 +89,7 @@ __all__ = [
     "ServiceSettings",
     "UnitOfWork",
     "UnitOfWorkFactory",
+    "check_inbox_retention",
     "configure_logging",
     "connect",
     "consumer_config",
@@ -94,6 +103,9 @@ __all__ = [
     "is_transient_db_error",
     "notify_channel",
     "producer_config",
+    "purge_inbox",
     "relay_lock_key",
+    "topic_retentions",
     "validate_service_name",
+    "verify_inbox_retention",
 ]

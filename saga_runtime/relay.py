@@ -17,6 +17,7 @@ from saga_runtime.backoff import Backoff
 from saga_runtime.db import TRANSIENT_DB_ERRORS, connect
 from saga_runtime.envelope import HEADER_CORRELATION_ID, HEADER_EVENT_ID, HEADER_EVENT_TYPE
 from saga_runtime.faults import crash_point
+from saga_runtime.inbox_retention import InboxSettings, purge_inbox
 from saga_runtime.logs import get_logger
 from saga_runtime.naming import notify_channel, relay_lock_key, validate_service_name
 from saga_runtime.settings import DatabaseSettings, RelaySettings
@@ -90,6 +91,7 @@ class OutboxRelay:
         self._lock_key = relay_lock_key(schema)
         self._channel = notify_channel(schema)
         self._is_leader = threading.Event()
+        self._inbox = InboxSettings()  # its inbox is purged with its outbox (INBOX_RETENTION)
         self._good_topics: set[str] = set()
         self._unknown_since: dict[str, float] = {}
         # Plain strings, which psycopg caches and prepares (a Composed is converted
@@ -356,7 +358,10 @@ class OutboxRelay:
         return pending, oldest
 
     def purge(self, conn: psycopg.Connection) -> int:
-        """Delete published rows older than the retention; pending rows are never touched."""
+        """Delete published rows older than the retention; pending rows are never touched.
+
+        The service's inbox rows older than ``INBOX_RETENTION`` go too (logged apart).
+        """
         total = 0
         while True:
             deleted = conn.execute(self._purge, (self._settings.retention,)).rowcount
@@ -365,6 +370,7 @@ class OutboxRelay:
                 break
         if total:
             log.info("relay.purged", outbox=self.schema, rows=total)
+        purge_inbox(conn, self.schema, self._inbox.retention)
         return total
 
 

@@ -15,7 +15,7 @@ from payment_provider.api import create_app
 from payment_provider.settings import ProviderSettings
 from tests.support import wait_until
 
-PROVIDER_TABLES = "provider.refunds, provider.charges, provider.charge_attempts"
+PROVIDER_TABLES = "provider.refunds, provider.charges, provider.charge_attempts, provider.voids"
 
 
 @contextmanager

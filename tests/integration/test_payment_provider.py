@@ -161,6 +161,65 @@ def test_a_lookup_waits_for_a_charge_in_flight_under_its_key(
     assert found.json()["charge_id"] == charged.json()["charge_id"]
 
 
+def test_a_void_fences_the_key_so_a_later_charge_under_it_is_refused(
+    provider: httpx.Client,
+) -> None:
+    body = charge_body()
+    key = body["idempotency_key"]
+    voided = provider.post(f"/charges/{key}/void")
+    assert voided.status_code == 201
+    assert voided.json()["idempotency_key"] == key and voided.json()["status"] == "voided"
+    again = provider.post(f"/charges/{key}/void")
+    assert again.status_code == 201 and again.json() == voided.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    late = provider.post("/charges", json=body)  # e.g. a request that was still in transit
+    assert late.status_code == 409
+    assert late.json()["code"] == "charge_voided"
+    assert provider.get(f"/charges/{key}").status_code == 404
+    book = ledger(provider)
+    assert book["charges"] == []
+    assert [v["idempotency_key"] for v in book["voids"]] == [key]
+    # Other keys are not affected; a key with "/" in it names one key (its lookup's rule too).
+    assert provider.post("/charges", json=charge_body()).status_code == 201
+    slashed = provider.post("/charges/payments%2Fo-1%2Fcharge/void")
+    assert slashed.status_code == 201
+    assert slashed.json()["idempotency_key"] == "payments/o-1/charge"
+
+
+def test_a_void_of_a_key_that_holds_a_charge_returns_it_and_voids_nothing(
+    provider: httpx.Client,
+) -> None:
+    for card_token, status in (("tok_visa", 201), ("tok_decline", 402)):
+        body = charge_body(card_token)
+        charge = provider.post("/charges", json=body)
+        assert charge.status_code == status
+        found = provider.post(f"/charges/{body['idempotency_key']}/void")
+        assert found.status_code == 200 and found.json() == charge.json()
+        assert provider.post("/charges", json=body).json() == charge.json(), "still replayed"
+    assert ledger(provider)["voids"] == []
+
+
+def test_a_void_waits_for_a_charge_in_flight_under_its_key_and_returns_it(
+    database: DatabaseSettings, admin_conn: psycopg.Connection
+) -> None:
+    body = charge_body("tok_slow")
+    with (
+        running_provider(database.url, slow_seconds=3.0) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        charging = pool.submit(client.post, "/charges", json=body)
+        wait_until(lambda: _provider_holds_a_key_lock(admin_conn), what="the slow charge started")
+        fenced = client.post(f"/charges/{body['idempotency_key']}/void")
+        charged = charging.result()
+        book = ledger(client)
+    assert charged.status_code == 201
+    assert fenced.status_code == 200, "the void waited and found the charge"
+    assert fenced.json()["charge_id"] == charged.json()["charge_id"]
+    assert book["voids"] == []
+
+
 def _provider_holds_a_key_lock(conn: psycopg.Connection) -> bool:
     row = conn.execute(
         "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
@@ -253,7 +312,7 @@ def test_bad_input_is_422_and_changes_nothing(
     provider: httpx.Client, path: str, body: dict[str, Any]
 ) -> None:
     assert provider.post(path, json=body).status_code == 422
-    assert ledger(provider) == {"charges": [], "refunds": []}
+    assert ledger(provider) == {"charges": [], "refunds": [], "voids": []}
 
 
 def test_the_ledger_lists_every_charge_and_refund(provider: httpx.Client) -> None:

@@ -29,6 +29,7 @@ from saga_runtime import (
 from stock.events import PricedLine, StockReserved
 from tests.fixtures.kafka import produce
 from tests.integration.payment_provider_server import running_provider
+from tests.integration.tcp_proxy import proxy_to
 from tests.support import ThreadedRunner, wait_until
 
 pytestmark = pytest.mark.integration
@@ -301,7 +302,9 @@ def test_a_provider_that_keeps_failing_fails_the_payment_rather_than_the_order_w
     assert (kind, event["reason_code"]) == ("PaymentFailed", "payment_provider_error")
     attempts = admin_conn.execute("SELECT attempts FROM provider.charge_attempts").fetchall()
     assert attempts == [(4,)], "asked as often as configured, in one delivery"
-    assert ledger(provider_url) == {"charges": [], "refunds": []}
+    book = ledger(provider_url)
+    assert (book["charges"], book["refunds"]) == ([], [])
+    assert [v["idempotency_key"] for v in book["voids"]] == ["payments:o-1:charge"]
     row = payment(admin_conn, "o-1")
     assert row is not None and (row["status"], row["cancelled"]) == ("voided", True)
     assert admin_conn.execute("SELECT count(*) FROM payments.dead_letters").fetchone() == (0,)
@@ -341,6 +344,101 @@ def test_a_charge_whose_answer_timed_out_is_found_and_refunded_on_cancellation(
     assert row is not None
     assert (row["status"], row["charge_id"]) == ("refunded", charge["charge_id"])
     assert admin_conn.execute("SELECT count(*) FROM payments.dead_letters").fetchone() == (0,)
+
+
+def unrefunded_charges(book: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Approved charges without a refund (for a cancelled order, each is money kept wrongly)."""
+    refunded = {r["charge_id"] for r in book["refunds"]}
+    return [
+        c for c in book["charges"] if c["status"] == "approved" and c["charge_id"] not in refunded
+    ]
+
+
+def dead_letters(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM payments.dead_letters").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_charge_still_in_transit_when_the_order_is_cancelled_is_refused_when_it_lands(
+    database, kafka, provider_url, admin_conn
+):
+    # Both charge requests are held in the network (the proxy) until payments has given
+    # up on them, failed the payment and handled the cancellation; then they land. A
+    # lookup at cancellation time finds nothing: only a fence at the provider keeps the
+    # late charge from taking money that nobody will ever refund.
+    with proxy_to(provider_url) as network:
+        settings = payments_settings(
+            database,
+            kafka,
+            network.url,
+            provider_timeout=0.5,
+            provider_attempts=2,
+            # Only the held charges must time out: a void slowed by a busy host is retried.
+            consumer=ConsumerSettings(backoff_initial=0.05, backoff_max=0.5, max_attempts=1000),
+        )
+        network.hold(b"POST /charges HTTP/1.1")
+        with payments_service(settings):
+            publish(kafka, order_created("o-1"), stock_reserved("o-1"))
+            wait_until(lambda: emitted(admin_conn, "o-1"), what="the verdict")
+            [(kind, event)] = emitted(admin_conn, "o-1")
+            assert (kind, event["reason_code"]) == ("PaymentFailed", "payment_provider_error")
+            assert len(network.held) == 2, "both attempts are still on their way"
+
+            network.stop_holding()
+            publish(kafka, order_cancelled("o-1"))
+            wait_until(lambda: applied(admin_conn) == 3, what="the cancellation applied")
+            network.release()
+            wait_until(
+                lambda: (
+                    len(network.late_answers) == 2
+                    and all(a.endswith(b"}") for a in network.late_answers)
+                ),
+                what="the late charges answered",
+            )
+
+    book = ledger(provider_url)
+    assert unrefunded_charges(book) == [], "a cancelled order keeps no money"
+    assert book["charges"] == [], "the late charges were refused"
+    assert all(b"409" in answer.split(b"\r\n", 1)[0] for answer in network.late_answers)
+    assert all(b"charge_voided" in answer for answer in network.late_answers)
+    assert [v["idempotency_key"] for v in book["voids"]] == ["payments:o-1:charge"]
+    assert [kind for kind, _ in emitted(admin_conn, "o-1")] == ["PaymentFailed"]
+    row = payment(admin_conn, "o-1")
+    assert row is not None and (row["status"], row["cancelled"]) == ("voided", True)
+    assert dead_letters(admin_conn) == 0
+
+
+def test_a_refund_during_a_provider_outage_is_retried_until_it_goes_through(
+    database, kafka, provider_url, admin_conn
+):
+    with proxy_to(provider_url) as network:
+        settings = payments_settings(
+            database,
+            kafka,
+            network.url,
+            provider_attempts=2,
+            consumer=ConsumerSettings(backoff_initial=0.05, backoff_max=0.5, max_attempts=1000),
+        )
+        with payments_service(settings):
+            publish(kafka, order_created("o-1"), stock_reserved("o-1"))
+            wait_until(lambda: emitted(admin_conn, "o-1"), what="the charge")
+            network.down()
+            publish(kafka, order_cancelled("o-1", "APPROVED"))
+            # More refused connections than one delivery makes: the runtime retried it.
+            wait_until(lambda: network.refused > 2 * 2, what="the refund retried")
+            assert dead_letters(admin_conn) == 0, "an outage is not poison"
+            network.up()
+            wait_until(lambda: len(emitted(admin_conn, "o-1")) == 2, what="the refund")
+
+    [charge] = ledger(provider_url)["charges"]
+    [refund] = ledger(provider_url)["refunds"]
+    assert refund["charge_id"] == charge["charge_id"]
+    assert [kind for kind, _ in emitted(admin_conn, "o-1")] == [
+        "PaymentSucceeded",
+        "PaymentRefunded",
+    ]
+    assert dead_letters(admin_conn) == 0
 
 
 def test_an_unreachable_provider_fails_the_payment_and_dead_letters_the_refund_check(

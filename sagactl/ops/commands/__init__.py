@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from sagactl.ops.commands import audit, dlq, outbox, saga
+from sagactl.ops.commands import audit, dlq, inbox, outbox, saga
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     outbox.register(sub)
+    inbox.register(sub)
     dlq.register(sub)
     saga.register(sub)
     audit.register(sub)

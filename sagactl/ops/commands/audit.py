@@ -59,7 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     log.add_argument(
         "--action",
-        choices=("outbox.replay", "outbox.purge", "dlq.redrive", "dlq.discard"),
+        choices=(
+            "outbox.replay",
+            "outbox.purge",
+            "inbox.purge",
+            "dlq.redrive",
+            "dlq.discard",
+        ),
         help="only this kind of change",
     )
     log.add_argument("--service", type=service_name, help="only changes to this service")

@@ -1,14 +1,17 @@
 """Payments under any interleaving, duplication and rollback of one order's events (hypothesis).
 
 The fake provider keeps a ledger like the real one (idempotent by key, one
-refund per charge) and misbehaves on demand: ``down`` refuses a call before
-doing anything, ``lost`` does the work and then loses the answer (a timeout).
-A delivery may also be rolled back after its handler ran (a crash before
+refund per charge, voided keys refuse charges) and misbehaves on demand:
+``down`` refuses a call before doing anything, ``lost`` does the work and then
+loses the answer (a timeout), ``late`` loses a charge request in the network
+(a timeout too) and lets it reach the provider only after every delivery is
+done. A delivery may also be rolled back after its handler ran (a crash before
 commit) and redelivered later, after other events.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,7 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payments import domain
-from payments.domain import Charge, Payment, ProviderCharge, ProviderRefund, Refund
+from payments.domain import (
+    Charge,
+    Payment,
+    ProviderCharge,
+    ProviderRefund,
+    ProviderVoided,
+    Refund,
+)
 from payments.events import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from payments.handlers import settle
 from payments.provider import ProviderRejected, ProviderUnavailable, RetryPolicy
@@ -29,7 +39,7 @@ AMOUNT = 1500
 RETRY = RetryPolicy(attempts=3, backoff=0.0, sleep=lambda _seconds: None)
 
 E = TypeVar("E", bound=Event)
-Glitch = Literal["ok", "down", "lost"]
+Glitch = Literal["ok", "down", "lost", "late"]
 Name = Literal["created", "reserved", "cancelled"]
 
 
@@ -38,6 +48,8 @@ class FakeProvider:
     glitches: list[Glitch] = field(default_factory=list)
     charges: dict[str, tuple[Charge, ProviderCharge]] = field(default_factory=dict)
     refunds: dict[str, tuple[Refund, ProviderRefund]] = field(default_factory=dict)
+    voided: set[str] = field(default_factory=set)
+    in_transit: list[Charge] = field(default_factory=list)
     charge_requests: int = 0
     charges_after_cancel: int = 0
     cancel_seen: bool = False
@@ -45,13 +57,29 @@ class FakeProvider:
     def _glitch(self) -> Glitch:
         return self.glitches.pop(0) if self.glitches else "ok"
 
-    def charge(self, request: Charge) -> ProviderCharge:
+    def charge(self, request: Charge) -> ProviderCharge | ProviderVoided:
         self.charge_requests += 1
         if self.cancel_seen:
             self.charges_after_cancel += 1
         glitch = self._glitch()
         if glitch == "down":
             raise ProviderUnavailable("503")
+        if glitch == "late":
+            self.in_transit.append(request)
+            raise ProviderUnavailable("read timeout")
+        return self._charge(request, lost=glitch == "lost")
+
+    def land(self) -> None:
+        """The requests lost in the network reach the provider at last (nobody hears back)."""
+        while self.in_transit:
+            with contextlib.suppress(ProviderUnavailable):
+                self._charge(self.in_transit.pop(0), lost=True)
+
+    def _charge(self, request: Charge, *, lost: bool) -> ProviderCharge | ProviderVoided:
+        if request.idempotency_key in self.voided:
+            if lost:
+                raise ProviderUnavailable("read timeout")
+            return ProviderVoided(request.idempotency_key)
         if request.idempotency_key in self.charges:
             original, answer = self.charges[request.idempotency_key]
             if original != request:
@@ -68,19 +96,24 @@ class FakeProvider:
                 reason="declined",
             )
             self.charges[request.idempotency_key] = (request, answer)
-        if glitch == "lost":
+        if lost:
             raise ProviderUnavailable("read timeout")
         return answer
 
-    def find_charge(self, idempotency_key: str) -> ProviderCharge | None:
-        if self._glitch() != "ok":
+    def void_charge(self, idempotency_key: str) -> ProviderCharge | ProviderVoided:
+        glitch = self._glitch()
+        if glitch in ("down", "late"):
             raise ProviderUnavailable("503")
         found = self.charges.get(idempotency_key)
-        return None if found is None else found[1]
+        if found is None:
+            self.voided.add(idempotency_key)
+        if glitch == "lost":
+            raise ProviderUnavailable("read timeout")
+        return ProviderVoided(idempotency_key) if found is None else found[1]
 
     def refund(self, request: Refund) -> ProviderRefund:
         glitch = self._glitch()
-        if glitch == "down":
+        if glitch in ("down", "late"):
             raise ProviderUnavailable("503")
         if request.idempotency_key in self.refunds:
             original, answer = self.refunds[request.idempotency_key]
@@ -128,6 +161,7 @@ def run(
     delivered: set[Name] = set()
     for _ in range(200):
         if not queue:
+            provider.land()
             return Outcome(state, committed, delivered)
         name, crash = queue.pop(0)
         current = state or domain.start(ORDER)
@@ -154,7 +188,8 @@ names = st.sampled_from(["created", "reserved", "cancelled"])
 deliveries = st.lists(st.tuples(names, st.booleans()), min_size=1, max_size=8)
 # In runs, so that "the answer was lost, then the provider stayed down" comes up often.
 glitches = st.lists(
-    st.tuples(st.sampled_from(["ok", "down", "lost"]), st.integers(1, RETRY.attempts)), max_size=6
+    st.tuples(st.sampled_from(["ok", "down", "lost", "late"]), st.integers(1, RETRY.attempts)),
+    max_size=6,
 ).map(lambda runs: [glitch for glitch, n in runs for _ in range(n)])
 cards = st.sampled_from(["tok_visa", "tok_decline", "tok_insufficient_funds"])
 
@@ -250,6 +285,26 @@ def test_a_charge_whose_answer_was_lost_is_found_and_refunded_when_the_order_is_
     [refund] = of_type(events, PaymentRefunded)
     assert refund.charge_id == provider.approved[0].charge_id
     assert state.status == "refunded"
+
+
+def test_a_charge_still_in_transit_at_cancellation_is_refused_when_it_lands() -> None:
+    # Every attempt is lost in the network: payments fails the payment, then the order is
+    # cancelled and the key voided before the requests reach the provider.
+    provider = FakeProvider(glitches=["late"] * RETRY.attempts)
+    outcome = run([("created", False), ("reserved", False), ("cancelled", False)], provider)
+    assert [type(e) for e in outcome.committed] == [PaymentFailed]
+    assert provider.in_transit == [] and provider.charges == {}, "landed, and refused"
+    assert outcome.state is not None and outcome.state.status == "voided"
+
+
+def test_a_charge_refused_as_voided_is_not_charged_and_emits_nothing() -> None:
+    # The cancellation voided the key, then rolled back; the reservation is redelivered first.
+    provider = FakeProvider(voided={domain.charge_key(ORDER)})
+    outcome = run([("created", False), ("reserved", False)], provider)
+    assert outcome.committed == [] and provider.charges == {}
+    assert outcome.state is not None and outcome.state.status == "voided"
+    state, events = settle(domain.cancel(outcome.state), provider, RETRY)
+    assert (state.status, state.cancelled, events) == ("voided", True, [])
 
 
 def test_a_crash_after_the_charge_then_a_redelivery_charges_once() -> None:

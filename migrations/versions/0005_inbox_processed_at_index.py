@@ -1,0 +1,31 @@
+"""An index on each inbox's processed_at, for purging old rows (``INBOX_RETENTION``).
+
+Revision ID: 0005
+Revises: 0003
+Create Date: 2026-12-02
+
+Without it every purge batch scans the whole inbox. processed_at only grows, so
+new entries land on the index's right edge: cheap for the consumers' inserts.
+"""
+
+from alembic import op
+
+revision = "0005"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+
+
+def upgrade() -> None:
+    for service in SERVICES:
+        # Under the service's role, like its tables: the index belongs to their owner.
+        op.execute(f"SET LOCAL ROLE {service}")
+        op.execute(f"CREATE INDEX inbox_processed_at_idx ON {service}.inbox (processed_at)")
+        op.execute("RESET ROLE")
+
+
+def downgrade() -> None:
+    for service in SERVICES:
+        op.execute(f"DROP INDEX IF EXISTS {service}.inbox_processed_at_idx")
