@@ -1,6 +1,6 @@
 """An index on each inbox's processed_at, for purging old rows (``INBOX_RETENTION``).
 
-Revision ID: 0005
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-02
 
@@ -10,7 +10,7 @@ new entries land on the index's right edge: cheap for the consumers' inserts.
 
 from alembic import op
 
-revision = "0005"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
