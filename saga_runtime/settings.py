@@ -81,11 +81,12 @@ class DatabaseSettings(BaseSettings):
     # A frozen client (its kernel still answers keepalives) that left a
     # transaction open loses it, and its locks, after this long (0: never).
     # It must exceed the longest wait inside a transaction, or a slow but live
-    # handler would be cut off and retried for ever: payments waits on the
-    # provider inside its transaction up to attempts x timeout + backoff
-    # (3 x 5 s + 1.5 s by default), shipments on the carrier's booking
-    # (SHIPMENTS_BOOKING_SECONDS, 2 s under ./dev up). 60 s is 3.5 times the
-    # first; raise it with those settings.
+    # handler would be cut off and retried for ever. Today, by default:
+    # payments waits on the provider up to attempts x timeout + backoff
+    # (3 x 5 s + 1.5 s), notifications on SMTP and its webhook up to
+    # 10 s + 3 x 5 s + 0.6 s, shipments on the carrier's booking
+    # (SHIPMENTS_BOOKING_SECONDS, 2 s under ./dev up). 60 s is over twice the
+    # longest; raise it with any of those settings.
     idle_in_transaction_timeout: NonNegativeFloat = Field(
         default=60.0,
         validation_alias=AliasChoices(
