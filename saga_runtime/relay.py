@@ -112,8 +112,8 @@ class OutboxRelay:
     leader never idles that long: every wait is bounded by ``lease / 3`` and
     followed by a round trip (``_heartbeat``). A standby then takes the lock
     within ``lock_retry_interval``: a frozen leader is replaced within about
-    ``lease + lock_retry_interval`` (11 s by default); a vanished one, through
-    the keepalives (``DatabaseSettings``), sooner.
+    ``lease + lock_retry_interval`` (11 s by default); a vanished one by the
+    lease or the server's keepalives (``DatabaseSettings``), whichever is first.
 
     Why a leader that comes back never publishes or marks after losing the
     lock, window by window (times are ``time.monotonic()``, which keeps running
