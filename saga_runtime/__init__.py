@@ -43,7 +43,7 @@ from saga_runtime.naming import (
     validate_service_name,
 )
 from saga_runtime.outbox import Outbox
-from saga_runtime.relay import BatchResult, OutboxRelay, ProducerFatalError
+from saga_runtime.relay import BatchResult, BrokerUnreachable, OutboxRelay, ProducerFatalError
 from saga_runtime.service import ServiceRuntime
 from saga_runtime.settings import (
     ConsumerSettings,
@@ -59,6 +59,7 @@ __all__ = [
     "TRANSIENT_DB_ERRORS",
     "Backoff",
     "BatchResult",
+    "BrokerUnreachable",
     "ConfigurationError",
     "ConsumerRunner",
     "ConsumerSettings",

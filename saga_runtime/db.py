@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Mapping
+from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from saga_runtime.naming import validate_service_name
 from saga_runtime.settings import DatabaseSettings
 
-__all__ = ["TRANSIENT_DB_ERRORS", "connect", "create_pool", "is_transient_db_error"]
+__all__ = [
+    "TRANSIENT_DB_ERRORS",
+    "connect",
+    "connection_kwargs",
+    "create_pool",
+    "is_transient_db_error",
+]
 
 # Failures that say "the database is not available right now", not "this
 # message is wrong": they are retried forever and the message is never skipped.
@@ -25,11 +34,56 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.errors.LockNotAvailable,
     psycopg.errors.AdminShutdown,
     psycopg.errors.CannotConnectNow,
+    # The server ended a session that idled too long (``connection_kwargs``); the
+    # first is an InternalError by its SQLSTATE class, not an OperationalError.
+    psycopg.errors.IdleInTransactionSessionTimeout,
+    psycopg.errors.IdleSessionTimeout,
 )
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_DB_ERRORS)
+
+
+def _milliseconds(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def connection_kwargs(
+    settings: DatabaseSettings, *, name: str, session: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """libpq parameters for every connection: timeouts that drop a vanished peer.
+
+    Client side, libpq's keepalives and ``tcp_user_timeout``: a server that
+    vanished fails our statement instead of hanging it for hours. Server side,
+    the same settings for the session (``options``), because PostgreSQL only
+    ends the session of a client that vanished, and frees its locks, through
+    its own ``tcp_keepalives_*`` / ``tcp_user_timeout``; and the session's
+    ``idle_in_transaction_session_timeout`` and ``lock_timeout`` (see
+    ``DatabaseSettings``). ``session`` adds settings for one connection (in
+    milliseconds); ``options`` already in ``DATABASE_URL`` come last, so they win.
+    """
+    server = {
+        "tcp_keepalives_idle": settings.keepalives_idle,
+        "tcp_keepalives_interval": settings.keepalives_interval,
+        "tcp_keepalives_count": settings.keepalives_count,
+        "tcp_user_timeout": _milliseconds(settings.tcp_user_timeout),
+        "idle_in_transaction_session_timeout": _milliseconds(settings.idle_in_transaction_timeout),
+        "lock_timeout": _milliseconds(settings.lock_timeout),
+        **(session or {}),
+    }
+    options = " ".join(f"-c {key}={value}" for key, value in server.items())
+    given = conninfo_to_dict(settings.url).get("options")
+    return {
+        "connect_timeout": int(settings.connect_timeout),
+        "application_name": name,
+        "keepalives": 1,
+        "keepalives_idle": settings.keepalives_idle,
+        "keepalives_interval": settings.keepalives_interval,
+        "keepalives_count": settings.keepalives_count,
+        "tcp_user_timeout": _milliseconds(settings.tcp_user_timeout),
+        "options": f"{options} {given}" if given else options,
+    }
 
 
 def _set_role(role: str | None):  # type: ignore[no-untyped-def]
@@ -78,6 +132,7 @@ def create_pool(
 
     Connections idle for more than a second are checked before use, so after a
     PostgreSQL restart the pool hands out a fresh connection instead of a dead one.
+    Every connection drops a vanished peer (``connection_kwargs``).
     """
     if role is not None:
         validate_service_name(role)
@@ -86,7 +141,7 @@ def create_pool(
         settings.url,
         min_size=settings.pool_min_size,
         max_size=max_size or settings.pool_max_size,
-        kwargs={"connect_timeout": int(settings.connect_timeout), "application_name": name},
+        kwargs=connection_kwargs(settings, name=name),
         configure=_set_role(role),
         check=checker.check,
         reset=checker.returned,
@@ -97,14 +152,22 @@ def create_pool(
 
 
 def connect(
-    settings: DatabaseSettings, *, role: str | None, name: str, autocommit: bool = False
+    settings: DatabaseSettings,
+    *,
+    role: str | None,
+    name: str,
+    autocommit: bool = False,
+    session: Mapping[str, int] | None = None,
 ) -> psycopg.Connection:
-    """One dedicated connection (the relay holds its leadership lock on one)."""
+    """One dedicated connection (the relay holds its leadership lock on one).
+
+    ``session``: server settings for this connection only, e.g. the relay's
+    ``idle_session_timeout`` (see ``connection_kwargs``).
+    """
     conn = psycopg.connect(
         settings.url,
         autocommit=autocommit,
-        connect_timeout=int(settings.connect_timeout),
-        application_name=name,
+        **connection_kwargs(settings, name=name, session=session),
     )
     if role is not None:
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(validate_service_name(role))))

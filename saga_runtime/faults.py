@@ -2,7 +2,9 @@
 
 ``SAGA_CRASH_POINTS`` names the points where the process kills itself with
 SIGKILL, comma-separated; ``name@0.2`` fires with probability 0.2 each time it
-is reached. Unset in production: then ``crash_point`` costs one dict lookup.
+is reached. ``SAGA_FREEZE_POINTS`` names points where it stops itself with
+SIGSTOP, once (a frozen host, resumed by SIGCONT). Unset in production: then
+each costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import random
 import signal
 import sys
 
-__all__ = ["crash_point"]
+__all__ = ["crash_point", "freeze_point"]
 
 
 def _parse(spec: str) -> dict[str, float]:
@@ -24,6 +26,7 @@ def _parse(spec: str) -> dict[str, float]:
 
 
 _POINTS = _parse(os.environ.get("SAGA_CRASH_POINTS", ""))
+_FREEZE_POINTS = _parse(os.environ.get("SAGA_FREEZE_POINTS", ""))
 
 
 def crash_point(name: str) -> None:
@@ -34,3 +37,12 @@ def crash_point(name: str) -> None:
     sys.stderr.write(f'{{"event": "fault.crash_point", "point": "{name}"}}\n')
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def freeze_point(name: str) -> None:
+    """Stop here, sockets open, as a frozen host would, the first time it is reached."""
+    if _FREEZE_POINTS.pop(name, None) is None:
+        return
+    sys.stderr.write(f'{{"event": "fault.freeze_point", "point": "{name}"}}\n')
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGSTOP)

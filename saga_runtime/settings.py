@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import AliasChoices, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import (
+    AliasChoices,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -52,6 +59,48 @@ class DatabaseSettings(BaseSettings):
     connect_timeout: PositiveFloat = Field(
         default=5.0, validation_alias=AliasChoices("DATABASE_CONNECT_TIMEOUT", "connect_timeout")
     )
+    # A peer that vanished (power loss, network cut) is noticed by TCP keepalives
+    # on an idle connection (idle + interval x count = 11 s by default), and by
+    # the user timeout when data it was sent stays unacknowledged (10 s). Set on
+    # both ends: libpq's on ours, the server's ``tcp_keepalives_*`` and
+    # ``tcp_user_timeout`` per session, since only the server's own settings
+    # make it end a session (and free its locks) whose client is gone.
+    keepalives_idle: PositiveInt = Field(
+        default=5, validation_alias=AliasChoices("DATABASE_KEEPALIVES_IDLE", "keepalives_idle")
+    )
+    keepalives_interval: PositiveInt = Field(
+        default=2,
+        validation_alias=AliasChoices("DATABASE_KEEPALIVES_INTERVAL", "keepalives_interval"),
+    )
+    keepalives_count: PositiveInt = Field(
+        default=3, validation_alias=AliasChoices("DATABASE_KEEPALIVES_COUNT", "keepalives_count")
+    )
+    tcp_user_timeout: PositiveFloat = Field(
+        default=10.0, validation_alias=AliasChoices("DATABASE_TCP_USER_TIMEOUT", "tcp_user_timeout")
+    )
+    # A frozen client (its kernel still answers keepalives) that left a
+    # transaction open loses it, and its locks, after this long (0: never).
+    # It must exceed the longest wait inside a transaction, or a slow but live
+    # handler would be cut off and retried for ever. Today, by default:
+    # payments waits on the provider up to attempts x timeout + backoff
+    # (3 x 5 s + 1.5 s), notifications on SMTP and its webhook up to
+    # 10 s + 3 x 5 s + 0.6 s, shipments on the carrier's booking
+    # (SHIPMENTS_BOOKING_SECONDS, 2 s under ./dev up). 60 s is over twice the
+    # longest; raise it with any of those settings.
+    idle_in_transaction_timeout: NonNegativeFloat = Field(
+        default=60.0,
+        validation_alias=AliasChoices(
+            "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", "idle_in_transaction_timeout"
+        ),
+    )
+    # No statement waits longer than this for a lock (0: for ever); it then fails
+    # with LockNotAvailable, which every caller retries as transient. Longer than
+    # a live handler holds an order's lock (see above), so it does not fire in
+    # normal operation; it bounds a wait behind a holder the timeouts above have
+    # not ended yet, or behind an operator's session.
+    lock_timeout: NonNegativeFloat = Field(
+        default=30.0, validation_alias=AliasChoices("DATABASE_LOCK_TIMEOUT", "lock_timeout")
+    )
 
 
 class ConsumerSettings(BaseSettings):
@@ -89,6 +138,20 @@ class RelaySettings(BaseSettings):
     unknown_topic_grace: PositiveFloat = 30.0
     backoff_initial: PositiveFloat = 0.2
     backoff_max: PositiveFloat = 5.0
+    # The leader's lease: PostgreSQL ends the leader's session (and so frees its
+    # lock) once it has sent nothing for this long, so a frozen leader is
+    # replaced within about this long (see ``OutboxRelay``).
+    lease: PositiveFloat = 10.0
+    # An active relay whose messages the broker has not acknowledged for this
+    # long steps down, so a standby that can reach the broker takes over.
+    broker_stepdown: PositiveFloat = 30.0
+
+    @model_validator(mode="after")
+    def _lease_outlasts_polling(self) -> RelaySettings:
+        # A standby polls the lock on a session under the same idle limit.
+        if self.lock_retry_interval * 2 > self.lease:
+            raise ValueError("RELAY_LEASE must be at least twice RELAY_LOCK_RETRY_INTERVAL")
+        return self
 
 
 class LogSettings(BaseSettings):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
+import subprocess
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -306,3 +311,217 @@ def test_rows_for_a_topic_that_does_not_exist_wait_then_fail(database, kafka, to
             lambda: failed_and_published() == (1, 1),
             what="failed after the grace, then the next row",
         )
+
+
+def attempts_per_row(database: DatabaseSettings) -> list[int]:
+    """How many times each row was marked (a second mark would mean a second relay marked it)."""
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        return [int(r[0]) for r in conn.execute("SELECT attempts FROM orders.outbox ORDER BY id")]
+
+
+def failed_rows(database: DatabaseSettings) -> int:
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM orders.outbox WHERE failed_at IS NOT NULL")
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def log_events(path: Path) -> list[str]:
+    """The ``event`` of every JSON line a relay process wrote, in order."""
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line)["event"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return events
+
+
+def events_after(path: Path, marker: int) -> list[str]:
+    return log_events(path)[marker:]
+
+
+def leads(database: DatabaseSettings, relay: str) -> bool:
+    return (relay_leader_name(database) or "").startswith(relay)
+
+
+def is_stopped(proc: subprocess.Popen[bytes]) -> bool:
+    stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+@contextmanager
+def resumed_at_exit(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """SIGCONT a process the test may have stopped, so that it can be terminated."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_frozen_leader_is_replaced_and_publishes_nothing_when_it_wakes(
+    database, kafka, topic, tmp_path: Path
+):
+    """SIGSTOP the active relay: its sockets stay open and its kernel answers
+    keepalives, exactly like a frozen host. The server ends its session after
+    RELAY_LEASE (10 s) of silence, the standby takes the lock and publishes; the
+    old leader, resumed, finds its session gone and never publishes or marks."""
+    log_a, log_b = tmp_path / "relay-a.log", tmp_path / "relay-b.log"
+    with (
+        relay_process(
+            database, kafka, log_a, RELAY_OUTBOXES="orders", RELAY_NAME="relay-a"
+        ) as relay_a,
+        resumed_at_exit(relay_a),
+    ):
+        wait_until(lambda: leads(database, "relay-a"), what="a leads")
+        with relay_process(
+            database, kafka, log_b, RELAY_OUTBOXES="orders", RELAY_NAME="relay-b"
+        ) as relay_b:
+            wait_until(lambda: "relay.standby" in log_events(log_b), what="b is a standby")
+            insert_outbox_rows(database, kafka, [envelope("order-1", 0)])
+            wait_until(lambda: pending_rows(database) == 0, what="a publishes")
+
+            relay_a.send_signal(signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in (1, 2, 3)])
+            wait_until(
+                lambda: pending_rows(database) == 0,
+                timeout=20,
+                what="the standby publishing within 20 s of the freeze",
+            )
+            assert leads(database, "relay-b")
+            assert time.monotonic() - frozen_at < 20
+
+            marker = len(log_events(log_a))
+            relay_a.send_signal(signal.SIGCONT)
+            wait_until(
+                lambda: "relay.leadership_lost" in events_after(log_a, marker),
+                what="the resumed relay to find its session ended",
+            )
+            wait_until(lambda: "relay.standby" in events_after(log_a, marker), what="a standby")
+            insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in (4, 5)])
+            wait_until(lambda: pending_rows(database) == 0, what="b publishes the rest")
+            assert relay_b.poll() is None
+            assert "relay.leadership_acquired" not in events_after(log_a, marker)
+
+    assert attempts_per_row(database) == [1] * 6, "each row marked once, by its one publisher"
+    numbers = values_by_key(read_topic(kafka, topic, expect=6))[b"order-1"]
+    assert numbers == [0, 1, 2, 3, 4, 5], "each event exactly once, in order"
+
+
+def test_a_leader_frozen_mid_batch_does_not_publish_its_batch_when_it_wakes(
+    database, kafka, topic, tmp_path: Path
+):
+    """The leader selected rows and froze before producing them (a freeze point
+    stops it there with SIGSTOP). The standby takes over and publishes those rows;
+    when the old leader resumes, its lease has run out, so it re-checks its
+    session before producing, finds it ended, and publishes nothing."""
+    log_a, log_b = tmp_path / "relay-a.log", tmp_path / "relay-b.log"
+    with (
+        relay_process(
+            database,
+            kafka,
+            log_a,
+            RELAY_OUTBOXES="orders",
+            RELAY_NAME="relay-a",
+            SAGA_FREEZE_POINTS="relay.after_select",
+        ) as relay_a,
+        resumed_at_exit(relay_a),
+    ):
+        wait_until(lambda: leads(database, "relay-a"), what="a leads")
+        with relay_process(database, kafka, log_b, RELAY_OUTBOXES="orders", RELAY_NAME="relay-b"):
+            wait_until(lambda: "relay.standby" in log_events(log_b), what="b is a standby")
+            insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in range(5)])
+            wait_until(lambda: is_stopped(relay_a), what="a frozen after selecting its batch")
+            wait_until(
+                lambda: pending_rows(database) == 0, timeout=20, what="the standby publishing"
+            )
+            assert leads(database, "relay-b")
+
+            marker = len(log_events(log_a))
+            relay_a.send_signal(signal.SIGCONT)
+            wait_until(
+                lambda: "relay.leadership_lost" in events_after(log_a, marker),
+                what="the resumed relay to find its session ended",
+            )
+            wait_until(lambda: "relay.standby" in events_after(log_a, marker), what="a standby")
+
+    assert attempts_per_row(database) == [1] * 5
+    numbers = values_by_key(read_topic(kafka, topic, expect=5, timeout=15))[b"order-1"]
+    assert numbers == [0, 1, 2, 3, 4], "the resumed relay published none of its old batch"
+
+
+def test_a_leader_that_cannot_reach_the_broker_steps_down(database, kafka, topic, tmp_path: Path):
+    """Relay a's bootstrap address is a port nothing listens on; the shared
+    broker is left alone. After RELAY_BROKER_STEPDOWN without a delivery report
+    it releases the lock and relay b, which reaches the broker, publishes."""
+    log_a, log_b = tmp_path / "relay-a.log", tmp_path / "relay-b.log"
+    unreachable = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{unused_port()}"})
+    with relay_process(
+        database,
+        unreachable,
+        log_a,
+        RELAY_OUTBOXES="orders",
+        RELAY_NAME="relay-a",
+        RELAY_BROKER_STEPDOWN="3",
+    ):
+        wait_until(lambda: leads(database, "relay-a"), what="a leads")
+        with relay_process(database, kafka, log_b, RELAY_OUTBOXES="orders", RELAY_NAME="relay-b"):
+            wait_until(lambda: "relay.standby" in log_events(log_b), what="b is a standby")
+            insert_outbox_rows(database, kafka, [envelope(f"order-{n % 2}", n) for n in range(6)])
+            wait_until(lambda: "relay.broker_stepdown" in log_events(log_a), what="a steps down")
+            wait_until(lambda: pending_rows(database) == 0, what="b publishes")
+            assert leads(database, "relay-b")
+            stepdown = log_events(log_a).index("relay.broker_stepdown")
+            wait_until(
+                lambda: "relay.standby" in events_after(log_a, stepdown),
+                what="a competing again, as a standby",
+            )
+
+    assert attempts_per_row(database) == [1] * 6
+    by_key = values_by_key(read_topic(kafka, topic, expect=6))
+    assert by_key == {b"order-0": [0, 2, 4], b"order-1": [1, 3, 5]}
+
+
+def test_a_fatal_producer_error_replaces_the_producer_and_keeps_rows_pending(
+    database, kafka, topic
+):
+    """A real fatal error from the real broker: the relay's producers are
+    transactional here, so a second producer with the same transactional.id
+    fences the relay's (confluent-kafka then raises _FENCED, fatal, from poll(),
+    and reports the messages in flight as INVALID_PRODUCER_EPOCH, not fatal).
+    The relay makes a new producer and publishes every row; none is failed."""
+    transactional_id = f"{kafka.topic_prefix}relay"
+    made: list[Producer] = []
+
+    def transactional_producer() -> Producer:
+        producer = Producer(
+            {**producer_config(kafka, client_id="test-relay"), "transactional.id": transactional_id}
+        )
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        made.append(producer)
+        return producer
+
+    relay = make_relay(database, kafka)
+    relay._producer_factory = transactional_producer
+    with running(relay) as runner:
+        insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in range(3)])
+        wait_until(lambda: pending_rows(database) == 0, what="the first producer publishes")
+
+        fencer = Producer(
+            {"bootstrap.servers": kafka.bootstrap_servers, "transactional.id": transactional_id}
+        )
+        fencer.init_transactions(30)  # a newer epoch: the relay's producer is fenced
+        insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in range(3, 8)])
+        wait_until(lambda: pending_rows(database) == 0, timeout=60, what="a new producer publishes")
+        assert runner.thread.is_alive()
+
+    assert len(made) >= 2, "the fenced producer was replaced"
+    assert failed_rows(database) == 0, "no row failed because its producer did"
