@@ -76,14 +76,19 @@ _POLL_INTERVAL_SHARE = 0.5
 
 @dataclass
 class _Retrying:
-    """A message whose handler raised RetryableError: since when, and how often."""
+    """A message whose handler raised RetryableError: since when, how often, and last when."""
 
     since: float
+    last: float
     attempts: int = 0
 
 
 class _OneByOne(Exception):
     """A message of the batch needs handling on its own (it failed, or is not an envelope)."""
+
+
+class _Alone(Exception):
+    """The batch starts with a side-effecting message: it goes in a transaction of its own."""
 
 
 class ConsumerRunner:
@@ -233,7 +238,7 @@ class ConsumerRunner:
         """Handle polled messages in one transaction if they all go through, else one by one.
 
         Called right after a poll: the poll-interval budget starts now. What is
-        left when it runs out is rewound (``Outcome`` None for it) and comes again.
+        left when it runs out is rewound, has no outcome in the list, and comes again.
         """
         self._polled_at = self._clock()
         live: list[Message] = []
@@ -255,6 +260,21 @@ class ConsumerRunner:
                 self._wait(self._backoff.next_delay())
                 return [*results, *[Outcome.RETRY] * len(live)]
             except _OneByOne:
+                return [*results, *self._one_by_one(live)]
+            except _Alone:
+                # Its own transaction, retries and dead letter, exactly as a message
+                # polled alone: nothing else is in its transaction to fail it.
+                outcome = self.process(live[0])
+                results.append(outcome)
+                if outcome is Outcome.RETRY:
+                    self._rewind(*live[1:])  # nothing after it may run ahead of it
+                    return results
+                live = live[1:]
+                if live and (self._stopping.is_set() or self._poll_budget_spent()):
+                    self._back_to_poll(live)
+                    break
+                continue
+            if not outcomes:  # never expected; a loop that makes no progress would spin
                 return [*results, *self._one_by_one(live)]
             self._backoff.reset()
             for msg in live[: len(outcomes)]:
@@ -310,6 +330,8 @@ class ConsumerRunner:
                 raise _OneByOne from None
             handler = self.handlers.get(envelope.event_type)
             work.append(None if handler is None else (msg, envelope, handler))
+        if work[0] is not None and work[0][1].event_type in self.side_effecting:
+            raise _Alone
         outcomes: list[Outcome] = []
         if not any(work):
             return [Outcome.IGNORED] * len(msgs)
@@ -325,15 +347,14 @@ class ConsumerRunner:
                         outcomes.append(Outcome.IGNORED)
                         continue
                     msg, envelope, handler = item
-                    alone = envelope.event_type in self.side_effecting
-                    if alone and outcomes:
-                        break  # commit what came before it; it starts the next transaction
+                    if envelope.event_type in self.side_effecting:
+                        # Commit what came before it (never nothing: a batch that starts
+                        # with one raised _Alone); it then goes in a transaction of its own.
+                        break
                     with _bound(envelope):
                         outcome = self._apply_in(uow, msg, envelope, handler)
                         log.info(f"event.{outcome.value}")
                     outcomes.append(outcome)
-                    if alone:
-                        break  # and commits on its own, before anything else can fail
         except _CONFLICTS as exc:
             # Several consumers' batches, each holding some orders' and products'
             # locks, can deadlock one another. Alone, a message takes its locks in
@@ -506,8 +527,15 @@ class ConsumerRunner:
         return Outcome.DEAD_LETTERED
 
     def _count_attempt(self, msg: Message) -> _Retrying:
-        retrying = self._retrying.setdefault(_position(msg), _Retrying(since=self._clock()))
+        now = self._clock()
+        retrying = self._retrying.get(_position(msg))
+        # A record not touched for longer than any wait between attempts is from before
+        # the partition went to another consumer and came back: its budget starts again.
+        stale_after = 2 * self._settings.retry_backoff_max + self._poll_budget * 2
+        if retrying is None or now - retrying.last > stale_after:
+            retrying = self._retrying[_position(msg)] = _Retrying(since=now, last=now)
         retrying.attempts += 1
+        retrying.last = now
         return retrying
 
     def _rewind(self, *msgs: Message) -> None:

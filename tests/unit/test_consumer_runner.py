@@ -550,3 +550,42 @@ def test_unreadable_headers_do_not_stop_the_runner() -> None:
     assert outcomes == [Outcome.DEAD_LETTERED, Outcome.APPLIED]
     [letter] = letters.letters
     assert letter.value == b"poison" and "headers unreadable" in letter.error
+
+
+def test_a_failing_side_effecting_message_runs_once_per_attempt() -> None:
+    """Alone from the start: no batch attempt and then a second, one-by-one attempt."""
+    calls: list[int] = []
+
+    def mail_then_webhook_down(uow: UnitOfWork, event: Envelope) -> None:
+        calls.append(event.payload["n"])
+        raise RetryableError("webhook unavailable")
+
+    mailed = Envelope.new(Mailed(n=1), aggregate_id="order-1", producer="orders")
+    consumer = FakeConsumer(
+        [FakeMessage(mailed.to_bytes(), 4), FakeMessage(asked(2).to_bytes(), 3, _partition=1)]
+    )
+    runner, uow, _ = runner_with(
+        consumer,
+        {"Asked": answer, "Mailed": mail_then_webhook_down},
+        side_effecting=("Mailed",),
+    )
+    assert runner.process_batch(consumer.consume(10, 0)) == [Outcome.RETRY]  # type: ignore[arg-type]
+    assert calls == [1], "one attempt, one call"
+    assert consumer.sought == {0: 4, 1: 3} and consumer.stored == []
+    assert uow.outbox.rows == []
+
+
+def test_a_retry_budget_starts_again_for_a_message_that_comes_back_much_later() -> None:
+    clock = FakeClock()
+
+    def down(uow: UnitOfWork, event: Envelope) -> None:
+        raise RetryableError("provider unavailable")
+
+    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, _, letters = runner_with(
+        consumer, {"Asked": down}, clock=clock, retry_for=timedelta(minutes=10)
+    )
+    assert drain(runner, consumer, limit=1) == [Outcome.RETRY]
+    clock.now += 3600.0  # its partition was elsewhere for an hour, then came back
+    assert drain(runner, consumer, limit=1) == [Outcome.RETRY], "not dead-lettered at once"
+    assert not letters.letters
