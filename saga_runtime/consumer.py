@@ -473,7 +473,7 @@ class ConsumerRunner:
         settings = self._settings
         if settings.max_attempts is not None and retrying.attempts >= settings.max_attempts:
             return True
-        return failing_for >= settings.retry_for.total_seconds()
+        return failing_for >= settings.retry_for
 
     def _dead_letter(self, msg: Message, exc: BaseException, envelope: Envelope | None) -> Outcome:
         """Store the message and its reason, copy it to the topic; RETRY if either fails.

@@ -66,10 +66,10 @@ class ConsumerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CONSUMER_", extra="ignore")
 
-    # A handler's RetryableError (a dependency is down) is retried for this long from
-    # its first failure, with backoff up to ``retry_backoff_max``; only then is the
-    # message dead-lettered. Outages of a few minutes are waited out.
-    retry_for: timedelta = timedelta(minutes=10)
+    # A handler's RetryableError (a dependency is down) is retried for this many
+    # seconds from its first failure, with backoff up to ``retry_backoff_max``; only
+    # then is the message dead-lettered. Outages of a few minutes are waited out.
+    retry_for: PositiveFloat = 600.0
     retry_backoff_max: PositiveFloat = 30.0
     # Optional cap on attempts as well (unset: the time budget alone decides).
     max_attempts: PositiveInt | None = None
