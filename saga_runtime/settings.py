@@ -78,7 +78,9 @@ class ConsumerSettings(BaseSettings):
     # ...and for no longer than this: the events emitted by a batch's first message
     # wait for the batch to commit (a handler that sends mail takes milliseconds).
     batch_max_seconds: NonNegativeFloat = 0.05
-    # Backoff for the database or the broker being unavailable (retried for ever).
+    # Backoff between attempts starts at ``backoff_initial`` and doubles: up to
+    # ``backoff_max`` while the database or the broker is unavailable (retried for
+    # ever), up to ``retry_backoff_max`` after a handler's RetryableError.
     backoff_initial: PositiveFloat = 0.2
     backoff_max: PositiveFloat = 5.0
     poll_timeout: PositiveFloat = 0.5
