@@ -41,18 +41,21 @@ def notifier(settings: NotificationsSettings) -> Notifier:
 
 def build(settings: NotificationsSettings) -> ServiceRuntime:
     notify = notifier(settings)
+    handled = {
+        "OrderApproved": partial(handlers.on_order_approved, notifier=notify),
+        "OrderShipped": partial(handlers.on_order_shipped, notifier=notify),
+        "OrderCancelled": partial(handlers.on_order_cancelled, notifier=notify),
+    }
     return ServiceRuntime.build(
         service=SERVICE,
         kafka=settings.kafka,
         database=settings.database,
         consumer=settings.consumer,
         consumers=settings.consumers,
-        handlers={
-            "OrderApproved": partial(handlers.on_order_approved, notifier=notify),
-            "OrderShipped": partial(handlers.on_order_shipped, notifier=notify),
-            "OrderCancelled": partial(handlers.on_order_cancelled, notifier=notify),
-        },
+        handlers=handled,
         subscribes_to=["orders"],
+        # Every one of them sends mail: never rolled back (and resent) with another's failure.
+        side_effecting=handled.keys(),
     )
 
 

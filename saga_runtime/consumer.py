@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
@@ -33,6 +35,8 @@ __all__ = ["ConsumerRunner", "Handler", "Outcome"]
 Handler = Callable[[UnitOfWork, Envelope], None]
 
 _TRANSIENT: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, DeadLetterPublishError)
+# What makes the dead-letter path itself try again later (a full producer queue too).
+_DEAD_LETTER_RETRY: tuple[type[BaseException], ...] = (*_TRANSIENT, BufferError, KafkaException)
 # Transient, but in a batch a sign of lock-order conflicts between batches.
 _CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
@@ -64,9 +68,27 @@ ConsumerFactory = Callable[[StatsCallback], KafkaConsumer]
 
 _HEALTH_CHECK_INTERVAL = 5.0
 
+# Share of max.poll.interval.ms the runner may spend between two polls (on one
+# fetched batch, retry waits included) before it goes back to poll: the rest is
+# margin for the one handler call that was running when the share ran out.
+_POLL_INTERVAL_SHARE = 0.5
+
+
+@dataclass
+class _Retrying:
+    """A message whose handler raised RetryableError: since when, how often, and last when."""
+
+    since: float
+    last: float
+    attempts: int = 0
+
 
 class _OneByOne(Exception):
     """A message of the batch needs handling on its own (it failed, or is not an envelope)."""
+
+
+class _Alone(Exception):
+    """The batch starts with a side-effecting message: it goes in a transaction of its own."""
 
 
 class ConsumerRunner:
@@ -87,6 +109,25 @@ class ConsumerRunner:
     message is retried or dead-lettered on its own, exactly as without
     batching.
 
+    Handlers of the event types in ``side_effecting`` act on the outside
+    world (send mail, call a webhook) where a rollback cannot undo them: such
+    a message is applied in a transaction of its own, after what came before
+    it in the batch committed, so no other message's failure can roll it back
+    and have it run (and send) again.
+
+    A handler's ``RetryableError`` (a dependency is down) is retried with
+    backoff up to ``retry_backoff_max`` for ``retry_for`` from its first
+    failure (and at most ``max_attempts`` times, if set); only then is the
+    message dead-lettered. Between attempts the runner goes back to poll, so
+    it stays in its group however long the outage lasts.
+
+    The runner never spends more than half of ``max_poll_interval_ms``
+    between two polls on purpose: once a fetched batch has taken that long,
+    it commits what is done, rewinds the rest (it comes again) and polls;
+    retry waits are cut short at the same limit. Otherwise slow handlers (a
+    provider or carrier taking seconds) could get the consumer evicted from
+    its group and its uncommitted work redone by another member.
+
     A consumer that librdkafka leaves out of its group, or not fetching a
     partition it was assigned, for ``stall_seconds`` is replaced by a new one
     (see ``consumer_health``).
@@ -104,10 +145,17 @@ class ConsumerRunner:
         dead_letters: DeadLetterStore,
         dead_letter_publisher: DeadLetterPublisher,
         settings: ConsumerSettings,
+        side_effecting: Collection[str] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
         self.topics = list(topics)
         self.handlers = dict(handlers)
+        unknown = set(side_effecting) - set(self.handlers)
+        if unknown:
+            raise ValueError(f"side-effecting event types without a handler: {sorted(unknown)}")
+        self.side_effecting = frozenset(side_effecting)
+        self._clock = clock
         self._new_consumer = consumer
         self._health = ConsumerHealth(stall_after=settings.stall_seconds)
         self._consumer = consumer(self._health.on_stats)
@@ -118,8 +166,10 @@ class ConsumerRunner:
         self._publisher = dead_letter_publisher
         self._settings = settings
         self._stopping = threading.Event()
-        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._retrying: dict[tuple[str, int, int], _Retrying] = {}
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._poll_budget = settings.max_poll_interval_ms / 1000 * _POLL_INTERVAL_SHARE
+        self._polled_at = clock()
 
     def stop(self) -> None:
         """Ask the loop to finish the current message and leave the group (signal-safe)."""
@@ -185,7 +235,12 @@ class ConsumerRunner:
         log.info("consumer.renewed", topics=self.topics)
 
     def process_batch(self, msgs: Sequence[Message]) -> list[Outcome | None]:
-        """Handle polled messages in one transaction if they all go through, else one by one."""
+        """Handle polled messages in one transaction if they all go through, else one by one.
+
+        Called right after a poll: the poll-interval budget starts now. What is
+        left when it runs out is rewound, has no outcome in the list, and comes again.
+        """
+        self._polled_at = self._clock()
         live: list[Message] = []
         for msg in msgs:
             error = msg.error()
@@ -202,20 +257,49 @@ class ConsumerRunner:
             except _TRANSIENT as exc:
                 log.warning("batch.retry_transient", messages=len(live), error=repr(exc))
                 self._rewind(*live)
-                self._stopping.wait(self._backoff.next_delay())
+                self._wait(self._backoff.next_delay())
                 return [*results, *[Outcome.RETRY] * len(live)]
             except _OneByOne:
                 return [*results, *self._one_by_one(live)]
+            except _Alone:
+                # Its own transaction, retries and dead letter, exactly as a message
+                # polled alone: nothing else is in its transaction to fail it.
+                outcome = self.process(live[0])
+                results.append(outcome)
+                if outcome is Outcome.RETRY:
+                    self._rewind(*live[1:])  # nothing after it may run ahead of it
+                    return results
+                live = live[1:]
+                if live and (self._stopping.is_set() or self._poll_budget_spent()):
+                    self._back_to_poll(live)
+                    break
+                continue
+            if not outcomes:  # never expected; a loop that makes no progress would spin
+                return [*results, *self._one_by_one(live)]
             self._backoff.reset()
             for msg in live[: len(outcomes)]:
-                self._attempts.pop(_position(msg), None)
+                self._retrying.pop(_position(msg), None)
                 self._store(msg)
             results += outcomes
             live = live[len(outcomes) :]
-            if live and self._stopping.is_set():
-                self._rewind(*live)  # they come again, to us or to the next owner
+            if live and (self._stopping.is_set() or self._poll_budget_spent()):
+                self._back_to_poll(live)
                 break
         return results
+
+    def _poll_budget_spent(self) -> bool:
+        return self._clock() - self._polled_at >= self._poll_budget
+
+    def _back_to_poll(self, rest: Sequence[Message]) -> None:
+        """Leave ``rest`` for later: they come again, to us or to the next owner."""
+        if not self._stopping.is_set():
+            log.info("batch.back_to_poll", left=len(rest), after_seconds=self._poll_budget)
+        self._rewind(*rest)
+
+    def _wait(self, delay: float) -> None:
+        """Wait between attempts, but never past the poll-interval budget (nor a stop)."""
+        remaining = self._polled_at + self._poll_budget - self._clock()
+        self._stopping.wait(max(0.0, min(delay, remaining)))
 
     def _one_by_one(self, msgs: Sequence[Message]) -> list[Outcome | None]:
         outcomes: list[Outcome | None] = []
@@ -227,6 +311,9 @@ class ConsumerRunner:
                 # what was applied: every partition goes back to its first message
                 # not yet applied (this one included).
                 self._rewind(*msgs[n:])
+                break
+            if n + 1 < len(msgs) and (self._stopping.is_set() or self._poll_budget_spent()):
+                self._back_to_poll(msgs[n + 1 :])
                 break
         return outcomes
 
@@ -243,14 +330,16 @@ class ConsumerRunner:
                 raise _OneByOne from None
             handler = self.handlers.get(envelope.event_type)
             work.append(None if handler is None else (msg, envelope, handler))
+        if work[0] is not None and work[0][1].event_type in self.side_effecting:
+            raise _Alone
         outcomes: list[Outcome] = []
         if not any(work):
             return [Outcome.IGNORED] * len(msgs)
         try:
             with self._uow_factory.begin() as uow:
-                deadline = time.monotonic() + self._settings.batch_max_seconds
+                deadline = self._clock() + self._settings.batch_max_seconds
                 for item in work:
-                    if outcomes and (self._stopping.is_set() or time.monotonic() > deadline):
+                    if outcomes and (self._stopping.is_set() or self._clock() > deadline):
                         # Commit what is done: a slow handler must not hold the
                         # events emitted so far (and their locks) for long.
                         break
@@ -258,6 +347,10 @@ class ConsumerRunner:
                         outcomes.append(Outcome.IGNORED)
                         continue
                     msg, envelope, handler = item
+                    if envelope.event_type in self.side_effecting:
+                        # Commit what came before it (never nothing: a batch that starts
+                        # with one raised _Alone); it then goes in a transaction of its own.
+                        break
                     with _bound(envelope):
                         outcome = self._apply_in(uow, msg, envelope, handler)
                         log.info(f"event.{outcome.value}")
@@ -298,12 +391,22 @@ class ConsumerRunner:
         outcome = self.handle(msg)
         if outcome is Outcome.RETRY:
             self._rewind(msg)
-            self._stopping.wait(self._backoff.next_delay())
+            retrying = self._retrying.get(_position(msg))
+            if retrying is not None and retrying.attempts:
+                self._wait(self._retry_delay(retrying.attempts))
+            else:
+                self._wait(self._backoff.next_delay())
             return outcome
         self._backoff.reset()
-        self._attempts.pop(_position(msg), None)
+        self._retrying.pop(_position(msg), None)
         self._store(msg)
         return outcome
+
+    def _retry_delay(self, attempts: int) -> float:
+        """Backoff after a handler's n-th RetryableError: doubling, capped, with jitter."""
+        initial, cap = self._settings.backoff_initial, self._settings.retry_backoff_max
+        delay: float = min(initial * 2.0 ** min(attempts - 1, 30), cap)
+        return delay * random.uniform(0.8, 1.0)
 
     def handle(self, msg: Message) -> Outcome:
         """Apply one message in one transaction; never raises for a bad message."""
@@ -322,9 +425,15 @@ class ConsumerRunner:
                 log.warning("event.retry_transient", error=repr(exc))
                 return Outcome.RETRY
             except RetryableError as exc:
-                attempts = self._count_attempt(msg)
-                if attempts < self._settings.max_attempts:
-                    log.warning("event.retry", attempt=attempts, error=str(exc))
+                retrying = self._count_attempt(msg)
+                failing_for = self._clock() - retrying.since
+                if not self._retry_budget_spent(retrying, failing_for):
+                    log.warning(
+                        "event.retry",
+                        attempt=retrying.attempts,
+                        failing_for=round(failing_for, 3),
+                        error=str(exc),
+                    )
                     return Outcome.RETRY
                 return self._dead_letter(msg, exc, envelope)
             except Exception as exc:
@@ -360,19 +469,36 @@ class ConsumerRunner:
         handler(uow, envelope)
         return Outcome.APPLIED
 
+    def _retry_budget_spent(self, retrying: _Retrying, failing_for: float) -> bool:
+        settings = self._settings
+        if settings.max_attempts is not None and retrying.attempts >= settings.max_attempts:
+            return True
+        return failing_for >= settings.retry_for
+
     def _dead_letter(self, msg: Message, exc: BaseException, envelope: Envelope | None) -> Outcome:
+        """Store the message and its reason, copy it to the topic; RETRY if either fails.
+
+        Never raises: a failure here is retried (the table insert is idempotent
+        by source position), and what the table cannot hold as it is is stored
+        reduced (``DeadLetterStore.add``).
+        """
+        error = str(exc) or repr(exc)
+        try:
+            headers = _headers(msg)
+        except Exception as header_exc:  # the client could not decode them
+            headers = []
+            error += f" [headers unreadable: {header_exc!r}]"
+        retrying = self._retrying.get(_position(msg))
         letter = DeadLetter(
             source_topic=msg.topic() or "",
             source_partition=msg.partition() or 0,
             source_offset=msg.offset() or 0,
             key=msg.key(),
             value=msg.value(),
-            headers=[
-                (k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in _headers(msg)
-            ],
+            headers=[(str(k), _header_bytes(v)) for k, v in headers],
             error_type=type(exc).__name__,
-            error=str(exc) or repr(exc),
-            attempts=max(1, self._attempts.get(_position(msg), 1)),
+            error=error,
+            attempts=max(1, retrying.attempts if retrying else 1),
             event_id=str(envelope.event_id) if envelope else None,
             event_type=envelope.event_type if envelope else None,
             aggregate_id=envelope.aggregate_id if envelope else None,
@@ -381,8 +507,13 @@ class ConsumerRunner:
             with self._uow_factory.pool.connection() as conn, conn.transaction():
                 self._dead_letters.add(conn, letter)
             self._publisher.publish(letter)
-        except _TRANSIENT as retry_exc:
+        except _DEAD_LETTER_RETRY as retry_exc:
             log.warning("event.dead_letter_retry", error=repr(retry_exc))
+            return Outcome.RETRY
+        except Exception as failure:
+            # Not even a reduced row could be written (the table is missing, a
+            # permission was revoked...): keep the message and retry, loudly.
+            log.error("event.dead_letter_failed", error=repr(failure), exc_info=failure)
             return Outcome.RETRY
         log.error(
             "event.dead_lettered",
@@ -395,10 +526,17 @@ class ConsumerRunner:
         )
         return Outcome.DEAD_LETTERED
 
-    def _count_attempt(self, msg: Message) -> int:
-        key = _position(msg)
-        self._attempts[key] = self._attempts.get(key, 0) + 1
-        return self._attempts[key]
+    def _count_attempt(self, msg: Message) -> _Retrying:
+        now = self._clock()
+        retrying = self._retrying.get(_position(msg))
+        # A record not touched for longer than any wait between attempts is from before
+        # the partition went to another consumer and came back: its budget starts again.
+        stale_after = 2 * self._settings.retry_backoff_max + self._poll_budget * 2
+        if retrying is None or now - retrying.last > stale_after:
+            retrying = self._retrying[_position(msg)] = _Retrying(since=now, last=now)
+        retrying.attempts += 1
+        retrying.last = now
+        return retrying
 
     def _rewind(self, *msgs: Message) -> None:
         """Seek each partition back to the first of ``msgs`` on it (they come again)."""
@@ -436,10 +574,20 @@ def _bound(envelope: Envelope) -> Any:
 
 
 def _header(msg: Message, name: str) -> str | None:
-    for key, value in _headers(msg):
+    try:
+        headers = _headers(msg)
+    except Exception:  # undecodable headers: the value decides (and is likely poison)
+        return None
+    for key, value in headers:
         if key == name and value is not None:
             return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def _header_bytes(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogatepass")
 
 
 def _headers(msg: Message) -> list[tuple[str, Any]]:

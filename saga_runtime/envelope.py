@@ -10,13 +10,47 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from saga_runtime.errors import InvalidEnvelopeError, PoisonMessageError
 
-__all__ = ["HEADER_CORRELATION_ID", "HEADER_EVENT_ID", "HEADER_EVENT_TYPE", "Envelope", "Event"]
+__all__ = [
+    "HEADER_CORRELATION_ID",
+    "HEADER_EVENT_ID",
+    "HEADER_EVENT_TYPE",
+    "Envelope",
+    "Event",
+    "unstorable_text",
+]
 
 _E = TypeVar("_E", bound="Event")
 
 HEADER_EVENT_ID = "event_id"
 HEADER_EVENT_TYPE = "event_type"
 HEADER_CORRELATION_ID = "correlation_id"
+
+
+def unstorable_text(value: Any) -> str | None:
+    """Why PostgreSQL could not store a text inside ``value`` (None: it can).
+
+    Looks into dict keys and values and lists: a NUL character or a lone UTF-16
+    surrogate (which has no UTF-8 form) cannot be stored in ``text`` or ``jsonb``.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate (not valid Unicode text)"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = unstorable_text(key) or unstorable_text(item)
+            if problem is not None:
+                return problem
+    elif isinstance(value, list | tuple):
+        for item in value:
+            problem = unstorable_text(item)
+            if problem is not None:
+                return problem
+    return None
 
 
 def _utcnow() -> datetime:
@@ -60,6 +94,17 @@ class Envelope(BaseModel):
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         return value.astimezone(UTC)
+
+    @field_validator("event_type", "aggregate_id", "producer", "payload")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # Every text of an event ends up in PostgreSQL (inbox, state, outbox, dead
+        # letters), which cannot hold NUL or a lone surrogate: such an event is
+        # poison here, not a database error later in the handler's transaction.
+        problem = unstorable_text(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @classmethod
     def new(

@@ -43,11 +43,19 @@ def producer_config(settings: KafkaSettings, *, client_id: str) -> dict[str, Any
 
 
 def consumer_config(
-    settings: KafkaSettings, *, group_id: str, client_id: str, session_timeout_ms: int
+    settings: KafkaSettings,
+    *,
+    group_id: str,
+    client_id: str,
+    session_timeout_ms: int,
+    max_poll_interval_ms: int = 300_000,
 ) -> dict[str, Any]:
     """Offsets are stored by the runner only after the message's transaction committed.
 
     Statistics every 5 s feed the runner's stall check (``consumer_health``).
+    ``max.poll.interval.ms`` is set explicitly because the runner bounds its
+    work between two polls by it (a consumer that exceeds it is evicted from
+    its group and its partitions' uncommitted work is redone elsewhere).
     """
     return {
         "bootstrap.servers": settings.bootstrap_servers,
@@ -58,6 +66,7 @@ def consumer_config(
         "auto.offset.reset": "earliest",
         "session.timeout.ms": session_timeout_ms,
         "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
+        "max.poll.interval.ms": max_poll_interval_ms,
         "reconnect.backoff.max.ms": 1000,
         "topic.metadata.refresh.interval.ms": 5000,
         "statistics.interval.ms": 5000,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -59,6 +59,7 @@ class ServiceRuntime:
         handlers: Mapping[str, Handler] | None = None,
         subscribes_to: Sequence[str] = (),
         consumers: int = 1,
+        side_effecting: Collection[str] = (),
     ) -> ServiceRuntime:
         """Open the pool and, when the service consumes, its Kafka consumers.
 
@@ -66,6 +67,9 @@ class ServiceRuntime:
         service reads. ``consumers`` runners share the consumer group, each on a
         thread of its own: Kafka splits the partitions between them, so one
         order's events (one key, one partition) still go to one of them in order.
+        ``side_effecting`` names the event types whose handlers act outside the
+        database (mail, webhooks): each such message is applied in a transaction
+        of its own, so another message's failure never makes it run again.
         """
         pool = create_pool(
             database,
@@ -106,6 +110,7 @@ class ServiceRuntime:
                                 group_id=group,
                                 client_id=service if n == 0 else f"{service}-{n}",
                                 session_timeout_ms=settings.session_timeout_ms,
+                                max_poll_interval_ms=settings.max_poll_interval_ms,
                             )
                         ),
                         uow_factory=uow_factory,
@@ -113,6 +118,7 @@ class ServiceRuntime:
                         dead_letters=DeadLetterStore(schema=service),
                         dead_letter_publisher=publisher,
                         settings=settings,
+                        side_effecting=side_effecting,
                     )
                 )
             runtime.runner = runtime.runners[0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -104,23 +104,44 @@ class DatabaseSettings(BaseSettings):
 
 
 class ConsumerSettings(BaseSettings):
-    """How the consumer runner retries and when it gives up on a message."""
+    """How the consumer runner retries, when it gives up on a message, how it batches."""
 
     model_config = SettingsConfigDict(env_prefix="CONSUMER_", extra="ignore")
 
-    max_attempts: PositiveInt = 5
+    # A handler's RetryableError (a dependency is down) is retried for this many
+    # seconds from its first failure, with backoff up to ``retry_backoff_max``; only
+    # then is the message dead-lettered. Outages of a few minutes are waited out.
+    retry_for: PositiveFloat = 600.0
+    retry_backoff_max: PositiveFloat = 30.0
+    # Optional cap on attempts as well (unset: the time budget alone decides).
+    max_attempts: PositiveInt | None = None
     # Messages already fetched that one transaction applies together (1: one each).
     batch_size: PositiveInt = 100
     # ...and for no longer than this: the events emitted by a batch's first message
     # wait for the batch to commit (a handler that sends mail takes milliseconds).
     batch_max_seconds: NonNegativeFloat = 0.05
+    # Backoff between attempts starts at ``backoff_initial`` and doubles: up to
+    # ``backoff_max`` while the database or the broker is unavailable (retried for
+    # ever), up to ``retry_backoff_max`` after a handler's RetryableError.
     backoff_initial: PositiveFloat = 0.2
     backoff_max: PositiveFloat = 5.0
     poll_timeout: PositiveFloat = 0.5
     session_timeout_ms: PositiveInt = 10_000
+    # Longest time between two polls before the broker evicts the consumer from its
+    # group; the runner goes back to poll after half of it (``ConsumerRunner``).
+    max_poll_interval_ms: PositiveInt = 300_000
     # A consumer out of its group, or not fetching a partition it holds, for this
     # long is replaced by a new one (a librdkafka stall after a broker restart).
     stall_seconds: PositiveFloat = 60.0
+
+    @model_validator(mode="after")
+    def _poll_interval_covers_the_session(self) -> Self:
+        # librdkafka refuses a max.poll.interval.ms below session.timeout.ms.
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            raise ValueError(
+                "CONSUMER_MAX_POLL_INTERVAL_MS must be at least CONSUMER_SESSION_TIMEOUT_MS"
+            )
+        return self
 
 
 class RelaySettings(BaseSettings):

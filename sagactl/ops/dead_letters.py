@@ -21,6 +21,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from saga_runtime.dead_letters import header_from_stored
 from sagactl.ops.audit_log import Change, record
 from sagactl.ops.producer import MessageSink
 
@@ -90,16 +91,18 @@ class DeadLetterRow:
         if with_message:
             out["key"] = describe_bytes(self.key)
             out["value"] = describe_bytes(self.value)
-            out["headers"] = self.headers
+            out["headers"] = [_described_header(k, v) for k, v in self.original_headers()]
         return out
+
+    def original_headers(self) -> list[tuple[str, bytes | None]]:
+        """The headers as the consumer received them (text or base64 in the table)."""
+        return [header_from_stored(h) for h in self.headers]
 
     def kafka_headers(self) -> list[tuple[str, str | bytes | None]]:
         """The original headers, plus where this copy came from (the consumer ignores it;
         if the copy is dead-lettered again, the new letter shows its history)."""
-        original = [
-            (str(h["key"]), None if h.get("value") is None else str(h["value"]).encode())
-            for h in self.headers
-            if h.get("key") != REDRIVE_HEADER
+        original: list[tuple[str, str | bytes | None]] = [
+            (key, value) for key, value in self.original_headers() if key != REDRIVE_HEADER
         ]
         return [*original, (REDRIVE_HEADER, f"{self.service}.dead_letters/{self.id}".encode())]
 
@@ -119,6 +122,23 @@ def describe_bytes(data: bytes | None) -> dict[str, Any]:
     with contextlib.suppress(ValueError):
         described["json"] = json.loads(text)
     return described
+
+
+def _described_header(key: str, value: bytes | None) -> dict[str, Any]:
+    """``{"key", "value"}`` with the value as text when it is UTF-8; otherwise ``value`` is
+    None and ``value_base64`` / ``value_hex`` carry the exact bytes."""
+    if value is None:
+        return {"key": key, "value": None}
+    try:
+        return {"key": key, "value": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {
+            "key": key,
+            "value": None,
+            "value_base64": base64.b64encode(value).decode(),
+            "value_hex": value.hex(),
+            "size": len(value),
+        }
 
 
 def _row(service: str, values: Sequence[Any], *, with_message: bool = False) -> DeadLetterRow:

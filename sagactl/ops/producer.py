@@ -40,6 +40,9 @@ class AckingProducer:
             "enable.idempotence": True,
             "acks": "all",
             "message.timeout.ms": int(timeout_s * 1000),
+            # The topic took the original; let the broker judge its size, not the client's
+            # 1 MB default (a dead-lettered value can be as large as the topic allows).
+            "message.max.bytes": 100 * 1024 * 1024,
             "logger": quiet_kafka_logger(),
             **settings.client_config,
         }

@@ -1,19 +1,24 @@
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from saga_runtime import (
     ConsumerRunner,
     ConsumerSettings,
     Envelope,
     Event,
+    KafkaSettings,
     Outcome,
     RetryableError,
     UnitOfWork,
+    consumer_config,
 )
 from tests.unit.fakes import (
     FakeConsumer,
@@ -280,3 +285,302 @@ def test_a_batch_commits_early_when_it_runs_out_of_time_and_goes_on_in_a_new_one
     assert uow.transactions == 3, "time is up after each message: each commits on its own"
     assert [e.payload["n"] for e in uow.outbox.rows] == [0, 1, 2]
     assert consumer.stored == [0, 1, 2] and consumer.seeks == []
+
+
+# --- retry budgets, the poll interval, side effects, a failing dead-letter copy ---
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told (handlers advance it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def runner_with(
+    consumer: FakeConsumer,
+    handlers: dict[str, Any],
+    *,
+    clock: FakeClock | None = None,
+    side_effecting: tuple[str, ...] = (),
+    publisher: Any = None,
+    **settings: object,
+):  # type: ignore[no-untyped-def]
+    uow = FakeUnitOfWorkFactory()
+    letters = FakeDeadLetters()
+    values: dict[str, object] = {"backoff_initial": 0.001, "backoff_max": 0.002}
+    values.update(settings)
+    runner = ConsumerRunner(
+        service="stock",
+        topics=["orders.events"],
+        handlers=handlers,
+        consumer=consumer.factory,  # type: ignore[arg-type]
+        uow_factory=uow,  # type: ignore[arg-type]
+        inbox=uow.inbox,  # type: ignore[arg-type]
+        dead_letters=letters,  # type: ignore[arg-type]
+        dead_letter_publisher=publisher or letters,
+        settings=ConsumerSettings(**values),  # type: ignore[arg-type]
+        side_effecting=side_effecting,
+        **({"clock": clock} if clock else {}),
+    )
+    return runner, uow, letters
+
+
+def test_a_dependency_outage_is_retried_for_the_time_budget_not_a_few_attempts() -> None:
+    """Five quick attempts used to dead-letter a message after ~3 s of SMTP downtime."""
+    clock = FakeClock()
+
+    def provider_down(uow: UnitOfWork, event: Envelope) -> None:
+        clock.now += 100.0  # each attempt (and its wait) takes 100 s of outage
+        raise RetryableError("provider unavailable")
+
+    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, _, letters = runner_with(consumer, {"Asked": provider_down}, clock=clock, retry_for=600)
+
+    outcomes = drain(runner, consumer)
+    # Failing since the first attempt: 100 s, 200 s ... the seventh attempt is at 600 s.
+    assert outcomes == [Outcome.RETRY] * 6 + [Outcome.DEAD_LETTERED]
+    [letter] = letters.letters
+    assert (letter.error_type, letter.attempts) == ("RetryableError", 7)
+
+
+def test_the_wait_between_attempts_is_capped_and_a_stop_cuts_it_short() -> None:
+    def down(uow: UnitOfWork, event: Envelope) -> None:
+        raise RetryableError("carrier unavailable")
+
+    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, _, _ = runner_with(
+        consumer, {"Asked": down}, backoff_initial=0.2, retry_backoff_max=30.0
+    )
+    delays = [runner._retry_delay(n) for n in range(1, 40)]
+    assert delays[0] <= 0.2 and max(delays) <= 30.0 and delays[-1] >= 24.0
+
+    waiting, _, _ = runner_with(
+        consumer, {"Asked": down}, backoff_initial=25.0, retry_backoff_max=30.0
+    )
+    stopper = threading.Timer(0.2, waiting.stop)
+    stopper.start()
+    started = time.monotonic()
+    assert waiting.process(consumer.poll(0)) is Outcome.RETRY  # type: ignore[arg-type]
+    assert time.monotonic() - started < 10, "SIGTERM must not wait out a 25 s backoff"
+
+
+def test_a_long_batch_goes_back_to_poll_before_max_poll_interval() -> None:
+    """Slow handlers (a provider taking 40 s each) must not hold the loop past the interval."""
+    clock = FakeClock()
+    ran: list[int] = []
+
+    def slow(uow: UnitOfWork, event: Envelope) -> None:
+        clock.now += 40.0
+        ran.append(event.payload["n"])
+        answer(uow, event)
+
+    consumer = FakeConsumer([FakeMessage(asked(n).to_bytes(), n) for n in range(5)])
+    runner, uow, _ = runner_with(
+        consumer, {"Asked": slow}, clock=clock, max_poll_interval_ms=100_000, batch_max_seconds=60
+    )
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+
+    # 80 s after the poll, more than half of the 100 s interval: commit, rewind, poll.
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED]
+    assert ran == [0, 1] and consumer.stored == [0, 1]
+    assert consumer.seeks == [2], "the rest comes again with the next poll"
+    assert [e.payload["n"] for e in uow.outbox.rows] == [0, 1]
+
+
+def test_the_one_by_one_fallback_also_goes_back_to_poll_in_time() -> None:
+    clock = FakeClock()
+
+    def slow_and_one_bug(uow: UnitOfWork, event: Envelope) -> None:
+        clock.now += 20.0
+        answer(uow, event)
+        if event.payload["n"] == 0:
+            raise ValueError("a bug: the batch falls back to one message per transaction")
+
+    consumer = FakeConsumer([FakeMessage(asked(n).to_bytes(), n) for n in range(6)])
+    runner, _, letters = runner_with(
+        consumer,
+        {"Asked": slow_and_one_bug},
+        clock=clock,
+        max_poll_interval_ms=100_000,
+        batch_max_seconds=600,
+    )
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+
+    # The failed batch took 20 s, then 0 (dead-lettered), 1 alone: 60 s > 50 s.
+    assert outcomes == [Outcome.DEAD_LETTERED, Outcome.APPLIED]
+    assert consumer.stored == [0, 1] and consumer.seeks == [2]
+    assert [letter.source_offset for letter in letters.letters] == [0]
+
+
+def test_a_retry_wait_never_holds_the_loop_past_the_poll_interval() -> None:
+    clock = FakeClock()
+
+    def slow_then_down(uow: UnitOfWork, event: Envelope) -> None:
+        clock.now += 49.0  # the attempt itself used almost all of the 50 s share
+        raise RetryableError("provider unavailable")
+
+    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, _, _ = runner_with(
+        consumer,
+        {"Asked": slow_then_down},
+        clock=clock,
+        max_poll_interval_ms=100_000,
+        backoff_initial=20.0,
+        retry_backoff_max=30.0,
+    )
+    started = time.monotonic()
+    assert runner.process_batch(consumer.consume(1, 0)) == [Outcome.RETRY]  # type: ignore[arg-type]
+    assert time.monotonic() - started < 5, "a 20 s backoff cut to the 1 s left of the share"
+
+
+def test_max_poll_interval_is_set_from_the_settings_and_checked_against_the_session() -> None:
+    settings = ConsumerSettings(max_poll_interval_ms=120_000)
+    config = consumer_config(
+        KafkaSettings(),
+        group_id="g",
+        client_id="c",
+        session_timeout_ms=settings.session_timeout_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+    )
+    assert config["max.poll.interval.ms"] == 120_000
+    with pytest.raises(ValueError, match="MAX_POLL_INTERVAL"):
+        ConsumerSettings(max_poll_interval_ms=5_000, session_timeout_ms=10_000)
+
+
+class Mailed(Event):
+    event_type = "Mailed"
+    n: int
+
+
+def test_a_side_effecting_handler_is_never_rerun_because_another_message_failed() -> None:
+    """One bad message used to roll back the batch and re-send every mail sent before it."""
+    sent: list[int] = []
+
+    def mail(uow: UnitOfWork, event: Envelope) -> None:
+        sent.append(event.payload["n"])
+
+    def bookkeeping(uow: UnitOfWork, event: Envelope) -> None:
+        answer(uow, event)
+        if event.payload["n"] == 4:
+            raise ValueError("a bug in another handler")
+
+    def mailed(n: int) -> Envelope:
+        return Envelope.new(Mailed(n=n), aggregate_id=f"order-{n}", producer="orders")
+
+    events = [asked(0), mailed(1), asked(2), mailed(3), asked(4), mailed(5), asked(6)]
+    consumer = FakeConsumer([FakeMessage(e.to_bytes(), n) for n, e in enumerate(events)])
+    runner, uow, letters = runner_with(
+        consumer, {"Asked": bookkeeping, "Mailed": mail}, side_effecting=("Mailed",)
+    )
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+
+    assert sent == [1, 3, 5], "each mail sent once, whatever failed after it"
+    assert outcomes == [Outcome.APPLIED] * 4 + [Outcome.DEAD_LETTERED] + [Outcome.APPLIED] * 2
+    assert [letter.source_offset for letter in letters.letters] == [4]
+    assert consumer.stored == list(range(7))
+    assert [e.payload["n"] for e in uow.outbox.rows] == [0, 2, 6]
+
+
+def test_side_effecting_messages_commit_alone_and_the_others_still_batch() -> None:
+    def mailed(n: int) -> Envelope:
+        return Envelope.new(Mailed(n=n), aggregate_id="order-1", producer="orders")
+
+    events = [asked(0), asked(1), mailed(2), asked(3), asked(4)]
+    consumer = FakeConsumer([FakeMessage(e.to_bytes(), n) for n, e in enumerate(events)])
+    runner, uow, _ = runner_with(
+        consumer,
+        {"Asked": answer, "Mailed": lambda uow, event: None},
+        side_effecting=("Mailed",),
+        batch_max_seconds=60,
+    )
+    assert runner.process_batch(consumer.consume(10, 0)) == [Outcome.APPLIED] * 5  # type: ignore[arg-type]
+    assert uow.transactions == 3, "[0, 1], then [2] alone, then [3, 4]"
+
+
+def test_side_effecting_types_must_have_handlers() -> None:
+    with pytest.raises(ValueError, match="Mailed"):
+        runner_with(FakeConsumer([]), {"Asked": answer}, side_effecting=("Mailed",))
+
+
+class FailingPublisher:
+    """The dead-letter copy fails as a real producer can, then works."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+        self.published: list[Any] = []
+
+    def publish(self, letter: Any) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.published.append(letter)
+
+
+def test_a_failing_dead_letter_producer_is_retried_not_a_crash() -> None:
+    publisher = FailingPublisher(
+        BufferError("Local: Queue full"), KafkaException(KafkaError(KafkaError._TRANSPORT))
+    )
+    consumer = FakeConsumer([FakeMessage(b"poison", 0), FakeMessage(asked(1).to_bytes(), 1)])
+    runner, _, _ = runner_with(consumer, {"Asked": answer}, publisher=publisher)
+
+    assert drain(runner, consumer) == [
+        Outcome.RETRY,
+        Outcome.RETRY,
+        Outcome.DEAD_LETTERED,
+        Outcome.APPLIED,
+    ]
+    assert consumer.seeks == [0, 0] and consumer.stored == [0, 1]
+    assert len(publisher.published) == 1
+
+
+def test_unreadable_headers_do_not_stop_the_runner() -> None:
+    class BadHeaders(FakeMessage):
+        def headers(self) -> list[tuple[str, bytes]]:
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    consumer = FakeConsumer([BadHeaders(b"poison", 0), FakeMessage(asked(1).to_bytes(), 1)])
+    runner, _, letters = runner_with(consumer, {"Asked": answer})
+    outcomes = runner.process_batch(consumer.consume(10, 0))  # type: ignore[arg-type]
+    assert outcomes == [Outcome.DEAD_LETTERED, Outcome.APPLIED]
+    [letter] = letters.letters
+    assert letter.value == b"poison" and "headers unreadable" in letter.error
+
+
+def test_a_failing_side_effecting_message_runs_once_per_attempt() -> None:
+    """Alone from the start: no batch attempt and then a second, one-by-one attempt."""
+    calls: list[int] = []
+
+    def mail_then_webhook_down(uow: UnitOfWork, event: Envelope) -> None:
+        calls.append(event.payload["n"])
+        raise RetryableError("webhook unavailable")
+
+    mailed = Envelope.new(Mailed(n=1), aggregate_id="order-1", producer="orders")
+    consumer = FakeConsumer(
+        [FakeMessage(mailed.to_bytes(), 4), FakeMessage(asked(2).to_bytes(), 3, _partition=1)]
+    )
+    runner, uow, _ = runner_with(
+        consumer,
+        {"Asked": answer, "Mailed": mail_then_webhook_down},
+        side_effecting=("Mailed",),
+    )
+    assert runner.process_batch(consumer.consume(10, 0)) == [Outcome.RETRY]  # type: ignore[arg-type]
+    assert calls == [1], "one attempt, one call"
+    assert consumer.sought == {0: 4, 1: 3} and consumer.stored == []
+    assert uow.outbox.rows == []
+
+
+def test_a_retry_budget_starts_again_for_a_message_that_comes_back_much_later() -> None:
+    clock = FakeClock()
+
+    def down(uow: UnitOfWork, event: Envelope) -> None:
+        raise RetryableError("provider unavailable")
+
+    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, _, letters = runner_with(consumer, {"Asked": down}, clock=clock, retry_for=600)
+    assert drain(runner, consumer, limit=1) == [Outcome.RETRY]
+    clock.now += 3600.0  # its partition was elsewhere for an hour, then came back
+    assert drain(runner, consumer, limit=1) == [Outcome.RETRY], "not dead-lettered at once"
+    assert not letters.letters

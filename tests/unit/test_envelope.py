@@ -97,3 +97,50 @@ def test_envelope_is_immutable() -> None:
     env = Envelope.new(ThingHappened(amount=3), aggregate_id="o-1", producer="orders")
     with pytest.raises(ValueError):
         env.aggregate_id = "other"  # type: ignore[misc]
+
+
+def _wire(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "event_type": "ThingHappened",
+        "aggregate_id": "o-1",
+        "correlation_id": str(uuid4()),
+        "producer": "orders",
+        "payload": {"amount": 1},
+    }
+    return json.dumps({**base, **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"aggregate_id": "o-1\u0000"},
+        {"event_type": "Thing\u0000Happened"},
+        {"producer": "\u0000"},
+        {"payload": {"amount": 1, "note": "a\u0000b"}},
+        {"payload": {"lines": [{"sku": "A\u0000"}]}},
+        {"payload": {"key\u0000": 1}},
+    ],
+    ids=["aggregate_id", "event_type", "producer", "payload", "nested", "payload key"],
+)
+def test_text_postgresql_cannot_store_is_poison(fields: dict[str, object]) -> None:
+    """A NUL anywhere would fail the handler's INSERT (a DataError, not a clean dead letter)."""
+    with pytest.raises(InvalidEnvelopeError, match="NUL"):
+        Envelope.from_bytes(_wire(**fields))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"payload": {"note": ["x", "\udfff"]}}, {"payload": {"\ud800": 1}}],
+    ids=["payload value", "payload key"],
+)
+def test_a_lone_surrogate_is_refused_when_built_in_python_too(fields: dict[str, object]) -> None:
+    # JSON on the wire with "\ud800" is already refused by the parser, and so are str
+    # fields; a payload built in Python must meet the same rule, not fail later in jsonb.
+    base: dict[str, object] = {
+        "event_type": "ThingHappened",
+        "aggregate_id": "o-1",
+        "correlation_id": uuid4(),
+        "producer": "orders",
+    }
+    with pytest.raises(ValueError, match="surrogate"):
+        Envelope(**{**base, **fields})  # type: ignore[arg-type]

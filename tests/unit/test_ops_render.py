@@ -87,6 +87,29 @@ def test_a_redrive_keeps_the_original_headers_and_says_where_it_came_from() -> N
     ]
 
 
+def test_headers_stored_base64_are_shown_and_redriven_as_their_exact_bytes() -> None:
+    letter = DeadLetterRow(
+        "stock", 8, "t.orders.events", 0, 5, None, None, None, "E", "e", 1, "pending",
+        WHEN, None, None, b"k", b"v",
+        [
+            {"key": "trace", "value_base64": base64.b64encode(b"a\x00b").decode()},
+            {"key": "binary", "value_base64": base64.b64encode(b"\xff\xfe").decode()},
+            {"key": "empty", "value": None},
+        ],
+    )  # fmt: skip
+    assert letter.kafka_headers() == [
+        ("trace", b"a\x00b"),
+        ("binary", b"\xff\xfe"),
+        ("empty", None),
+        (REDRIVE_HEADER, b"stock.dead_letters/8"),
+    ]
+    shown = letter.as_dict(with_message=True)["headers"]
+    assert shown[0] == {"key": "trace", "value": "a\x00b"}
+    assert shown[1]["value"] is None and shown[1]["value_hex"] == "fffe"
+    assert base64.b64decode(shown[1]["value_base64"]) == b"\xff\xfe"
+    assert shown[2] == {"key": "empty", "value": None}
+
+
 def test_only_approved_charges_need_settling() -> None:
     ledger = {
         "charges": [

@@ -180,7 +180,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         ],
         title=f"{args.service} dead letter {letter.id}",
     )
-    out.table(("header", "value"), [(h.get("key"), h.get("value")) for h in letter.headers])
+    out.table(("header", "value"), [(h["key"], _shown(h)) for h in data["headers"]])
     for name in ("key", "value"):
         body = data[name]
         if body.get("json") is not None:
@@ -195,6 +195,16 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         else:
             out.line(f"{name}: none", style="bold")
     return 0
+
+
+def _shown(header: dict[str, Any]) -> str | None:
+    """A header value for people: its text when UTF-8, else its bytes in hex."""
+    if "value_hex" in header:
+        return f"(binary, {header['size']} bytes) hex {header['value_hex']}"
+    value = header["value"]
+    if value is None:
+        return None
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
 def _select(
