@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -286,8 +287,12 @@ def test_the_webhook_receives_a_correctly_signed_post(
             wait_until(lambda: applied(admin_conn, event), what="the approval handled")
 
     [delivery] = receiver.deliveries
-    assert verify(delivery.body, SECRET, delivery.headers["x-saga-signature"])
-    assert not verify(delivery.body, "another secret", delivery.headers["x-saga-signature"])
+    signature = delivery.headers["x-saga-signature"]
+    assert re.fullmatch(r"t=\d{10},v1=[0-9a-f]{64}", signature)
+    signed_at = int(signature[2:12])
+    assert verify(delivery.body, SECRET, signature, now=lambda: signed_at + 300)
+    assert not verify(delivery.body, SECRET, signature, now=lambda: signed_at + 301), "replay"
+    assert not verify(delivery.body, "another secret", signature)
     expected = domain.order_approved(approved("ord-7"))
     assert delivery.headers["x-saga-delivery"] == expected.delivery_id
     assert delivery.headers["content-type"] == "application/json"
