@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from notifications.errors import DeliveryRejected
+from notifications.mailer import MailAddress
 from saga_runtime import ServiceSettings
 
 
@@ -36,6 +38,16 @@ class NotificationsSettings(ServiceSettings):
     webhook_timeout: PositiveFloat = Field(default=5.0, le=30.0)
     webhook_backoff_initial: PositiveFloat = 0.2
     webhook_backoff_max: PositiveFloat = 1.0
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_is_a_mailbox(cls, value: str) -> str:
+        # Refuse a sender that could never be sent at startup, not on every message.
+        try:
+            MailAddress.parse(value).addr_spec  # noqa: B018 - it raises if it cannot be written
+        except DeliveryRejected as exc:
+            raise ValueError(f"NOTIFICATIONS_FROM is not a usable address: {exc}") from None
+        return value
 
     @field_validator("webhook_url", mode="before")
     @classmethod

@@ -490,3 +490,59 @@ def test_a_server_without_smtputf8_dead_letters_a_utf8_local_part_and_delivers_a
     assert notification_rows(admin_conn) == [
         ("ord-u2", "order_approved", "ada@bücher.de", ["email"])
     ]
+
+
+class _RefusesGone:
+    """An SMTP server that refuses mailboxes starting with "gone" for good (550)."""
+
+    def __init__(self, mail_file: Path) -> None:
+        self.mail_file = mail_file
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("gone"):
+            return "550 5.1.1 <" + address + ">: no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with open(self.mail_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"to": envelope.rcpt_tos}) + "\n")
+        return "250 OK"
+
+
+def test_a_recipient_the_server_refuses_for_good_is_dead_lettered_with_the_reason(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    gone = wrap(approved("ord-g1").model_copy(update={"email": "gone@example.com"}), "ord-g1")
+    fine = wrap(approved("ord-g2"), "ord-g2")
+    produce(kafka, source, [(b"ord-g1", gone.to_bytes()), (b"ord-g2", fine.to_bytes())])
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    server = Controller(_RefusesGone(mail_file), hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        config = settings(database, kafka, smtp_port=port, max_attempts=10_000)
+        with consuming(bootstrap.build(config)):
+            wait_until(lambda: applied(admin_conn, fine), what="the other order notified")
+            wait_until(lambda: dead_letters(admin_conn), what="the refused one dead-lettered")
+    finally:
+        server.stop()
+
+    [(order, error_type, error)] = dead_letters(admin_conn)
+    assert (order, error_type) == ("ord-g1", "DeliveryRejected"), "at once, not after retries"
+    assert "550" in error and "no such mailbox" in error
+    assert [json.loads(line)["to"] for line in mail_file.read_text().splitlines()] == [
+        ["ord-g2@example.com"]
+    ]
+    assert notification_rows(admin_conn) == [
+        ("ord-g2", "order_approved", "ord-g2@example.com", ["email"])
+    ]

@@ -135,3 +135,14 @@ def test_any_display_name_arrives_as_written(name: str, local: str) -> None:
         expected = f"{phrase} <{expected}>"
     assert (address.name, address.local) == (name, local)
     assert record["headers"]["To"] == expected
+
+
+def test_an_unusable_sender_is_refused_at_startup_not_on_every_message() -> None:
+    from pydantic import ValidationError
+
+    from notifications.settings import NotificationsSettings
+
+    assert NotificationsSettings(sender="Boutique Zoë <commandes@bücher.de>").sender
+    for unusable in ("orders", "Shop <orders@>", "orders@exa..mple.com"):
+        with pytest.raises(ValidationError, match="NOTIFICATIONS_FROM"):
+            NotificationsSettings(sender=unusable)
