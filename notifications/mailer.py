@@ -219,9 +219,11 @@ class SmtpMailer:
         try:
             self._send_on_any_connection(message)
         except smtplib.SMTPNotSupportedError as exc:
+            needs = [a for a in (message.recipient, message.sender) if not a.isascii()]
             raise DeliveryRejected(
                 f"the SMTP server {self.host}:{self.port} does not offer SMTPUTF8 (RFC 6531),"
-                f" which the address {message.recipient!r} needs: it cannot be delivered there"
+                f" which {' and '.join(map(repr, needs))} (a UTF-8 local part) needs:"
+                " this message cannot be delivered through it"
             ) from exc
         except smtplib.SMTPRecipientsRefused as exc:
             _raise_for_codes([code for code, _ in exc.recipients.values()], exc)

@@ -486,7 +486,11 @@ def test_a_server_without_smtputf8_dead_letters_a_utf8_local_part_and_delivers_a
     [(order, error_type, error)] = dead_letters(admin_conn)
     assert (order, error_type) == ("ord-u1", "DeliveryRejected"), "at once, not after retries"
     assert "does not offer SMTPUTF8" in error and "zoë@example.com" in error
-    assert [m["to"] for m in read_mail(mail_file)] == [["ada@xn--bcher-kva.de"]]
+    # A set: while one batch holds both, the refusal rolls the batch back and the other
+    # one is mailed again, with the same Message-ID (issue 12, "Notifications in a batch").
+    assert {(m["message_id"], *m["to"]) for m in read_mail(mail_file)} == {
+        ("<ord-u2.order_approved@saga-outbox>", "ada@xn--bcher-kva.de")
+    }
     assert notification_rows(admin_conn) == [
         ("ord-u2", "order_approved", "ada@bücher.de", ["email"])
     ]
@@ -540,9 +544,10 @@ def test_a_recipient_the_server_refuses_for_good_is_dead_lettered_with_the_reaso
     [(order, error_type, error)] = dead_letters(admin_conn)
     assert (order, error_type) == ("ord-g1", "DeliveryRejected"), "at once, not after retries"
     assert "550" in error and "no such mailbox" in error
-    assert [json.loads(line)["to"] for line in mail_file.read_text().splitlines()] == [
-        ["ord-g2@example.com"]
-    ]
+    # A set: the other order may be mailed again if it shared the refused one's batch.
+    assert {tuple(json.loads(line)["to"]) for line in mail_file.read_text().splitlines()} == {
+        ("ord-g2@example.com",)
+    }
     assert notification_rows(admin_conn) == [
         ("ord-g2", "order_approved", "ord-g2@example.com", ["email"])
     ]
