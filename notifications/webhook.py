@@ -128,7 +128,8 @@ def check_signature(
     replay later than that is refused) and any ``v1`` in the header matches
     any of ``secrets`` (rotation: accept the old and the new secret for a
     while). Digests are compared in constant time. Never raises anything else
-    for any header, including None, non-ASCII text or bytes.
+    for any header, including None, non-ASCII text or bytes; only a receiver
+    without a secret gets ValueError (its configuration, not the request).
     """
     keys = [secrets] if isinstance(secrets, str) else list(secrets)
     if not keys or not all(keys):
