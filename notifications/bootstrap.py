@@ -31,6 +31,9 @@ def notifier(settings: NotificationsSettings) -> Notifier:
     webhook = WebhookClient(
         url=settings.webhook_url,
         secret=settings.webhook_secret.get_secret_value(),
+        previous_secrets=[
+            s.get_secret_value() for s in [settings.webhook_previous_secret] if s is not None
+        ],
         attempts=settings.webhook_attempts,
         timeout=settings.webhook_timeout,
         backoff_initial=settings.webhook_backoff_initial,

@@ -8,7 +8,12 @@ class NotificationsError(Exception):
 
 
 class DeliveryRejected(NotificationsError):
-    """A channel refused the notification for good (SMTP 5xx, webhook 4xx): retrying is useless.
+    """The notification can never be delivered as it is: retrying is useless.
 
-    Not retryable, so the consumer dead-letters the event where an operator sees it.
+    Raised for an SMTP 5xx reply (to the sender, the recipient or the data), an
+    address that needs SMTPUTF8 (a UTF-8 local part) on a server that does not
+    offer it, an address that cannot be written on the wire (its domain does
+    not IDNA-encode to a host name), and a webhook answering a 4xx other than
+    408/425/429 or a redirect. Not retryable, so the consumer dead-letters the
+    event at once, with this message as the reason, where an operator sees it.
     """

@@ -1,23 +1,153 @@
-"""Email over SMTP (the local SMTP sink in development and tests)."""
+"""Email over SMTP (the local SMTP sink in development and tests).
+
+Addresses are sent as the customer wrote them, internationalized ones included:
+
+- an ASCII local part with an internationalized domain (``ada@bücher.de``) goes
+  out with the domain IDNA-encoded (``ada@xn--bcher-kva.de``, Python's ``idna``
+  codec): plain SMTP, no extension needed;
+- a non-ASCII local part (``zoë@example.com``) needs SMTPUTF8 (RFC 6531): the
+  envelope and the To header carry it as UTF-8. A server that does not offer
+  SMTPUTF8 cannot take such a message; that is a permanent failure of this
+  message (DeliveryRejected: dead-lettered, with the reason), not of the server;
+- display names and subjects that are not ASCII become RFC 2047 encoded words.
+
+Failures: no connection, a timeout, a dropped connection or a 4xx reply raise
+RetryableError (the consumer retries); a 5xx reply to the sender, the recipient
+or the data, an address that cannot be written on the wire, or a missing
+SMTPUTF8 raise DeliveryRejected.
+"""
 
 from __future__ import annotations
 
+import io
+import re
 import smtplib
 import threading
+from dataclasses import dataclass
 from email.charset import QP, Charset
+from email.generator import BytesGenerator
 from email.header import Header
 from email.message import Message
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import formatdate
 
 from notifications.domain import Notification
 from notifications.errors import DeliveryRejected
 from saga_runtime import RetryableError
 
-__all__ = ["SmtpMailer", "build_message"]
+__all__ = ["MailAddress", "Outgoing", "SmtpMailer", "build_message", "outgoing"]
 
 # UTF-8 text as quoted-printable: readable when it is mostly ASCII, safe when it is not.
 _UTF8 = Charset("utf-8")
 _UTF8.body_encoding = QP
+
+# RFC 5322 atext: what a local part or a domain label may hold without quoting.
+_ATEXT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+)
+_PHRASE_SPECIALS = frozenset('()<>[]:;@\\,."')
+_MAX_DOMAIN = 253  # octets of an ASCII host name (RFC 1035)
+
+
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000
+
+
+@dataclass(frozen=True)
+class MailAddress:
+    """A mailbox as written: an optional display name and ``local@domain``."""
+
+    name: str
+    local: str
+    domain: str
+
+    @classmethod
+    def parse(cls, value: str) -> MailAddress:
+        """``local@domain`` or ``Name <local@domain>``; DeliveryRejected if neither."""
+        text, name = value.strip(), ""
+        if text.endswith(">") and "<" in text:
+            head, _, text = text[:-1].rpartition("<")
+            name = _unquote(head.strip())
+        local, at, domain = text.strip().rpartition("@")
+        if not at or not local or not domain:
+            raise DeliveryRejected(f"not an e-mail address: {value!r}")
+        return cls(name=name, local=local, domain=domain)
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """Only a non-ASCII local part does: the domain always goes IDNA-encoded."""
+        return not self.local.isascii()
+
+    @property
+    def ascii_domain(self) -> str:
+        try:
+            encoded = self.domain.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise DeliveryRejected(f"domain {self.domain!r} does not encode with IDNA") from exc
+        if encoded.endswith("."):
+            encoded = encoded[:-1]  # the root: the same host, and not valid in an SMTP path
+        labels = encoded.split(".")
+        if len(encoded) > _MAX_DOMAIN or not all(labels) or not set(encoded) <= _ATEXT | {"."}:
+            raise DeliveryRejected(f"domain {self.domain!r} is not a host name ({encoded!r})")
+        return encoded
+
+    @property
+    def addr_spec(self) -> str:
+        """``local@domain`` as it goes on the wire, in the envelope and in the header."""
+        return f"{_local_part(self.local)}@{self.ascii_domain}"
+
+
+def _unquote(name: str) -> str:
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name
+
+
+def _local_part(local: str) -> str:
+    """As it is when it is a dot-atom; else a quoted string (RFC 5321 4.1.2, RFC 6531)."""
+    bad = [c for c in local if _is_control(c) or c.isspace()]
+    if bad:
+        raise DeliveryRejected(f"local part {local!r} holds whitespace or control characters")
+    atoms = local.split(".")
+    if all(atoms) and all(c in _ATEXT or not c.isascii() for c in local.replace(".", "")):
+        return local
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _phrase(name: str) -> str:
+    """A display name for a header: encoded words if not ASCII, quoted if it must be."""
+    name = " ".join("".join(" " if _is_control(c) else c for c in name).split())
+    if not name.isascii() or "=?" in name:  # "=?" would read as an encoded word
+        # One line: whitespace between encoded words is not part of the text (RFC 2047).
+        return " ".join(Header(name, "utf-8").encode().split())
+    if set(name) & _PHRASE_SPECIALS:
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return name
+
+
+def _mailbox(address: MailAddress) -> str:
+    spec = address.addr_spec
+    return f"{_phrase(address.name)} <{spec}>" if address.name.strip() else spec
+
+
+def _header_value(value: str) -> str:
+    """What ``Message`` stores for ``value``: raw UTF-8 (RFC 6532) as surrogate escapes.
+
+    The classic API writes such a header out byte for byte, unfolded, and
+    would otherwise turn the whole address into an encoded word, which no
+    server can route.
+    """
+    return value if value.isascii() else value.encode().decode("ascii", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message ready for SMTP: envelope, options and the exact bytes of DATA."""
+
+    sender: str
+    recipient: str
+    smtputf8: bool
+    data: bytes
 
 
 def build_message(notification: Notification, *, sender: str) -> Message:
@@ -29,26 +159,36 @@ def build_message(notification: Notification, *, sender: str) -> Message:
     """
     message = Message()
     message.set_payload(notification.body, _UTF8)  # text/plain, MIME-Version, its encoding
-    message["From"] = _address(sender)
-    message["To"] = _address(notification.recipient)
+    message["From"] = _header_value(_mailbox(MailAddress.parse(sender)))
+    message["To"] = _header_value(_mailbox(MailAddress.parse(notification.recipient)))
     message["Subject"] = _text(notification.subject)
     message["Message-ID"] = notification.message_id
     message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["X-Saga-Order-Id"] = notification.order_id
+    message["X-Saga-Order-Id"] = _text(notification.order_id)
     message["X-Saga-Notification"] = notification.kind
     return message
 
 
+def outgoing(notification: Notification, *, sender: str) -> Outgoing:
+    """The envelope and the CRLF bytes SMTP sends for ``notification``."""
+    from_, to = MailAddress.parse(sender), MailAddress.parse(notification.recipient)
+    with io.BytesIO() as buffer:
+        # No ">From " mangling: that is for mbox files, SMTP carries lines as they are.
+        BytesGenerator(buffer, mangle_from_=False).flatten(
+            build_message(notification, sender=sender), linesep="\r\n"
+        )
+        data = buffer.getvalue()
+    return Outgoing(
+        sender=from_.addr_spec,
+        recipient=to.addr_spec,
+        smtputf8=from_.needs_smtputf8 or to.needs_smtputf8,
+        data=data,
+    )
+
+
 def _text(value: str) -> str:
-    """ASCII as it is; anything else as RFC 2047 encoded words."""
-    return value if value.isascii() else Header(value, "utf-8").encode()
-
-
-def _address(value: str) -> str:
-    if value.isascii():
-        return value
-    name, address = parseaddr(value)
-    return formataddr((name, address), charset="utf-8")
+    """ASCII as it is; anything else (or what would read as an encoded word) encoded."""
+    return value if value.isascii() and "=?" not in value else Header(value, "utf-8").encode()
 
 
 class SmtpMailer:
@@ -70,29 +210,78 @@ class SmtpMailer:
         self._turn = threading.Lock()
 
     def send(self, notification: Notification) -> None:
-        """Hand the message to the server; transient failures raise RetryableError."""
-        message = build_message(notification, sender=self.sender)
+        """Hand the message to the server; see the module for what is retried."""
+        message = outgoing(notification, sender=self.sender)
         with self._turn:
             self._send(message)
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: Outgoing) -> None:
         try:
-            try:
-                refused = self._connection().send_message(message)
-            except smtplib.SMTPServerDisconnected:
-                self.close()  # dropped while idle: one more try on a fresh connection
-                refused = self._connection().send_message(message)
+            self._send_on_any_connection(message)
+        except smtplib.SMTPNotSupportedError as exc:
+            needs = [a for a in (message.recipient, message.sender) if not a.isascii()]
+            raise DeliveryRejected(
+                f"the SMTP server {self.host}:{self.port} does not offer SMTPUTF8 (RFC 6531),"
+                f" which {' and '.join(map(repr, needs))} (a UTF-8 local part) needs:"
+                " this message cannot be delivered through it"
+            ) from exc
         except smtplib.SMTPRecipientsRefused as exc:
             _raise_for_codes([code for code, _ in exc.recipients.values()], exc)
+        except (smtplib.SMTPConnectError, smtplib.SMTPHeloError) as exc:
+            # The server, not this message: it may accept again later.
+            self.close()
+            raise RetryableError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
         except smtplib.SMTPResponseException as exc:
             _raise_for_codes([exc.smtp_code], exc)
         except (OSError, smtplib.SMTPException) as exc:
             # Refused, reset or timed-out connections and disconnects: the server may be back.
             self.close()
             raise RetryableError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
-        if refused:
-            # Only one recipient per message, so a partial refusal cannot happen; be safe.
-            _raise_for_codes([code for code, _ in refused.values()], None)
+
+    def _send_on_any_connection(self, message: Outgoing) -> None:
+        reused = self._smtp is not None
+        try:
+            self._transaction(self._connection(), message)
+            return
+        except smtplib.SMTPServerDisconnected:
+            if not reused:
+                raise
+        except smtplib.SMTPException:
+            raise  # a reply from a live server (SMTPException is an OSError too)
+        except OSError:
+            if not reused:
+                raise
+        # Dropped while idle (idle timeout, server restart): once more on a fresh one.
+        self.close()
+        self._transaction(self._connection(), message)
+
+    def _transaction(self, smtp: smtplib.SMTP, message: Outgoing) -> None:
+        """MAIL, RCPT, DATA with the envelope as built (smtplib would re-parse the addresses).
+
+        A refusal resets the transaction, so the shared connection stays usable.
+        """
+        smtp.ehlo_or_helo_if_needed()
+        options = ""
+        if message.smtputf8:
+            if not smtp.has_extn("smtputf8"):
+                raise smtplib.SMTPNotSupportedError("SMTPUTF8 is not offered")
+            options = " SMTPUTF8 BODY=8BITMIME" if smtp.has_extn("8bitmime") else " SMTPUTF8"
+            smtp.command_encoding = "utf-8"
+        try:
+            code, reply = smtp.docmd("MAIL", f"FROM:<{message.sender}>{options}")
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, reply, message.sender)
+            code, reply = smtp.docmd("RCPT", f"TO:<{message.recipient}>")
+            if code not in (250, 251):
+                raise smtplib.SMTPRecipientsRefused({message.recipient: (code, reply)})
+            code, reply = smtp.data(message.data)
+            if code != 250:
+                raise smtplib.SMTPDataError(code, reply)
+        except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused):
+            _reset(smtp)
+            raise
+        finally:
+            smtp.command_encoding = "ascii"
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None
@@ -106,6 +295,14 @@ class SmtpMailer:
         if self._smtp is None:
             self._smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         return self._smtp
+
+
+def _reset(smtp: smtplib.SMTP) -> None:
+    """RSET after a refusal; if even that fails, the next send finds the connection broken."""
+    try:
+        smtp.rset()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
 
 
 def _raise_for_codes(codes: list[int], cause: Exception | None) -> None:

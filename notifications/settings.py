@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from notifications.errors import DeliveryRejected
+from notifications.mailer import MailAddress
 from saga_runtime import ServiceSettings
 
 
@@ -12,7 +14,12 @@ class NotificationsSettings(ServiceSettings):
     """``NOTIFICATIONS_SMTP_HOST``/``_PORT`` (the SMTP sink by default), ``NOTIFICATIONS_FROM``.
 
     ``NOTIFICATIONS_WEBHOOK_URL`` turns the webhook channel on; it then needs
-    ``NOTIFICATIONS_WEBHOOK_SECRET`` to sign the requests.
+    ``NOTIFICATIONS_WEBHOOK_SECRET`` to sign the requests. While rotating it,
+    ``NOTIFICATIONS_WEBHOOK_PREVIOUS_SECRET`` adds a second ``v1`` signature
+    with the old secret, so receivers can switch at their own pace.
+    ``NOTIFICATIONS_WEBHOOK_ATTEMPTS`` x ``_TIMEOUT`` bounds the in-line retries
+    (the handler holds its transaction meanwhile); longer outages are waited
+    out by the consumer's own retries.
     """
 
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
@@ -26,10 +33,21 @@ class NotificationsSettings(ServiceSettings):
     )
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
-    webhook_attempts: PositiveInt = 3
-    webhook_timeout: PositiveFloat = 5.0
+    webhook_previous_secret: SecretStr | None = None
+    webhook_attempts: PositiveInt = Field(default=2, le=5)
+    webhook_timeout: PositiveFloat = Field(default=5.0, le=30.0)
     webhook_backoff_initial: PositiveFloat = 0.2
-    webhook_backoff_max: PositiveFloat = 2.0
+    webhook_backoff_max: PositiveFloat = 1.0
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_is_a_mailbox(cls, value: str) -> str:
+        # Refuse a sender that could never be sent at startup, not on every message.
+        try:
+            MailAddress.parse(value).addr_spec  # noqa: B018 - it raises if it cannot be written
+        except DeliveryRejected as exc:
+            raise ValueError(f"NOTIFICATIONS_FROM is not a usable address: {exc}") from None
+        return value
 
     @field_validator("webhook_url", mode="before")
     @classmethod

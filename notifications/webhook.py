@@ -1,29 +1,43 @@
 """The optional webhook channel: a signed JSON POST per notification.
 
-The receiver checks ``X-Saga-Signature: sha256=<hex>`` (HMAC-SHA256 of the raw
-body with the shared secret, see ``verify``) and deduplicates on
-``X-Saga-Delivery``, which is the same for every resend of one notification.
+Each request carries ``X-Saga-Signature: t=<unix seconds>,v1=<hex>``, where the
+hex is the HMAC-SHA256, with the shared secret, of ``"<t>.<raw body>"``: the
+scheme of widely used payment webhooks (Stripe's ``Stripe-Signature``). Signing
+the timestamp with the body lets a receiver reject a captured request replayed
+later (``verify``'s ``tolerance``); while a secret is being rotated the header
+carries one ``v1`` per secret. ``X-Saga-Delivery`` is the same for every resend
+of one notification, so a receiver deduplicates on it.
+
+Delivery: 2xx is done; a transient failure (no answer, timeout, 408, 425, 429,
+5xx) is retried a few times within the call, then raises RetryableError so
+the consumer retries the event later; any other status (4xx, a redirect) is a
+permanent refusal, DeliveryRejected, which dead-letters the event at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from notifications.domain import Notification
-from notifications.errors import DeliveryRejected
+from notifications.errors import DeliveryRejected, NotificationsError
 from saga_runtime import Backoff, RetryableError, get_logger
 
 __all__ = [
+    "DEFAULT_TOLERANCE",
     "DELIVERY_HEADER",
     "SIGNATURE_HEADER",
+    "SignatureError",
     "Transport",
     "WebhookClient",
+    "check_signature",
     "payload",
     "sign",
     "verify",
@@ -31,7 +45,10 @@ __all__ = [
 
 SIGNATURE_HEADER = "X-Saga-Signature"
 DELIVERY_HEADER = "X-Saga-Delivery"
-_SCHEME = "sha256="
+DEFAULT_TOLERANCE = 300.0  # seconds between signing and checking, either way
+_SCHEME = "v1"
+_HEX_DIGITS = frozenset("0123456789abcdef")
+_MAX_HEADER = 4096  # far more than a few signatures need; bounds the work on garbage
 
 # (url, body, headers, timeout) -> HTTP status; raises OSError when no answer came.
 Transport = Callable[[str, bytes, Mapping[str, str], float], int]
@@ -39,17 +56,113 @@ Transport = Callable[[str, bytes, Mapping[str, str], float], int]
 log = get_logger(__name__)
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The ``X-Saga-Signature`` value for ``body``."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return f"{_SCHEME}{digest}"
+class SignatureError(NotificationsError):
+    """``check_signature`` refused a request: missing, malformed, stale or wrong signature.
+
+    The message says which; it never echoes the header or a secret.
+    """
 
 
-def verify(body: bytes, secret: str, signature: str | None) -> bool:
-    """What a receiver does: recompute and compare in constant time."""
-    if not signature or not signature.startswith(_SCHEME):
+def _digest(secret: str, timestamp: int, body: bytes) -> str:
+    signed = f"{timestamp}.".encode() + body
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def sign(body: bytes, secrets: str | Iterable[str], *, timestamp: int) -> str:
+    """The ``X-Saga-Signature`` value for ``body`` sent at ``timestamp`` (unix seconds).
+
+    Several secrets (during a rotation) give one ``v1`` each, current first.
+    """
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    if not keys:
+        raise ValueError("at least one secret is needed to sign")
+    return ",".join([f"t={timestamp}", *(f"{_SCHEME}={_digest(k, timestamp, body)}" for k in keys)])
+
+
+def _parse(header: object) -> tuple[int, list[str]]:
+    if isinstance(header, bytes | bytearray):
+        try:
+            header = bytes(header).decode("ascii")
+        except UnicodeDecodeError:
+            raise SignatureError("signature header is not ASCII") from None
+    if not isinstance(header, str) or not header.strip():
+        raise SignatureError("no signature header")
+    if not header.isascii():
+        raise SignatureError("signature header is not ASCII")
+    if len(header) > _MAX_HEADER:
+        raise SignatureError("signature header is too long")
+    timestamps: list[str] = []
+    signatures: list[str] = []
+    for item in header.split(","):
+        key, equals, value = item.strip().partition("=")
+        if not equals:
+            raise SignatureError("signature header is malformed")
+        if key == "t":
+            timestamps.append(value)
+        elif key == _SCHEME and len(value) == 64 and set(value) <= _HEX_DIGITS:
+            # Lower-case hex only, as signed: anything else cannot match anyway.
+            signatures.append(value)
+        # Other schemes (v0, a future v2) are ignored, as Stripe's receivers do.
+    if len(timestamps) != 1:
+        raise SignatureError("signature header needs exactly one timestamp t=")
+    [raw] = timestamps
+    # ASCII digits only, and few of them: int() of thousands of digits raises ValueError.
+    if not raw or len(raw) > 12 or not raw.isdigit():
+        raise SignatureError("signature timestamp is malformed")
+    if not signatures:
+        raise SignatureError("signature header has no v1 signature")
+    return int(raw), signatures
+
+
+def check_signature(
+    body: bytes,
+    secrets: str | Iterable[str],
+    header: str | bytes | None,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: Callable[[], float] = time.time,
+) -> None:
+    """What a receiver does with the raw body and the header; raises SignatureError if bad.
+
+    Valid when the timestamp is within ``tolerance`` seconds of ``now()`` (a
+    replay later than that is refused) and any ``v1`` in the header matches
+    any of ``secrets`` (rotation: accept the old and the new secret for a
+    while). Digests are compared in constant time. Never raises anything else
+    for any header, including None, non-ASCII text or bytes; only a receiver
+    without a secret gets ValueError (its configuration, not the request).
+    """
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    if not keys or not all(keys):
+        raise ValueError("verifying needs at least one non-empty secret")
+    timestamp, signatures = _parse(header)
+    if abs(now() - timestamp) > tolerance:
+        raise SignatureError("signature timestamp is outside the tolerance (replayed or stale)")
+    if not isinstance(body, bytes | bytearray):
+        raise SignatureError("the body must be the raw bytes received")
+    matched = False
+    for key in keys:
+        expected = _digest(key, timestamp, bytes(body))
+        for signature in signatures:
+            # No early exit: the time taken does not tell which one matched.
+            matched |= hmac.compare_digest(expected, signature)
+    if not matched:
+        raise SignatureError("no signature matches the body")
+
+
+def verify(
+    body: bytes,
+    secrets: str | Iterable[str],
+    header: str | bytes | None,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: Callable[[], float] = time.time,
+) -> bool:
+    """``check_signature`` as a yes or no: False for any missing, malformed, stale or wrong one."""
+    try:
+        check_signature(body, secrets, header, tolerance=tolerance, now=now)
+    except SignatureError:
         return False
-    return hmac.compare_digest(sign(body, secret), signature.strip())
+    return True
 
 
 def payload(notification: Notification) -> bytes:
@@ -66,28 +179,47 @@ def payload(notification: Notification) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as it is: urllib would turn the POST into a bodiless GET."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect())
+
+
 def urllib_transport(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    """POST with urllib; the status, or OSError when no (complete) answer came."""
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener.open(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
     except urllib.error.URLError as exc:
         reason = exc.reason
         raise reason if isinstance(reason, OSError) else OSError(str(reason)) from exc
+    except http.client.HTTPException as exc:
+        # A garbled or truncated answer (BadStatusLine, IncompleteRead): as if none came.
+        raise OSError(f"bad HTTP answer: {exc!r}") from exc
 
 
-def _retryable_status(status: int) -> bool:
+def retryable_status(status: int) -> bool:
+    """Statuses that mean "try again later": 408, 425, 429 and every 5xx."""
     return status in (408, 425, 429) or status >= 500
 
 
 class WebhookClient:
-    """POSTs a notification, retrying transient failures a few times within the call.
+    """POSTs a notification, retrying transient failures briefly within the call.
 
-    After ``attempts`` transient failures it raises RetryableError, so the
-    consumer retries the whole event later (with the same delivery id); a 4xx
-    other than 408/425/429 is a permanent refusal (DeliveryRejected).
+    The in-line retries only ride out a blip: the handler holds its transaction
+    and the order's lock meanwhile, so at most ``attempts`` tries of at most
+    ``timeout`` seconds each, with short pauses. After them it raises
+    RetryableError and the consumer retries the whole event later, with its own
+    longer backoff (same body and delivery id, a fresh timestamp and signature).
+    A 4xx other than 408/425/429, or a redirect, is a permanent refusal:
+    DeliveryRejected, which the consumer dead-letters at once.
     """
 
     def __init__(
@@ -95,49 +227,56 @@ class WebhookClient:
         *,
         url: str,
         secret: str,
-        attempts: int = 3,
+        previous_secrets: Iterable[str] = (),
+        attempts: int = 2,
         timeout: float = 5.0,
         backoff_initial: float = 0.2,
-        backoff_max: float = 2.0,
+        backoff_max: float = 1.0,
         transport: Transport = urllib_transport,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
+        if not secret:
+            raise ValueError("a webhook secret is required")
         self.url = url
-        self._secret = secret
+        self._secrets = [secret, *(s for s in previous_secrets if s and s != secret)]
         self.attempts = attempts
         self.timeout = timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._transport = transport
         self._sleep = sleep
+        self._clock = clock
 
     def headers(self, notification: Notification, body: bytes) -> dict[str, str]:
+        """The request's headers, signed now: each attempt gets a fresh timestamp."""
         return {
             "Content-Type": "application/json",
             "User-Agent": "saga-outbox-notifications",
-            SIGNATURE_HEADER: sign(body, self._secret),
+            SIGNATURE_HEADER: sign(body, self._secrets, timestamp=int(self._clock())),
             DELIVERY_HEADER: notification.delivery_id,
             "X-Saga-Notification": notification.kind,
         }
 
     def post(self, notification: Notification) -> None:
         body = payload(notification)
-        headers = self.headers(notification, body)
         backoff = Backoff(self._backoff_initial, self._backoff_max)
         last = ""
         for attempt in range(1, self.attempts + 1):
             try:
-                status = self._transport(self.url, body, headers, self.timeout)
+                status = self._transport(
+                    self.url, body, self.headers(notification, body), self.timeout
+                )
             except OSError as exc:
                 last = f"no answer: {exc!r}"
             else:
                 if 200 <= status < 300:
                     return
-                if not _retryable_status(status):
+                if not retryable_status(status):
                     raise DeliveryRejected(
-                        f"webhook {self.url} refused the delivery: HTTP {status}"
+                        f"webhook {self.url} refused the delivery for good: HTTP {status}"
                     )
                 last = f"HTTP {status}"
             log.warning("webhook.attempt_failed", attempt=attempt, error=last)

@@ -17,24 +17,35 @@ __all__ = ["append_mail", "read_mail", "record_from_bytes"]
 
 
 def record_from_bytes(
-    raw: bytes, *, mail_from: str, rcpt_tos: list[str], received_at: datetime | None = None
+    raw: bytes,
+    *,
+    mail_from: str,
+    rcpt_tos: list[str],
+    received_at: datetime | None = None,
+    mail_options: list[str] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready record of one message as it came off the wire.
 
     Parsed with the classic (compat32) API and RFC 2047 decoding, which costs
-    a twentieth of the default policy's header registry.
+    a twentieth of the default policy's header registry. Envelope addresses
+    and headers are recorded as sent: UTF-8 (SMTPUTF8, RFC 6531/6532) as text,
+    an IDNA-encoded domain as its ``xn--`` form; ``mail_options`` says whether
+    the sender asked for SMTPUTF8.
     """
     message = email.message_from_bytes(raw, policy=compat32)
     headers: dict[str, str] = {}
-    for name, value in message.items():
+    found: dict[str, str] = {}  # the first of each, as Message.get gives it
+    for name, value in message.raw_items():
+        found.setdefault(name.lower(), value)
         text = _header(value)
         # A header may repeat (Received, ...); keep every value rather than the last.
         headers[name] = f"{headers[name]}, {text}" if name in headers else text
     return {
-        "from": mail_from,
-        "to": list(rcpt_tos),
-        "subject": _header(message.get("Subject", "")),
-        "message_id": _header(message.get("Message-ID", "")).strip(),
+        "from": _utf8(mail_from),
+        "to": [_utf8(rcpt) for rcpt in rcpt_tos],
+        "mail_options": list(mail_options or []),
+        "subject": _header(found.get("subject", "")),
+        "message_id": _header(found.get("message-id", "")).strip(),
         "headers": headers,
         "body": _body(message),
         "received_at": (received_at or datetime.now(UTC)).isoformat(),
@@ -42,15 +53,33 @@ def record_from_bytes(
 
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+_WORD = r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?="
+_ENCODED_RUN = re.compile(rf"{_WORD}(?:\s+{_WORD})*")
+
+
+def _utf8(text: str) -> str:
+    """Raw 8-bit bytes (surrogate escapes, as the parsers hand them) read as UTF-8."""
+    try:
+        return text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _header(value: object) -> str:
-    """A header's text: unfolded, encoded words (``=?utf-8?q?...?=``) decoded."""
-    unfolded = _FOLD.sub("", str(value))
+    """A header's text: unfolded, raw UTF-8 and encoded words (``=?utf-8?q?...?=``) decoded."""
+    # Whitespace around a value is not part of it (a long one may start on a folded line).
+    unfolded = _utf8(_FOLD.sub("", str(value))).strip(" \t\r\n")
+    if unfolded.isascii():
+        return _decoded(unfolded)
+    # UTF-8 next to encoded words (a UTF-8 address after an encoded name): decode the words only.
+    return _ENCODED_RUN.sub(lambda m: _decoded(m.group(0)), unfolded)
+
+
+def _decoded(text: str) -> str:
     try:
-        return str(make_header(decode_header(unfolded)))
+        return str(make_header(decode_header(text)))
     except (LookupError, ValueError, UnicodeDecodeError):
-        return unfolded  # a malformed encoded word: keep it as it came
+        return text  # a malformed encoded word: keep it as it came
 
 
 def _body(message: Message) -> str:

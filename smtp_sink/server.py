@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import signal
 import threading
 from pathlib import Path
@@ -19,15 +20,21 @@ __all__ = ["SinkSettings", "SmtpSink", "main"]
 
 log = get_logger(__name__)
 
+_COMMAND_SIZE_LIMIT = 1000  # under aiosmtpd's line limit (1001), which it must stay under
+
 
 class SinkSettings(BaseSettings):
-    """``SMTP_SINK_HOST``, ``SMTP_SINK_PORT`` and ``SMTP_SINK_FILE`` (the JSON-lines file)."""
+    """``SMTP_SINK_HOST``, ``SMTP_SINK_PORT`` and ``SMTP_SINK_FILE`` (the JSON-lines file).
+
+    ``SMTP_SINK_SMTPUTF8=false`` plays a server without internationalized mail.
+    """
 
     model_config = SettingsConfigDict(env_prefix="SMTP_SINK_", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(default=2525, ge=0, le=65535)
     file: Path = Path(".state/mail.jsonl")
+    smtputf8: bool = True
     log: LogSettings = Field(default_factory=LogSettings)
 
 
@@ -43,7 +50,10 @@ class _Recorder:
             raw = raw.encode()
         try:
             record = record_from_bytes(
-                raw, mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos)
+                raw,
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=list(envelope.rcpt_tos),
+                mail_options=list(envelope.mail_options),
             )
             append_mail(self.path, record)
         except Exception as exc:
@@ -58,12 +68,16 @@ class SmtpSink:
     """The SMTP server on a background thread; ``port=0`` picks a free port (see ``.port``).
 
     Use it as a context manager in tests; ``main`` runs it until a signal.
+    It announces and accepts SMTPUTF8 (RFC 6531) unless ``smtputf8=False``.
     """
 
-    def __init__(self, *, path: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, path: Path, host: str = "127.0.0.1", port: int = 0, smtputf8: bool = True
+    ) -> None:
         self.path = Path(path)
         self.host = host
         self.port = port
+        self.smtputf8 = smtputf8
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -97,7 +111,15 @@ class SmtpSink:
 
         def protocol() -> SMTP:
             # A fixed hostname: the default looks up the FQDN, which can stall on DNS.
-            return SMTP(recorder, hostname="saga-smtp-sink", enable_SMTPUTF8=True, loop=loop)
+            smtp = SMTP(
+                recorder, hostname="saga-smtp-sink", enable_SMTPUTF8=self.smtputf8, loop=loop
+            )
+            # A UTF-8 local part of 64 characters is up to 256 bytes: a longest legal
+            # path with its options outgrows RFC 5321's 512-byte command line.
+            # (aiosmtpd's per-command limits default to a dict shared by every instance.)
+            smtp.command_size_limit = _COMMAND_SIZE_LIMIT
+            smtp.command_size_limits = collections.defaultdict(lambda: _COMMAND_SIZE_LIMIT)
+            return smtp
 
         try:
             server = loop.run_until_complete(loop.create_server(protocol, self.host, self.port))
@@ -133,8 +155,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     path = settings.file.absolute()
-    with SmtpSink(path=path, host=settings.host, port=settings.port) as sink:
-        log.info("smtp_sink.started", host=sink.host, port=sink.port, file=str(path))
+    with SmtpSink(
+        path=path, host=settings.host, port=settings.port, smtputf8=settings.smtputf8
+    ) as sink:
+        log.info(
+            "smtp_sink.started",
+            host=sink.host,
+            port=sink.port,
+            file=str(path),
+            smtputf8=settings.smtputf8,
+        )
         stopping.wait()
     log.info("smtp_sink.stopped")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -286,8 +287,12 @@ def test_the_webhook_receives_a_correctly_signed_post(
             wait_until(lambda: applied(admin_conn, event), what="the approval handled")
 
     [delivery] = receiver.deliveries
-    assert verify(delivery.body, SECRET, delivery.headers["x-saga-signature"])
-    assert not verify(delivery.body, "another secret", delivery.headers["x-saga-signature"])
+    signature = delivery.headers["x-saga-signature"]
+    assert re.fullmatch(r"t=\d{10},v1=[0-9a-f]{64}", signature)
+    signed_at = int(signature[2:12])
+    assert verify(delivery.body, SECRET, signature, now=lambda: signed_at + 300)
+    assert not verify(delivery.body, SECRET, signature, now=lambda: signed_at + 301), "replay"
+    assert not verify(delivery.body, "another secret", signature)
     expected = domain.order_approved(approved("ord-7"))
     assert delivery.headers["x-saga-delivery"] == expected.delivery_id
     assert delivery.headers["content-type"] == "application/json"
@@ -393,3 +398,156 @@ def test_an_unreachable_smtp_server_is_retried_until_it_is_back(
         ("ord-5", "order_cancelled", "ord-5@example.com", ["email"])
     ]
     assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
+
+
+IDN_SENDER = "Boutique Zoë Ångström <commandes@boutique-zoë.example>"
+
+
+def dead_letters(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    return [
+        (r[0], r[1], r[2])
+        for r in conn.execute(
+            "SELECT aggregate_id, error_type, error FROM notifications.dead_letters ORDER BY id"
+        )
+    ]
+
+
+def test_internationalized_addresses_and_names_are_notified_as_written(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    zoe = approved("ord-i1").model_copy(
+        update={
+            "email": "zoë.ångström@example.com",  # UTF-8 local part: SMTPUTF8
+            "shipping_address": ADDRESS.model_copy(update={"name": "Zoë Ångström"}),
+        }
+    )
+    ada = shipped("ord-i2").model_copy(update={"email": "ada@bücher.de"})  # IDN domain
+    han = cancelled("ord-i3", "缺货").model_copy(update={"email": "用户@例子.广告"})  # both
+    events = [wrap(zoe, "ord-i1"), wrap(ada, "ord-i2"), wrap(han, "ord-i3")]
+    produce(kafka, source, [(e.aggregate_id.encode(), e.to_bytes()) for e in events])
+
+    config = settings(database, kafka, smtp_port=sink.port).model_copy(
+        update={"sender": IDN_SENDER}  # a display name and a domain that are not ASCII
+    )
+    with consuming(bootstrap.build(config)):
+        for e in events:
+            wait_until(lambda e=e: applied(admin_conn, e), what=f"{e.aggregate_id} handled")
+
+    assert dead_letters(admin_conn) == []
+    by_order = {m["headers"]["X-Saga-Order-Id"]: m for m in read_mail(mail_file)}
+    assert {order: m["to"] for order, m in by_order.items()} == {
+        "ord-i1": ["zoë.ångström@example.com"],
+        "ord-i2": ["ada@xn--bcher-kva.de"],
+        "ord-i3": ["用户@xn--fsqu00a.xn--4rr70v"],
+    }
+    assert {order: "SMTPUTF8" in m["mail_options"] for order, m in by_order.items()} == {
+        "ord-i1": True,
+        "ord-i2": False,
+        "ord-i3": True,
+    }
+    for m in by_order.values():
+        assert m["from"] == "commandes@xn--boutique-zo-9bb.example"
+        assert m["headers"]["From"] == (
+            "Boutique Zoë Ångström <commandes@xn--boutique-zo-9bb.example>"
+        )
+    assert by_order["ord-i1"]["headers"]["To"] == "zoë.ångström@example.com"
+    assert "  Zoë Ångström\n" in by_order["ord-i1"]["body"]
+    assert "Reason: 缺货" in by_order["ord-i3"]["body"]
+    assert notification_rows(admin_conn) == [
+        ("ord-i1", "order_approved", "zoë.ångström@example.com", ["email"]),
+        ("ord-i2", "order_shipped", "ada@bücher.de", ["email"]),
+        ("ord-i3", "order_cancelled", "用户@例子.广告", ["email"]),
+    ]
+    assert len(customer_notified(admin_conn)) == 3
+
+
+def test_a_server_without_smtputf8_dead_letters_a_utf8_local_part_and_delivers_an_idn_domain(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    utf8_local = wrap(approved("ord-u1").model_copy(update={"email": "zoë@example.com"}), "ord-u1")
+    idn_domain = wrap(approved("ord-u2").model_copy(update={"email": "ada@bücher.de"}), "ord-u2")
+    produce(kafka, source, [(b"ord-u1", utf8_local.to_bytes()), (b"ord-u2", idn_domain.to_bytes())])
+
+    with SmtpSink(path=mail_file, smtputf8=False) as ascii_only:
+        config = settings(database, kafka, smtp_port=ascii_only.port, max_attempts=10_000)
+        with consuming(bootstrap.build(config)):
+            wait_until(lambda: applied(admin_conn, idn_domain), what="the IDN one handled")
+            wait_until(lambda: dead_letters(admin_conn), what="the UTF-8 one dead-lettered")
+
+    [(order, error_type, error)] = dead_letters(admin_conn)
+    assert (order, error_type) == ("ord-u1", "DeliveryRejected"), "at once, not after retries"
+    assert "does not offer SMTPUTF8" in error and "zoë@example.com" in error
+    # A set: while one batch holds both, the refusal rolls the batch back and the other
+    # one is mailed again, with the same Message-ID (issue 12, "Notifications in a batch").
+    assert {(m["message_id"], *m["to"]) for m in read_mail(mail_file)} == {
+        ("<ord-u2.order_approved@saga-outbox>", "ada@xn--bcher-kva.de")
+    }
+    assert notification_rows(admin_conn) == [
+        ("ord-u2", "order_approved", "ada@bücher.de", ["email"])
+    ]
+
+
+class _RefusesGone:
+    """An SMTP server that refuses mailboxes starting with "gone" for good (550)."""
+
+    def __init__(self, mail_file: Path) -> None:
+        self.mail_file = mail_file
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("gone"):
+            return "550 5.1.1 <" + address + ">: no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with open(self.mail_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"to": envelope.rcpt_tos}) + "\n")
+        return "250 OK"
+
+
+def test_a_recipient_the_server_refuses_for_good_is_dead_lettered_with_the_reason(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    gone = wrap(approved("ord-g1").model_copy(update={"email": "gone@example.com"}), "ord-g1")
+    fine = wrap(approved("ord-g2"), "ord-g2")
+    produce(kafka, source, [(b"ord-g1", gone.to_bytes()), (b"ord-g2", fine.to_bytes())])
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    server = Controller(_RefusesGone(mail_file), hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        config = settings(database, kafka, smtp_port=port, max_attempts=10_000)
+        with consuming(bootstrap.build(config)):
+            wait_until(lambda: applied(admin_conn, fine), what="the other order notified")
+            wait_until(lambda: dead_letters(admin_conn), what="the refused one dead-lettered")
+    finally:
+        server.stop()
+
+    [(order, error_type, error)] = dead_letters(admin_conn)
+    assert (order, error_type) == ("ord-g1", "DeliveryRejected"), "at once, not after retries"
+    assert "550" in error and "no such mailbox" in error
+    # A set: the other order may be mailed again if it shared the refused one's batch.
+    assert {tuple(json.loads(line)["to"]) for line in mail_file.read_text().splitlines()} == {
+        ("ord-g2@example.com",)
+    }
+    assert notification_rows(admin_conn) == [
+        ("ord-g2", "order_approved", "ord-g2@example.com", ["email"])
+    ]
