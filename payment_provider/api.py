@@ -8,26 +8,34 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
-import psycopg
-from fastapi import Depends, FastAPI, Request, status
+from fastapi import Depends, FastAPI, Path, Request, status
 from fastapi.responses import JSONResponse
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from payment_provider.ledger import ChargeRecord, RefundRecord, ensure_schema
 from payment_provider.processing import (
     ChargeRequest,
+    InvalidRefund,
     Processor,
     ProviderError,
     RefundRequest,
     Result,
 )
 from payment_provider.settings import ProviderSettings
+from saga_runtime import (
+    NON_BLANK,
+    RETRY_AFTER_SECONDS,
+    JsonBodyRoute,
+    install_error_handlers,
+    problem,
+    unavailable_response,
+)
 
 log = logging.getLogger("payment_provider")
 
 MAX_CENTS = 2**63 - 1  # PostgreSQL bigint
-Key = Annotated[str, Field(min_length=1, max_length=255)]
+Key = Annotated[str, Field(min_length=1, max_length=255), NON_BLANK]
 Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True)]
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -126,30 +134,32 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         finally:
             pool.close()
 
-    app = FastAPI(title="Payment provider (simulator)", lifespan=lifespan)
+    app = FastAPI(
+        title="Payment provider (simulator)",
+        lifespan=lifespan,
+        responses=unavailable_response("the provider (its ledger or card network)"),
+    )
+    app.router.route_class = JsonBodyRoute
+    install_error_handlers(app, unavailable="the provider's ledger")
 
     @app.exception_handler(ProviderError)
     async def refused(_request: Request, exc: ProviderError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if exc.status_code >= 500 else None
+        if isinstance(exc, InvalidRefund):  # a field error, shaped as every other 422
+            error = {"type": "value_error", "loc": ["body", "amount_cents"], "msg": str(exc)}
+            return JSONResponse(status_code=exc.status_code, content={"detail": [error]})
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status_code >= 500 else None
         return JSONResponse(
             status_code=exc.status_code, content={"detail": str(exc)}, headers=headers
-        )
-
-    @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def ledger_down(_request: Request, exc: Exception) -> JSONResponse:
-        log.warning("provider.ledger_unavailable: %r", exc)
-        return JSONResponse(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            content={"detail": "the provider's ledger is unavailable, retry with the same key"},
-            headers={"Retry-After": "1"},
         )
 
     @app.post(
         "/charges",
         status_code=status.HTTP_201_CREATED,
         response_model=ChargeView,
-        responses={402: {"model": ChargeView}, 409: {}, 503: {}},
+        responses={
+            402: {"description": "declined (the body says why)", "model": ChargeView},
+            409: problem("the idempotency key was used for another request"),
+        },
     )
     def create_charge(body: ChargeBody, processor: ProcessorDep) -> JSONResponse:
         result = processor.charge(ChargeRequest(**body.model_dump()))
@@ -163,8 +173,14 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         return _answer(ChargeView.of(result.record), result)
 
     # ``:path`` so that a key containing "/" still names one charge.
-    @app.get("/charges/{idempotency_key:path}", response_model=ChargeView)
-    def get_charge(idempotency_key: str, processor: ProcessorDep) -> ChargeView | JSONResponse:
+    @app.get(
+        "/charges/{idempotency_key:path}",
+        response_model=ChargeView,
+        responses={404: problem("no charge under this key")},
+    )
+    def get_charge(
+        idempotency_key: Annotated[str, Path(max_length=255), NON_BLANK], processor: ProcessorDep
+    ) -> ChargeView | JSONResponse:
         record = processor.find_charge(idempotency_key)
         if record is None:
             return JSONResponse(
@@ -177,7 +193,10 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         "/refunds",
         status_code=status.HTTP_201_CREATED,
         response_model=RefundView,
-        responses={404: {}, 409: {}},
+        responses={
+            404: problem("no such charge"),
+            409: problem("key reused for another request, or the charge is not refundable"),
+        },
     )
     def create_refund(body: RefundBody, processor: ProcessorDep) -> JSONResponse:
         result = processor.refund(RefundRequest(**body.model_dump()))

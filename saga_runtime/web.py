@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from saga_runtime.db import TRANSIENT_DB_ERRORS
+from saga_runtime.logs import get_logger
 
 __all__ = [
     "RETRY_AFTER_SECONDS",
@@ -32,7 +33,9 @@ __all__ = [
     "unavailable_response",
 ]
 
-RETRY_AFTER_SECONDS = 2
+RETRY_AFTER_SECONDS = 1
+
+log = get_logger("saga_runtime.web")
 
 
 class Problem(BaseModel):
@@ -145,7 +148,8 @@ def install_error_handlers(app: FastAPI, *, unavailable: str) -> None:
     ``unavailable`` names what is down in the 503's detail, e.g. "the orders database".
     """
 
-    async def database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("api.database_unavailable", error=repr(exc))
         return JSONResponse(
             {"detail": f"{unavailable} is unavailable, retry shortly"},
             status_code=503,

@@ -7,17 +7,23 @@ fully described by the product row (``received`` records every unit added or wri
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from saga_runtime import TRANSIENT_DB_ERRORS, UnitOfWorkFactory
+from saga_runtime import (
+    NON_BLANK,
+    JsonBodyRoute,
+    UnitOfWorkFactory,
+    install_error_handlers,
+    problem,
+    unavailable_response,
+)
 from stock import domain
 from stock.domain import MAX_PRICE_CENTS, MAX_UNITS, SKU_PATTERN, Product, ProductIncomplete
 from stock.events import PricedLine
@@ -68,24 +74,9 @@ class ProductPut(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200, strict=True)
+    name: Annotated[str, Field(min_length=1, max_length=200, strict=True), NON_BLANK] | None = None
     price_cents: int | None = Field(default=None, ge=0, le=MAX_PRICE_CENTS, strict=True)
     on_hand: int = Field(ge=0, le=MAX_UNITS, strict=True)
-
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.strip():
-            raise ValueError("must not be blank")
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ValueError("must not contain control characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid Unicode text") from None
-        return value.strip()
 
 
 # --- dependencies (Annotated aliases keep the routes signature-only) ----------------------------
@@ -134,7 +125,7 @@ SkuPath = Annotated[
 
 # --- routes ------------------------------------------------------------------------------------
 
-router = APIRouter()
+router = APIRouter(route_class=JsonBodyRoute)
 
 
 @router.get("/stock", response_model=StockList)
@@ -142,7 +133,7 @@ def list_stock(conn: ConnDep) -> StockList:
     return StockList(products=[ProductOut.of(p) for p in StockRepository(conn).products()])
 
 
-@router.get("/stock/{sku}", response_model=ProductOut, responses={404: {"description": "none"}})
+@router.get("/stock/{sku}", response_model=ProductOut, responses={404: problem("no such product")})
 def get_stock(sku: SkuPath, conn: ConnDep) -> ProductOut:
     product = StockRepository(conn).product(sku)
     if product is None:
@@ -155,8 +146,8 @@ def get_stock(sku: SkuPath, conn: ConnDep) -> ProductOut:
     response_model=ProductOut,
     responses={
         201: {"description": "created", "model": ProductOut},
-        401: {"description": "X-Admin-Token missing"},
-        403: {"description": "X-Admin-Token wrong"},
+        401: problem("X-Admin-Token missing (when the service has an admin token)"),
+        403: problem("X-Admin-Token wrong"),
     },
 )
 def put_stock(
@@ -204,7 +195,7 @@ def _put(uow_factory: UnitOfWorkFactory, sku: str, body: ProductPut) -> tuple[Pr
 @router.get(
     "/reservations/{order_id}",
     response_model=ReservationOut,
-    responses={404: {"description": "none"}},
+    responses={404: problem("no reservation for this order")},
 )
 def get_reservation(
     order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")],
@@ -228,40 +219,6 @@ def health(conn: ConnDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-# --- errors ----------------------------------------------------------------------------------
-
-
-def _text(value: object) -> str:
-    # Lone surrogates from a JSON body cannot be encoded as UTF-8 in a response.
-    return str(value).encode("utf-8", "replace").decode("utf-8")
-
-
-def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """type, loc and msg of each error, without echoing the input (it may not be
-    representable as JSON, and it is the caller's own data anyway)."""
-    return [
-        {
-            "type": _text(error.get("type", "invalid")),
-            "loc": [item if isinstance(item, int) else _text(item) for item in error["loc"]],
-            "msg": _text(error.get("msg", "invalid")),
-        }
-        for error in errors
-    ]
-
-
-async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _field_errors(exc.errors())}, status_code=422)
-
-
-async def _on_database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {"detail": "database unavailable, try again"},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
-
-
 def create_app(
     *, pool: ConnectionPool, uow_factory: UnitOfWorkFactory, admin_token: str | None
 ) -> FastAPI:
@@ -270,13 +227,11 @@ def create_app(
         title="Stock",
         summary="Stock levels and prices of the saga's products.",
         version="1",
+        responses=unavailable_response("the stock database"),
     )
     app.state.pool = pool
     app.state.uow_factory = uow_factory
     app.state.admin_token = admin_token
     app.include_router(router)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    for error in TRANSIENT_DB_ERRORS:
-        if issubclass(error, Exception):
-            app.add_exception_handler(error, _on_database_unavailable)
+    install_error_handlers(app, unavailable="the stock database")
     return app
