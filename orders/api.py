@@ -17,6 +17,7 @@ from orders.repository import OrderRepository, TimelineEntry
 from saga_runtime import (
     NON_BLANK,
     PRINTABLE,
+    WHOLE_NUMBER,
     Email,
     JsonBodyRoute,
     Text,
@@ -44,7 +45,7 @@ class _Strict(BaseModel):
 
 class ItemIn(_Strict):
     sku: Text
-    quantity: int = Field(ge=1, le=1000)
+    quantity: Annotated[int, Field(ge=1, le=1000, strict=True), WHOLE_NUMBER]
 
 
 class PaymentIn(_Strict):
@@ -142,8 +143,21 @@ def get_uow_factory(request: Request) -> UnitOfWorkFactory:
 
 
 UowFactory = Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
-OrderId = Annotated[str, Path(min_length=1, max_length=200), NON_BLANK]
+# Order ids are UUIDs: anything outside URL-unreserved characters is no order's id.
+OrderId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._~-]+$")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem("no order with this id")}
+# OpenAPI links: what a client (or a stateful API fuzzer) can do next with an accepted order.
+ORDER_LINKS = {
+    "GetOrder": {"operationId": "getOrder", "parameters": {"order_id": "$response.body#/order_id"}},
+    "CancelOrder": {
+        "operationId": "cancelOrder",
+        "parameters": {"order_id": "$response.body#/order_id"},
+    },
+    "ListOrders": {
+        "operationId": "listOrders",
+        "parameters": {"customer_id": "$response.body#/customer_id"},
+    },
+}
 
 
 def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
@@ -161,7 +175,11 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         "/orders",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=OrderOut,
-        responses={409: problem("Idempotency-Key reused with another body")},
+        operation_id="submitOrder",
+        responses={
+            202: {"links": ORDER_LINKS},
+            409: problem("Idempotency-Key reused with another body"),
+        },
     )
     def submit_order(
         body: OrderIn,
@@ -189,7 +207,9 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         response.headers["Location"] = f"/orders/{order.id}"
         return order_out(order)
 
-    @app.get("/orders/{order_id}", response_model=OrderOut, responses=NOT_FOUND)
+    @app.get(
+        "/orders/{order_id}", response_model=OrderOut, responses=NOT_FOUND, operation_id="getOrder"
+    )
     def get_order(order_id: OrderId, factory: UowFactory) -> OrderOut:
         """The order, its priced lines and its saga timeline."""
         with factory.pool.connection() as conn:
@@ -199,7 +219,7 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, detail="order not found")
             return order_out(order, repo.timeline(order_id))
 
-    @app.get("/orders", response_model=OrderPage)
+    @app.get("/orders", response_model=OrderPage, operation_id="listOrders")
     def list_orders(
         factory: UowFactory,
         customer_id: Annotated[Text, Query()],
@@ -230,6 +250,7 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         "/orders/{order_id}/cancel",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=OrderOut,
+        operation_id="cancelOrder",
         responses={**NOT_FOUND, 409: problem("the order is final already")},
     )
     def cancel(order_id: OrderId, factory: UowFactory) -> OrderOut:

@@ -26,6 +26,7 @@ from payment_provider.settings import ProviderSettings
 from saga_runtime import (
     NON_BLANK,
     RETRY_AFTER_SECONDS,
+    WHOLE_NUMBER,
     JsonBodyRoute,
     install_error_handlers,
     problem,
@@ -34,10 +35,27 @@ from saga_runtime import (
 
 log = logging.getLogger("payment_provider")
 
-MAX_CENTS = 2**63 - 1  # PostgreSQL bigint
+# The largest integer every JSON reader holds exactly (I-JSON, RFC 7493): a bigger one may be
+# rounded by a client or a schema validator (2**63 - 1 + 192 reads as 2**63 - 1 in a double).
+MAX_CENTS = 2**53 - 1
 Key = Annotated[str, Field(min_length=1, max_length=255), NON_BLANK]
-Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True)]
+Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True), WHOLE_NUMBER]
 REPLAYED_HEADER = "Idempotent-Replayed"
+# OpenAPI links: a charge can be looked up by its key, and refunded.
+CHARGE_LINKS = {
+    "GetCharge": {
+        "operationId": "getCharge",
+        "parameters": {"idempotency_key": "$request.body#/idempotency_key"},
+    },
+    "RefundCharge": {
+        "operationId": "createRefund",
+        "requestBody": {
+            "idempotency_key": "refund-{$response.body#/charge_id}",
+            "charge_id": "$response.body#/charge_id",
+            "amount_cents": "$response.body#/amount_cents",
+        },
+    },
+}
 
 
 class _Body(BaseModel):
@@ -156,7 +174,9 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         "/charges",
         status_code=status.HTTP_201_CREATED,
         response_model=ChargeView,
+        operation_id="createCharge",
         responses={
+            201: {"links": CHARGE_LINKS},
             402: {"description": "declined (the body says why)", "model": ChargeView},
             409: problem("the idempotency key was used for another request"),
         },
@@ -177,6 +197,7 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         "/charges/{idempotency_key:path}",
         response_model=ChargeView,
         responses={404: problem("no charge under this key")},
+        operation_id="getCharge",
     )
     def get_charge(
         idempotency_key: Annotated[str, Path(max_length=255), NON_BLANK], processor: ProcessorDep
@@ -193,6 +214,7 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         "/refunds",
         status_code=status.HTTP_201_CREATED,
         response_model=RefundView,
+        operation_id="createRefund",
         responses={
             404: problem("no such charge"),
             409: problem("key reused for another request, or the charge is not refundable"),
@@ -202,7 +224,7 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         result = processor.refund(RefundRequest(**body.model_dump()))
         return _answer(RefundView.of(result.record), result)
 
-    @app.get("/ledger", response_model=LedgerView)
+    @app.get("/ledger", response_model=LedgerView, operation_id="getLedger")
     def ledger(processor: ProcessorDep) -> LedgerView:
         charges, refunds = processor.ledger()
         return LedgerView(

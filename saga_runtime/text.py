@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import idna
-from pydantic import AfterValidator, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
@@ -26,6 +32,7 @@ __all__ = [
     "NON_BLANK_PATTERN",
     "PRINTABLE",
     "PRINTABLE_PATTERN",
+    "WHOLE_NUMBER",
     "Email",
     "Printable",
     "Text",
@@ -34,13 +41,15 @@ __all__ = [
     "check_printable",
 ]
 
-# C0 controls (NUL, tab, newline...), DEL, C1 controls, and the surrogate range. The same
-# class is the JSON schema's pattern and the validator's check, so they cannot disagree.
-_FORBIDDEN = "\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff"
-PRINTABLE_PATTERN = f"^[^{_FORBIDDEN}]*$"
+# C0 controls (NUL, tab, newline...), DEL and C1 controls: the same class is the JSON schema's
+# pattern and the validator's check, so they cannot disagree. Lone surrogates are refused too,
+# but stay out of the pattern: JSON Schema strings are Unicode text, which has none, and
+# regex engines of schema tools (Rust's) cannot even express them.
+_CONTROLS = "\\u0000-\\u001f\\u007f-\\u009f"
+PRINTABLE_PATTERN = f"^[^{_CONTROLS}]*$"
 # Printable, and at least one character that is not whitespace.
-NON_BLANK_PATTERN = f"^[^{_FORBIDDEN}]*[^{_FORBIDDEN}\\s][^{_FORBIDDEN}]*$"
-_FORBIDDEN_CHAR = re.compile(f"[{_FORBIDDEN}]")
+NON_BLANK_PATTERN = f"^[^{_CONTROLS}]*[^{_CONTROLS}\\s][^{_CONTROLS}]*$"
+_FORBIDDEN_CHAR = re.compile(f"[{_CONTROLS}\\ud800-\\udfff]")
 _NON_BLANK = re.compile(NON_BLANK_PATTERN)
 
 
@@ -96,6 +105,21 @@ Printable = Annotated[str, PRINTABLE]
 Text = Annotated[str, Field(min_length=1, max_length=200), NON_BLANK]
 
 
+# --- whole numbers -------------------------------------------------------------------------------
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# JSON Schema's ``integer`` is any number without a fraction, so ``1.0`` is one: put this mark
+# last on a strict ``int`` (``Annotated[int, Field(ge=0, strict=True), WHOLE_NUMBER]``) and it
+# accepts exactly that, while strings and booleans stay refused.
+WHOLE_NUMBER = BeforeValidator(_whole_float_as_int)
+
+
 # --- e-mail addresses ----------------------------------------------------------------------------
 
 # The shape, as a JSON schema pattern and as the validator's first check: a local part without
@@ -103,8 +127,8 @@ Text = Annotated[str, Field(min_length=1, max_length=200), NON_BLANK]
 # quote), one "@", then dot-separated labels. Whether the labels convert to an ASCII hostname
 # cannot be a pattern: that part of the rule is in the description and in ``check_email``.
 _LOCAL_SPECIALS = '"(),:;<>[\\]'
-_NOT_IN_LOCAL = _FORBIDDEN + '\\s@"(),:;<>\\[\\\\\\]'
-_NOT_IN_LABEL = _FORBIDDEN + "\\s@."
+_NOT_IN_LOCAL = _CONTROLS + '\\s@"(),:;<>\\[\\\\\\]'
+_NOT_IN_LABEL = _CONTROLS + "\\s@."
 EMAIL_PATTERN = (
     f"^[^{_NOT_IN_LOCAL}]{{1,64}}@[^{_NOT_IN_LABEL}]{{1,63}}(?:\\.[^{_NOT_IN_LABEL}]{{1,63}})+$"
 )
@@ -154,7 +178,9 @@ def check_email(value: str) -> str:
 Email = Annotated[
     str,
     Field(
-        max_length=254, description=EMAIL_DESCRIPTION, json_schema_extra={"pattern": EMAIL_PATTERN}
+        max_length=254,
+        description=EMAIL_DESCRIPTION,
+        json_schema_extra={"pattern": EMAIL_PATTERN},
     ),
     AfterValidator(check_email),
     PRINTABLE,

@@ -15,10 +15,13 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
 
 from saga_runtime.db import TRANSIENT_DB_ERRORS
 from saga_runtime.logs import get_logger
@@ -107,6 +110,24 @@ async def _validation_failed(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": field_errors(exc.errors())}, status_code=422)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer, except that a 405's ``Allow`` lists the methods of every route of the
+    path: Starlette lists only those of the first route that matched it (GET and POST of one
+    path are two routes)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        path = request.scope["path"]
+        methods = {
+            method
+            for route in request.app.router.routes
+            if isinstance(route, Route) and route.methods and route.path_regex.match(path)
+            for method in route.methods
+        }
+        headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+        exc = HTTPException(405, exc.detail, headers=headers)
+    return await http_exception_handler(request, exc)
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -142,8 +163,9 @@ class JsonBodyRoute(APIRoute):
 
 
 def install_error_handlers(app: FastAPI, *, unavailable: str) -> None:
-    """Answer validation errors with a 422 that always renders, and a database that is
-    unavailable (``TRANSIENT_DB_ERRORS``) with a 503 and ``Retry-After``.
+    """Answer validation errors with a 422 that always renders, a database that is
+    unavailable (``TRANSIENT_DB_ERRORS``) with a 503 and ``Retry-After``, and a method the
+    path does not support with a 405 whose ``Allow`` is complete.
 
     ``unavailable`` names what is down in the 503's detail, e.g. "the orders database".
     """
@@ -157,6 +179,7 @@ def install_error_handlers(app: FastAPI, *, unavailable: str) -> None:
         )
 
     app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(HTTPException, _http_error)
     for error in TRANSIENT_DB_ERRORS:
         if issubclass(error, Exception):
             app.add_exception_handler(error, database_unavailable)

@@ -11,13 +11,15 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from saga_runtime import (
     NON_BLANK,
+    WHOLE_NUMBER,
     JsonBodyRoute,
     UnitOfWorkFactory,
     install_error_handlers,
@@ -75,8 +77,10 @@ class ProductPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200, strict=True), NON_BLANK] | None = None
-    price_cents: int | None = Field(default=None, ge=0, le=MAX_PRICE_CENTS, strict=True)
-    on_hand: int = Field(ge=0, le=MAX_UNITS, strict=True)
+    price_cents: (
+        Annotated[int, Field(ge=0, le=MAX_PRICE_CENTS, strict=True), WHOLE_NUMBER] | None
+    ) = None
+    on_hand: Annotated[int, Field(ge=0, le=MAX_UNITS, strict=True), WHOLE_NUMBER]
 
 
 # --- dependencies (Annotated aliases keep the routes signature-only) ----------------------------
@@ -106,14 +110,25 @@ def get_uow_factory(request: Request) -> UnitOfWorkFactory:
 UowFactoryDep = Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
 
 
-def require_admin(request: Request, x_admin_token: Annotated[str | None, Header()] = None) -> None:
+# A security scheme, so that the OpenAPI document says which operation needs the token.
+_admin_token_header = APIKeyHeader(
+    name="X-Admin-Token",
+    auto_error=False,
+    description="the service's STOCK_ADMIN_TOKEN (required only when one is configured)",
+)
+
+
+def require_admin(
+    request: Request, x_admin_token: Annotated[str | None, Security(_admin_token_header)] = None
+) -> None:
     """Refuse admin calls without the configured token (no token configured: open)."""
     expected: str | None = request.app.state.admin_token
     if not expected:
         return
     if x_admin_token is None:
         raise HTTPException(401, detail="X-Admin-Token header required")
-    # Bytes, so that any header value compares (in constant time) instead of raising.
+    # Bytes, so that any header value compares (in constant time) instead of raising. The
+    # token is never stored or echoed, so any text is only a wrong token (403), never a 422.
     if not hmac.compare_digest(x_admin_token.encode("latin-1"), expected.encode("utf-8")):
         raise HTTPException(403, detail="invalid admin token")
 
@@ -123,17 +138,27 @@ SkuPath = Annotated[
     str, Path(pattern=SKU_PATTERN, description="letters, digits, '.', '_' or '-'; 1-64")
 ]
 
+# OpenAPI links: the product a PUT wrote can be read back.
+PRODUCT_LINKS = {
+    "GetProduct": {"operationId": "getProduct", "parameters": {"sku": "$request.path.sku"}}
+}
+
 # --- routes ------------------------------------------------------------------------------------
 
 router = APIRouter(route_class=JsonBodyRoute)
 
 
-@router.get("/stock", response_model=StockList)
+@router.get("/stock", response_model=StockList, operation_id="listStock")
 def list_stock(conn: ConnDep) -> StockList:
     return StockList(products=[ProductOut.of(p) for p in StockRepository(conn).products()])
 
 
-@router.get("/stock/{sku}", response_model=ProductOut, responses={404: problem("no such product")})
+@router.get(
+    "/stock/{sku}",
+    response_model=ProductOut,
+    responses={404: problem("no such product")},
+    operation_id="getProduct",
+)
 def get_stock(sku: SkuPath, conn: ConnDep) -> ProductOut:
     product = StockRepository(conn).product(sku)
     if product is None:
@@ -144,8 +169,10 @@ def get_stock(sku: SkuPath, conn: ConnDep) -> ProductOut:
 @router.put(
     "/stock/{sku}",
     response_model=ProductOut,
+    operation_id="putProduct",
     responses={
-        201: {"description": "created", "model": ProductOut},
+        200: {"links": PRODUCT_LINKS},
+        201: {"description": "created", "model": ProductOut, "links": PRODUCT_LINKS},
         401: problem("X-Admin-Token missing (when the service has an admin token)"),
         403: problem("X-Admin-Token wrong"),
     },
@@ -196,9 +223,18 @@ def _put(uow_factory: UnitOfWorkFactory, sku: str, body: ProductPut) -> tuple[Pr
     "/reservations/{order_id}",
     response_model=ReservationOut,
     responses={404: problem("no reservation for this order")},
+    operation_id="getReservation",
 )
 def get_reservation(
-    order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")],
+    order_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[A-Za-z0-9._~-]+$",
+            description="an order id (orders are UUIDs): URL-unreserved characters only",
+        ),
+    ],
     conn: ConnDep,
 ) -> ReservationOut:
     reservation = StockRepository(conn).reservation(order_id)
