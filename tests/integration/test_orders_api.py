@@ -23,7 +23,7 @@ from saga_runtime import (
     create_pool,
     events_topic,
 )
-from sagactl.system import order_request
+from sagactl.system import free_port, order_request
 
 pytestmark = pytest.mark.integration
 
@@ -408,3 +408,31 @@ def test_openapi_lists_every_status_each_operation_returns(client):
         operation = paths[path][method]
         assert set(operation["responses"]) == statuses, (path, method)
         assert "Retry-After" in operation["responses"]["503"]["headers"]
+
+
+def test_an_unavailable_database_is_a_503_with_retry_after(kafka: KafkaSettings) -> None:
+    # A real pool to a port nobody listens on: every request finds the database unavailable.
+    dead = DatabaseSettings(
+        url=f"postgresql://postgres@127.0.0.1:{free_port()}/saga",
+        connect_timeout=1,
+        pool_min_size=0,
+    )
+    pool = create_pool(dead, role=None, name="orders-api-dead-db")
+    factory = UnitOfWorkFactory(
+        pool=pool,
+        outbox=Outbox(schema="orders", topic=events_topic("orders", kafka.topic_prefix)),
+        producer="orders",
+    )
+    try:
+        with TestClient(create_app(factory), raise_server_exceptions=False) as dead_client:
+            for method, url, body in [
+                ("POST", "/orders", order_body()),
+                ("GET", "/orders/o-1", None),
+                ("GET", "/orders?customer_id=c", None),
+                ("POST", "/orders/o-1/cancel", None),
+            ]:
+                response = dead_client.request(method, url, json=body)
+                assert response.status_code == 503, (method, url, response.text)
+                assert int(response.headers["Retry-After"]) >= 1
+    finally:
+        pool.close()
