@@ -5,24 +5,38 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
 
 from orders import handlers
 from orders.domain import Order, OrderStateError
 from orders.events import Address, OrderLine
 from orders.repository import OrderRepository, TimelineEntry
-from saga_runtime import TRANSIENT_DB_ERRORS, UnitOfWorkFactory
+from saga_runtime import (
+    NON_BLANK,
+    PRINTABLE,
+    WHOLE_NUMBER,
+    Email,
+    JsonBodyRoute,
+    Text,
+    UnitOfWorkFactory,
+    install_error_handlers,
+    problem,
+    unavailable_response,
+)
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Email = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+# Text is taken as sent (never stripped), so each schema below is exactly what is accepted.
+PostalCode = Annotated[str, Field(min_length=1, max_length=20), NON_BLANK]
+Country = Annotated[
+    str, Field(pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2"), NON_BLANK
 ]
-Country = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z]{2}$")]
+# What the client may send as a key: visible ASCII, as HTTP headers carry it reliably.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[!-~]+$"),
+]
 
 
 class _Strict(BaseModel):
@@ -31,7 +45,7 @@ class _Strict(BaseModel):
 
 class ItemIn(_Strict):
     sku: Text
-    quantity: int = Field(ge=1, le=1000)
+    quantity: Annotated[int, Field(ge=1, le=1000, strict=True), WHOLE_NUMBER]
 
 
 class PaymentIn(_Strict):
@@ -41,11 +55,9 @@ class PaymentIn(_Strict):
 class AddressIn(_Strict):
     name: Text
     line1: Text
-    line2: Annotated[str, StringConstraints(max_length=200)] | None = None
+    line2: Annotated[str, Field(max_length=200), PRINTABLE] | None = None
     city: Text
-    postal_code: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
-    ]
+    postal_code: PostalCode
     country: Country
 
 
@@ -131,7 +143,21 @@ def get_uow_factory(request: Request) -> UnitOfWorkFactory:
 
 
 UowFactory = Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
-OrderId = Annotated[str, StringConstraints(max_length=200)]
+# Order ids are UUIDs: anything outside URL-unreserved characters is no order's id.
+OrderId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._~-]+$")]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem("no order with this id")}
+# OpenAPI links: what a client (or a stateful API fuzzer) can do next with an accepted order.
+ORDER_LINKS = {
+    "GetOrder": {"operationId": "getOrder", "parameters": {"order_id": "$response.body#/order_id"}},
+    "CancelOrder": {
+        "operationId": "cancelOrder",
+        "parameters": {"order_id": "$response.body#/order_id"},
+    },
+    "ListOrders": {
+        "operationId": "listOrders",
+        "parameters": {"customer_id": "$response.body#/customer_id"},
+    },
+}
 
 
 def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
@@ -139,33 +165,28 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         title="Orders",
         description="Submit orders and watch their saga settle.",
         version="1.0",
+        responses=unavailable_response("the orders database"),
     )
+    app.router.route_class = JsonBodyRoute
     app.state.uow_factory = uow_factory
-
-    async def database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "the orders database is unavailable, retry shortly"},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "2"},
-        )
-
-    for error in TRANSIENT_DB_ERRORS:
-        app.add_exception_handler(error, database_unavailable)  # type: ignore[arg-type]
+    install_error_handlers(app, unavailable="the orders database")
 
     @app.post(
         "/orders",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=OrderOut,
-        responses={409: {"description": "Idempotency-Key reused with another body"}},
+        operation_id="submitOrder",
+        responses={
+            202: {"links": ORDER_LINKS},
+            409: problem("Idempotency-Key reused with another body"),
+        },
     )
     def submit_order(
         body: OrderIn,
         request: Request,
         response: Response,
         factory: UowFactory,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> OrderOut:
         """Accept an order (202): the saga runs asynchronously; poll ``Location``."""
         fingerprint = handlers.request_hash(body.model_dump_json().encode())
@@ -186,7 +207,9 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         response.headers["Location"] = f"/orders/{order.id}"
         return order_out(order)
 
-    @app.get("/orders/{order_id}", response_model=OrderOut)
+    @app.get(
+        "/orders/{order_id}", response_model=OrderOut, responses=NOT_FOUND, operation_id="getOrder"
+    )
     def get_order(order_id: OrderId, factory: UowFactory) -> OrderOut:
         """The order, its priced lines and its saga timeline."""
         with factory.pool.connection() as conn:
@@ -196,12 +219,20 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, detail="order not found")
             return order_out(order, repo.timeline(order_id))
 
-    @app.get("/orders", response_model=OrderPage)
+    @app.get("/orders", response_model=OrderPage, operation_id="listOrders")
     def list_orders(
         factory: UowFactory,
-        customer_id: Annotated[str, Query(min_length=1, max_length=200)],
+        customer_id: Annotated[Text, Query()],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        cursor: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=500,
+                pattern=r"^[A-Za-z0-9_=-]+$",
+                description="a previous page's next_cursor",
+            ),
+        ] = None,
     ) -> OrderPage:
         """A customer's orders, newest first; pass ``next_cursor`` back for the next page."""
         before = _decode_cursor(cursor) if cursor else None
@@ -219,7 +250,8 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         "/orders/{order_id}/cancel",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=OrderOut,
-        responses={404: {"description": "unknown order"}, 409: {"description": "already final"}},
+        operation_id="cancelOrder",
+        responses={**NOT_FOUND, 409: problem("the order is final already")},
     )
     def cancel(order_id: OrderId, factory: UowFactory) -> OrderOut:
         """Cancel before shipment; what was done is undone by the other services."""

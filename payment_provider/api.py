@@ -8,29 +8,55 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
-import psycopg
 from fastapi import Depends, FastAPI, Path, Request, status
 from fastapi.responses import JSONResponse
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from payment_provider.ledger import ChargeRecord, RefundRecord, VoidRecord, ensure_schema
 from payment_provider.processing import (
     ChargeRequest,
     ChargeVoided,
+    InvalidRefund,
     Processor,
     ProviderError,
     RefundRequest,
     Result,
 )
 from payment_provider.settings import ProviderSettings
+from saga_runtime import (
+    NON_BLANK,
+    RETRY_AFTER_SECONDS,
+    WHOLE_NUMBER,
+    JsonBodyRoute,
+    install_error_handlers,
+    problem,
+    unavailable_response,
+)
 
 log = logging.getLogger("payment_provider")
 
-MAX_CENTS = 2**63 - 1  # PostgreSQL bigint
-Key = Annotated[str, Field(min_length=1, max_length=255)]
-Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True)]
+# The largest integer every JSON reader holds exactly (I-JSON, RFC 7493): a bigger one may be
+# rounded by a client or a schema validator (2**63 - 1 + 192 reads as 2**63 - 1 in a double).
+MAX_CENTS = 2**53 - 1
+Key = Annotated[str, Field(min_length=1, max_length=255), NON_BLANK]
+Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True), WHOLE_NUMBER]
 REPLAYED_HEADER = "Idempotent-Replayed"
+# OpenAPI links: a charge can be looked up by its key, and refunded.
+CHARGE_LINKS = {
+    "GetCharge": {
+        "operationId": "getCharge",
+        "parameters": {"idempotency_key": "$request.body#/idempotency_key"},
+    },
+    "RefundCharge": {
+        "operationId": "createRefund",
+        "requestBody": {
+            "idempotency_key": "refund-{$response.body#/charge_id}",
+            "charge_id": "$response.body#/charge_id",
+            "amount_cents": "$response.body#/amount_cents",
+        },
+    },
+}
 
 
 class _Body(BaseModel):
@@ -140,11 +166,20 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         finally:
             pool.close()
 
-    app = FastAPI(title="Payment provider (simulator)", lifespan=lifespan)
+    app = FastAPI(
+        title="Payment provider (simulator)",
+        lifespan=lifespan,
+        responses=unavailable_response("the provider (its ledger or card network)"),
+    )
+    app.router.route_class = JsonBodyRoute
+    install_error_handlers(app, unavailable="the provider's ledger")
 
     @app.exception_handler(ProviderError)
     async def refused(_request: Request, exc: ProviderError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if exc.status_code >= 500 else None
+        if isinstance(exc, InvalidRefund):  # a field error, shaped as every other 422
+            error = {"type": "value_error", "loc": ["body", "amount_cents"], "msg": str(exc)}
+            return JSONResponse(status_code=exc.status_code, content={"detail": [error]})
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status_code >= 500 else None
         return JSONResponse(
             status_code=exc.status_code, content={"detail": str(exc)}, headers=headers
         )
@@ -157,21 +192,19 @@ def create_app(settings: ProviderSettings) -> FastAPI:
             status_code=exc.status_code, content={"detail": str(exc), "code": exc.code}
         )
 
-    @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def ledger_down(_request: Request, exc: Exception) -> JSONResponse:
-        log.warning("provider.ledger_unavailable: %r", exc)
-        return JSONResponse(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            content={"detail": "the provider's ledger is unavailable, retry with the same key"},
-            headers={"Retry-After": "1"},
-        )
-
     @app.post(
         "/charges",
         status_code=status.HTTP_201_CREATED,
         response_model=ChargeView,
-        responses={402: {"model": ChargeView}, 409: {}, 503: {}},
+        operation_id="createCharge",
+        responses={
+            201: {"links": CHARGE_LINKS},
+            402: {"description": "declined (the body says why)", "model": ChargeView},
+            409: problem(
+                "the idempotency key was used for another request, or was voided"
+                " (code `charge_voided`: not charged, and never will be)"
+            ),
+        },
     )
     def create_charge(body: ChargeBody, processor: ProcessorDep) -> JSONResponse:
         result = processor.charge(ChargeRequest(**body.model_dump()))
@@ -185,8 +218,15 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         return _answer(ChargeView.of(result.record), result)
 
     # ``:path`` so that a key containing "/" still names one charge.
-    @app.get("/charges/{idempotency_key:path}", response_model=ChargeView)
-    def get_charge(idempotency_key: str, processor: ProcessorDep) -> ChargeView | JSONResponse:
+    @app.get(
+        "/charges/{idempotency_key:path}",
+        response_model=ChargeView,
+        responses={404: problem("no charge under this key")},
+        operation_id="getCharge",
+    )
+    def get_charge(
+        idempotency_key: Annotated[str, Path(max_length=255), NON_BLANK], processor: ProcessorDep
+    ) -> ChargeView | JSONResponse:
         record = processor.find_charge(idempotency_key)
         if record is None:
             return JSONResponse(
@@ -201,11 +241,11 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         response_model=VoidView,
         responses={
             200: {"model": ChargeView, "description": "The key holds a charge: nothing voided."},
-            503: {},
         },
+        operation_id="voidCharge",
     )
     def void_charge(
-        idempotency_key: Annotated[str, Path(min_length=1, max_length=255)],
+        idempotency_key: Annotated[str, Path(max_length=255), NON_BLANK],
         processor: ProcessorDep,
     ) -> JSONResponse:
         """Return the charge the key holds, or void the key so that no charge is ever made.
@@ -231,13 +271,17 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         "/refunds",
         status_code=status.HTTP_201_CREATED,
         response_model=RefundView,
-        responses={404: {}, 409: {}},
+        operation_id="createRefund",
+        responses={
+            404: problem("no such charge"),
+            409: problem("key reused for another request, or the charge is not refundable"),
+        },
     )
     def create_refund(body: RefundBody, processor: ProcessorDep) -> JSONResponse:
         result = processor.refund(RefundRequest(**body.model_dump()))
         return _answer(RefundView.of(result.record), result)
 
-    @app.get("/ledger", response_model=LedgerView)
+    @app.get("/ledger", response_model=LedgerView, operation_id="getLedger")
     def ledger(processor: ProcessorDep) -> LedgerView:
         charges, refunds, voids = processor.ledger()
         return LedgerView(

@@ -7,17 +7,25 @@ fully described by the product row (``received`` records every unit added or wri
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from saga_runtime import TRANSIENT_DB_ERRORS, UnitOfWorkFactory
+from saga_runtime import (
+    NON_BLANK,
+    WHOLE_NUMBER,
+    JsonBodyRoute,
+    UnitOfWorkFactory,
+    install_error_handlers,
+    problem,
+    unavailable_response,
+)
 from stock import domain
 from stock.domain import MAX_PRICE_CENTS, MAX_UNITS, SKU_PATTERN, Product, ProductIncomplete
 from stock.events import PricedLine
@@ -68,24 +76,11 @@ class ProductPut(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200, strict=True)
-    price_cents: int | None = Field(default=None, ge=0, le=MAX_PRICE_CENTS, strict=True)
-    on_hand: int = Field(ge=0, le=MAX_UNITS, strict=True)
-
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.strip():
-            raise ValueError("must not be blank")
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ValueError("must not contain control characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid Unicode text") from None
-        return value.strip()
+    name: Annotated[str, Field(min_length=1, max_length=200, strict=True), NON_BLANK] | None = None
+    price_cents: (
+        Annotated[int, Field(ge=0, le=MAX_PRICE_CENTS, strict=True), WHOLE_NUMBER] | None
+    ) = None
+    on_hand: Annotated[int, Field(ge=0, le=MAX_UNITS, strict=True), WHOLE_NUMBER]
 
 
 # --- dependencies (Annotated aliases keep the routes signature-only) ----------------------------
@@ -115,14 +110,25 @@ def get_uow_factory(request: Request) -> UnitOfWorkFactory:
 UowFactoryDep = Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
 
 
-def require_admin(request: Request, x_admin_token: Annotated[str | None, Header()] = None) -> None:
+# A security scheme, so that the OpenAPI document says which operation needs the token.
+_admin_token_header = APIKeyHeader(
+    name="X-Admin-Token",
+    auto_error=False,
+    description="the service's STOCK_ADMIN_TOKEN (required only when one is configured)",
+)
+
+
+def require_admin(
+    request: Request, x_admin_token: Annotated[str | None, Security(_admin_token_header)] = None
+) -> None:
     """Refuse admin calls without the configured token (no token configured: open)."""
     expected: str | None = request.app.state.admin_token
     if not expected:
         return
     if x_admin_token is None:
         raise HTTPException(401, detail="X-Admin-Token header required")
-    # Bytes, so that any header value compares (in constant time) instead of raising.
+    # Bytes, so that any header value compares (in constant time) instead of raising. The
+    # token is never stored or echoed, so any text is only a wrong token (403), never a 422.
     if not hmac.compare_digest(x_admin_token.encode("latin-1"), expected.encode("utf-8")):
         raise HTTPException(403, detail="invalid admin token")
 
@@ -132,17 +138,27 @@ SkuPath = Annotated[
     str, Path(pattern=SKU_PATTERN, description="letters, digits, '.', '_' or '-'; 1-64")
 ]
 
+# OpenAPI links: the product a PUT wrote can be read back.
+PRODUCT_LINKS = {
+    "GetProduct": {"operationId": "getProduct", "parameters": {"sku": "$request.path.sku"}}
+}
+
 # --- routes ------------------------------------------------------------------------------------
 
-router = APIRouter()
+router = APIRouter(route_class=JsonBodyRoute)
 
 
-@router.get("/stock", response_model=StockList)
+@router.get("/stock", response_model=StockList, operation_id="listStock")
 def list_stock(conn: ConnDep) -> StockList:
     return StockList(products=[ProductOut.of(p) for p in StockRepository(conn).products()])
 
 
-@router.get("/stock/{sku}", response_model=ProductOut, responses={404: {"description": "none"}})
+@router.get(
+    "/stock/{sku}",
+    response_model=ProductOut,
+    responses={404: problem("no such product")},
+    operation_id="getProduct",
+)
 def get_stock(sku: SkuPath, conn: ConnDep) -> ProductOut:
     product = StockRepository(conn).product(sku)
     if product is None:
@@ -153,10 +169,12 @@ def get_stock(sku: SkuPath, conn: ConnDep) -> ProductOut:
 @router.put(
     "/stock/{sku}",
     response_model=ProductOut,
+    operation_id="putProduct",
     responses={
-        201: {"description": "created", "model": ProductOut},
-        401: {"description": "X-Admin-Token missing"},
-        403: {"description": "X-Admin-Token wrong"},
+        200: {"links": PRODUCT_LINKS},
+        201: {"description": "created", "model": ProductOut, "links": PRODUCT_LINKS},
+        401: problem("X-Admin-Token missing (when the service has an admin token)"),
+        403: problem("X-Admin-Token wrong"),
     },
 )
 def put_stock(
@@ -204,10 +222,19 @@ def _put(uow_factory: UnitOfWorkFactory, sku: str, body: ProductPut) -> tuple[Pr
 @router.get(
     "/reservations/{order_id}",
     response_model=ReservationOut,
-    responses={404: {"description": "none"}},
+    responses={404: problem("no reservation for this order")},
+    operation_id="getReservation",
 )
 def get_reservation(
-    order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")],
+    order_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[A-Za-z0-9._~-]+$",
+            description="an order id (orders are UUIDs): URL-unreserved characters only",
+        ),
+    ],
     conn: ConnDep,
 ) -> ReservationOut:
     reservation = StockRepository(conn).reservation(order_id)
@@ -228,40 +255,6 @@ def health(conn: ConnDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-# --- errors ----------------------------------------------------------------------------------
-
-
-def _text(value: object) -> str:
-    # Lone surrogates from a JSON body cannot be encoded as UTF-8 in a response.
-    return str(value).encode("utf-8", "replace").decode("utf-8")
-
-
-def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """type, loc and msg of each error, without echoing the input (it may not be
-    representable as JSON, and it is the caller's own data anyway)."""
-    return [
-        {
-            "type": _text(error.get("type", "invalid")),
-            "loc": [item if isinstance(item, int) else _text(item) for item in error["loc"]],
-            "msg": _text(error.get("msg", "invalid")),
-        }
-        for error in errors
-    ]
-
-
-async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _field_errors(exc.errors())}, status_code=422)
-
-
-async def _on_database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {"detail": "database unavailable, try again"},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
-
-
 def create_app(
     *, pool: ConnectionPool, uow_factory: UnitOfWorkFactory, admin_token: str | None
 ) -> FastAPI:
@@ -270,13 +263,11 @@ def create_app(
         title="Stock",
         summary="Stock levels and prices of the saga's products.",
         version="1",
+        responses=unavailable_response("the stock database"),
     )
     app.state.pool = pool
     app.state.uow_factory = uow_factory
     app.state.admin_token = admin_token
     app.include_router(router)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    for error in TRANSIENT_DB_ERRORS:
-        if issubclass(error, Exception):
-            app.add_exception_handler(error, _on_database_unavailable)
+    install_error_handlers(app, unavailable="the stock database")
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from saga_runtime import (
     create_pool,
     events_topic,
 )
-from sagactl.system import order_request
+from sagactl.system import free_port, order_request
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +188,251 @@ def test_no_input_gives_a_server_error(client, body, key):
     )
     response = client.post("/orders", json=body, headers=headers)
     assert response.status_code < 500, response.text
+
+
+# --- text that PostgreSQL or JSON cannot hold is a 422 naming the field -------------------------
+
+TEXT_FIELDS: list[tuple[str | int, ...]] = [
+    ("customer_id",),
+    ("email",),
+    ("items", 0, "sku"),
+    ("payment", "card_token"),
+    ("shipping_address", "name"),
+    ("shipping_address", "line1"),
+    ("shipping_address", "line2"),
+    ("shipping_address", "city"),
+    ("shipping_address", "postal_code"),
+    ("shipping_address", "country"),
+]
+UNSTORABLE = {"nul": "a\x00b", "surrogate": "a\ud800b", "newline": "a\nb"}
+
+
+def with_value(body: dict[str, Any], path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    body = json.loads(json.dumps(body))
+    target: Any = body
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return body
+
+
+def post_raw(client: TestClient, body: Any, **headers: str) -> Any:
+    # json.dumps escapes a lone surrogate as "\ud800", as a hostile client would send it.
+    return client.post(
+        "/orders", content=json.dumps(body), headers={"content-type": "application/json", **headers}
+    )
+
+
+def locs(response: Any) -> list[list[str | int]]:
+    return [error["loc"] for error in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("value", UNSTORABLE.values(), ids=UNSTORABLE.keys())
+@pytest.mark.parametrize("path", TEXT_FIELDS, ids=lambda p: ".".join(map(str, p)))
+def test_unstorable_text_in_any_body_field_is_a_422_naming_it(client, admin_conn, path, value):
+    response = post_raw(client, with_value(order_body(), path, value))
+    assert response.status_code == 422, response.text
+    assert locs(response) == [["body", *path]]
+    assert outbox(admin_conn) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "loc"),
+    [
+        ("GET", "/orders/%00", ["path", "order_id"]),
+        ("GET", "/orders/a%0Ab", ["path", "order_id"]),
+        ("POST", "/orders/%00/cancel", ["path", "order_id"]),
+        ("GET", "/orders?customer_id=%00", ["query", "customer_id"]),
+        ("GET", "/orders?customer_id=c&cursor=%00", ["query", "cursor"]),
+    ],
+)
+def test_unstorable_text_in_a_path_or_query_is_a_422_naming_it(client, method, url, loc):
+    response = client.request(method, url)
+    assert response.status_code == 422, response.text
+    assert locs(response) == [loc]
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "a\x7fb", "key with spaces", "k" * 201])
+def test_an_idempotency_key_outside_its_pattern_is_a_422(client, admin_conn, key):
+    response = post_raw(client, order_body(), **{"Idempotency-Key": key})
+    assert response.status_code == 422, response.text
+    assert locs(response) == [["header", "Idempotency-Key"]]
+    assert outbox(admin_conn) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"customer_id": "\xff\xfe"}',  # not UTF-8
+        b'{"customer_id": ' + b"9" * 5000 + b"}",  # past Python's int-from-text limit
+        b'{"customer_id": NaN}',
+        b"[" * 100_000,  # deeper than the JSON parser recurses
+        b'{"customer_id": ',
+    ],
+    ids=["invalid-utf8", "huge-integer", "nan", "deep", "truncated"],
+)
+def test_a_body_that_cannot_be_parsed_is_a_422(client, admin_conn, raw):
+    response = client.post("/orders", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert locs(response)[0][0] == "body"
+    assert outbox(admin_conn) == []
+
+
+def test_a_huge_number_in_a_number_field_is_a_422(client):
+    body = order_body(items=[{"sku": "BOOK-1", "quantity": 10**40}])
+    assert post_raw(client, body).status_code == 422
+    raw = json.dumps(order_body()).replace('"quantity": 2', '"quantity": 1e999')
+    response = client.post("/orders", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert locs(response) == [["body", "items", 0, "quantity"]]
+
+
+def test_text_is_stored_as_sent_never_stripped(client):
+    body = order_body(customer_id=" Zoë Ω ", shipping_address={**order_body()["shipping_address"]})
+    body["shipping_address"]["name"] = "Zoë Ω"
+    response = post_raw(client, body)
+    assert response.status_code == 202, response.text
+    stored = client.get(response.headers["location"]).json()
+    assert stored["customer_id"] == " Zoë Ω "
+    assert stored["shipping_address"]["name"] == "Zoë Ω"
+
+
+any_text = st.text(
+    st.one_of(st.characters(), st.sampled_from(["\x00", "\ud800", "\udfff", "\x85", " ", "@"])),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(path=st.sampled_from(TEXT_FIELDS), value=any_text)
+def test_any_string_in_any_text_field_is_never_a_server_error(client, path, value):
+    """Either accepted (and stored as sent) or a 422 that names the field; and the OpenAPI
+    schema of the field says which: the e-mail's IDNA rule is the one thing a pattern cannot
+    say (it is in the field's description), so there the schema is a necessary condition."""
+    body = with_value(order_body(), path, value)
+    response = post_raw(client, body)
+    assert response.status_code in (202, 422), response.text
+    valid_by_schema = schema_accepts(field_schema(client, path), value)
+    if response.status_code == 422:
+        assert locs(response) == [["body", *path]], response.text
+        if path != ("email",):
+            assert not valid_by_schema, f"the schema accepts {value!r} in {path}"
+    else:
+        assert valid_by_schema, f"the schema refuses {value!r} in {path}, the server accepts it"
+        stored = client.get(response.headers["location"]).json()
+        if path == ("customer_id",):
+            assert stored["customer_id"] == value
+
+
+def field_schema(client: TestClient, path: tuple[str | int, ...]) -> dict[str, Any]:
+    """The OpenAPI schema of one string field of the order request."""
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+
+    def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" in schema:
+            return resolve(schemas[schema["$ref"].rsplit("/", 1)[-1]])
+        if "anyOf" in schema:  # an optional field: the non-null alternative
+            return resolve(next(s for s in schema["anyOf"] if s.get("type") != "null"))
+        return schema
+
+    schema = resolve(schemas["OrderIn"])
+    for step in path:
+        schema = resolve(schema["items"] if isinstance(step, int) else schema["properties"][step])
+    return schema
+
+
+def schema_accepts(schema: dict[str, Any], value: str) -> bool:
+    assert schema["type"] == "string"
+    if re.search("[\ud800-\udfff]", value):
+        return False  # a JSON Schema string is Unicode text, which has no lone surrogate
+    return (
+        schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value))
+        and re.search(schema.get("pattern", ""), value) is not None
+    )
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["zoë@example.com", "ada@bücher.de", "用户@例子.广告", "a.b+c@xn--bcher-kva.de", "x@a-b.co"],
+)
+def test_internationalized_email_addresses_are_accepted(client, email):
+    assert post_raw(client, order_body(email=email)).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "plain",
+        "a@b",
+        "a@@b.com",
+        "a@b@c.com",
+        "a b@c.com",
+        '"quoted"@c.com',
+        "a(b)@c.com",
+        "a;b@c.com",
+        "[a]@c.com",
+        "a\\b@c.com",
+        "a@-bad.com",
+        "a@bad-.com",
+        "a@b_c.com",
+        "a@b..com",
+        "a@.b.com",
+        "a@" + "x" * 64 + ".com",
+        "x" * 65 + "@c.com",
+        "a@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + "." + "e" * 60 + ".com",  # 258
+        "a@" + "ü" * 60 + ".de",  # its label is longer than 63 once in punycode
+        "a@\u0627\u0644a.com",  # right-to-left mixed with left-to-right: no IDNA
+        "a@c.com\u3000",
+    ],
+)
+def test_email_addresses_the_mailer_cannot_deliver_are_a_422(client, email):
+    response = post_raw(client, order_body(email=email))
+    assert response.status_code == 422, email
+    assert locs(response) == [["body", "email"]]
+
+
+def test_openapi_lists_every_status_each_operation_returns(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    expected = {
+        ("/orders", "post"): {"202", "409", "422", "503"},
+        ("/orders", "get"): {"200", "422", "503"},
+        ("/orders/{order_id}", "get"): {"200", "404", "422", "503"},
+        ("/orders/{order_id}/cancel", "post"): {"202", "404", "409", "422", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        operation = paths[path][method]
+        assert set(operation["responses"]) == statuses, (path, method)
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+
+
+def test_an_unavailable_database_is_a_503_with_retry_after(kafka: KafkaSettings) -> None:
+    # A real pool to a port nobody listens on: every request finds the database unavailable.
+    dead = DatabaseSettings(
+        url=f"postgresql://postgres@127.0.0.1:{free_port()}/saga",
+        connect_timeout=1,
+        pool_min_size=0,
+    )
+    pool = create_pool(dead, role=None, name="orders-api-dead-db")
+    factory = UnitOfWorkFactory(
+        pool=pool,
+        outbox=Outbox(schema="orders", topic=events_topic("orders", kafka.topic_prefix)),
+        producer="orders",
+    )
+    try:
+        with TestClient(create_app(factory), raise_server_exceptions=False) as dead_client:
+            for method, url, body in [
+                ("POST", "/orders", order_body()),
+                ("GET", "/orders/o-1", None),
+                ("GET", "/orders?customer_id=c", None),
+                ("POST", "/orders/o-1/cancel", None),
+            ]:
+                response = dead_client.request(method, url, json=body)
+                assert response.status_code == 503, (method, url, response.text)
+                assert int(response.headers["Retry-After"]) >= 1
+    finally:
+        pool.close()

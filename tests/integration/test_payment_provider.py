@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -347,3 +348,66 @@ def test_a_second_provider_on_the_same_database_starts_and_shares_the_ledger(
     assert replayed.status_code == 201
     assert replayed.json()["charge_id"] == charge["charge_id"]
     assert len(ledger(provider)["charges"]) == 1
+
+
+# --- text that PostgreSQL or JSON cannot hold is a 422 naming the field -------------------------
+
+UNSTORABLE = {"nul": "a\x00b", "surrogate": "a\ud800b", "newline": "a\nb"}
+CHARGE_TEXT = ["idempotency_key", "order_id", "card_token"]
+REFUND_TEXT = ["idempotency_key", "charge_id"]
+
+
+def post_raw(client: httpx.Client, path: str, body: Any) -> httpx.Response:
+    # json.dumps escapes a lone surrogate as "\ud800", as a hostile client would send it.
+    return client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+
+
+def locs(response: httpx.Response) -> list[list[str | int]]:
+    return [error["loc"] for error in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("value", UNSTORABLE.values(), ids=UNSTORABLE.keys())
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("/charges", f) for f in CHARGE_TEXT] + [("/refunds", f) for f in REFUND_TEXT],
+)
+def test_unstorable_text_in_any_field_is_a_422_naming_it(
+    provider: httpx.Client, path: str, field: str, value: str
+) -> None:
+    body = charge_body() if path == "/charges" else {"idempotency_key": "r-1", "charge_id": "c"}
+    body |= {"amount_cents": 1, field: value}
+    response = post_raw(provider, path, body)
+    assert response.status_code == 422, response.text
+    assert locs(response) == [["body", field]]
+    assert ledger(provider) == {"charges": [], "refunds": []}
+
+
+@pytest.mark.parametrize("key", ["%00", "a%00b", "%7F"])
+def test_unstorable_text_in_a_lookup_path_is_a_422(provider: httpx.Client, key: str) -> None:
+    response = provider.get(f"/charges/{key}")
+    assert response.status_code == 422, response.text
+    assert locs(response) == [["path", "idempotency_key"]]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"order_id": "\xff"}', b'{"amount_cents": ' + b"9" * 5000 + b"}", b"[" * 100_000],
+    ids=["invalid-utf8", "huge-integer", "deep"],
+)
+def test_a_body_that_cannot_be_parsed_is_a_422(provider: httpx.Client, raw: bytes) -> None:
+    response = provider.post("/charges", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+
+
+def test_openapi_lists_every_status_each_operation_returns(provider: httpx.Client) -> None:
+    paths = provider.get("/openapi.json").json()["paths"]
+    expected = {
+        ("/charges", "post"): {"201", "402", "409", "422", "503"},
+        ("/charges/{idempotency_key}", "get"): {"200", "404", "422", "503"},
+        ("/refunds", "post"): {"201", "404", "409", "422", "503"},
+        ("/ledger", "get"): {"200", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert set(responses) == statuses, (path, method)
+        assert "Retry-After" in responses["503"]["headers"]

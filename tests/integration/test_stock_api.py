@@ -247,3 +247,64 @@ def test_no_input_gives_a_server_error(guarded, admin_conn, sku, body, content_t
     ):
         assert response.status_code < 500, (response.request.method, path, body, response.text)
     assert conserved(admin_conn)
+
+
+# --- bad input: a 422 naming the field, never a 5xx or a bare 400 -------------------------------
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\ud800b", "a\nb", "a\x85b"])
+def test_unstorable_text_in_a_name_is_a_422_naming_it(client, value):
+    body = json.dumps({"name": value, "price_cents": 1, "on_hand": 1})
+    response = client.put(
+        "/stock/NEW-1", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert locs(response) == [["body", "name"]]
+    assert client.get("/stock/NEW-1").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("url", "loc"),
+    [
+        ("/stock/%00", ["path", "sku"]),
+        ("/reservations/%00", ["path", "order_id"]),
+        ("/reservations/a%C2%85b", ["path", "order_id"]),
+    ],
+)
+def test_unstorable_text_in_a_path_is_a_422_naming_it(client, url, loc):
+    response = client.get(url)
+    assert response.status_code == 422, response.text
+    assert locs(response) == [loc]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"name": "\xff", "price_cents": 1, "on_hand": 1}', b'{"on_hand": ' + b"9" * 5000 + b"}"],
+    ids=["invalid-utf8", "huge-integer"],
+)
+def test_a_json_body_that_cannot_be_parsed_is_a_422(client, raw):
+    response = client.put("/stock/NEW-1", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert locs(response)[0][0] == "body"
+
+
+def test_a_name_is_stored_as_sent_so_the_schema_is_what_is_accepted(client):
+    response = client.put("/stock/NEW-1", json={"name": " Zoë Ω ", "price_cents": 1, "on_hand": 1})
+    assert response.status_code == 201, response.text
+    assert client.get("/stock/NEW-1").json()["name"] == " Zoë Ω "
+
+
+def test_openapi_lists_every_status_each_operation_returns(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    expected = {
+        ("/stock", "get"): {"200", "503"},
+        ("/stock/{sku}", "get"): {"200", "404", "422", "503"},
+        ("/stock/{sku}", "put"): {"200", "201", "401", "403", "422", "503"},
+        ("/reservations/{order_id}", "get"): {"200", "404", "422", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert set(responses) == statuses, (path, method)
+        assert "Retry-After" in responses["503"]["headers"]
+    name = client.get("/openapi.json").json()["components"]["schemas"]["ProductPut"]
+    assert "pattern" in name["properties"]["name"]["anyOf"][0]
