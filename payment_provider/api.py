@@ -70,6 +70,10 @@ class ChargeBody(_Body):
     card_token: Key
 
 
+class VoidBody(_Body):
+    idempotency_key: Key
+
+
 class RefundBody(_Body):
     idempotency_key: Key
     charge_id: Key
@@ -236,7 +240,7 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         return ChargeView.of(record)
 
     @app.post(
-        "/charges/{idempotency_key:path}/void",
+        "/voids",
         status_code=status.HTTP_201_CREATED,
         response_model=VoidView,
         responses={
@@ -244,15 +248,14 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         },
         operation_id="voidCharge",
     )
-    def void_charge(
-        idempotency_key: Annotated[str, Path(max_length=255), NON_BLANK],
-        processor: ProcessorDep,
-    ) -> JSONResponse:
+    def void_charge(body: VoidBody, processor: ProcessorDep) -> JSONResponse:
         """Return the charge the key holds, or void the key so that no charge is ever made.
 
         For a client that gave up on a charge without hearing its outcome: after
         this call the answer is final, and a request still in transit is refused.
+        (A body, not a path under ``/charges/{key}``: that path takes any key, "/" included.)
         """
+        idempotency_key = body.idempotency_key
         result = processor.void(idempotency_key)
         if isinstance(result.record, ChargeRecord):
             return JSONResponse(

@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
 
 import httpx
 
@@ -100,7 +99,7 @@ class HttpPaymentProvider:
 
     def void_charge(self, idempotency_key: str) -> ProviderCharge | ProviderVoided:
         """The charge under the key, or the key voided so that no charge lands later."""
-        response = self._send("POST", f"/charges/{quote(idempotency_key, safe='')}/void")
+        response = self._send("POST", "/voids", json={"idempotency_key": idempotency_key})
         if response.status_code == 200:
             return _charge(response)
         if response.status_code == 201:
