@@ -267,7 +267,10 @@ class ConsumerRunner:
                 outcome = self.process(live[0])
                 results.append(outcome)
                 if outcome is Outcome.RETRY:
-                    self._rewind(*live[1:])  # nothing after it may run ahead of it
+                    # Every partition back to its first message not applied, this one's
+                    # included: rewinding only what follows it would seek its own
+                    # partition past it, and the next stored offset would skip it.
+                    self._rewind(*live)
                     return results
                 live = live[1:]
                 if live and (self._stopping.is_set() or self._poll_budget_spent()):

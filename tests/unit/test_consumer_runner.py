@@ -572,6 +572,21 @@ def test_a_failing_side_effecting_message_runs_once_per_attempt() -> None:
     assert uow.outbox.rows == []
 
 
+def test_a_failing_side_effecting_message_is_not_overtaken_on_its_own_partition() -> None:
+    """The rewind after its retry must not move its partition past it to the next message."""
+
+    def webhook_down(uow: UnitOfWork, event: Envelope) -> None:
+        raise RetryableError("webhook unavailable")
+
+    first = Envelope.new(Mailed(n=1), aggregate_id="order-1", producer="orders")
+    second = Envelope.new(Mailed(n=2), aggregate_id="order-2", producer="orders")
+    consumer = FakeConsumer([FakeMessage(first.to_bytes(), 4), FakeMessage(second.to_bytes(), 5)])
+    runner, _, letters = runner_with(consumer, {"Mailed": webhook_down}, side_effecting=("Mailed",))
+    assert runner.process_batch(consumer.consume(10, 0)) == [Outcome.RETRY]  # type: ignore[arg-type]
+    assert consumer.sought == {0: 4}, "the partition goes back to the failed message"
+    assert consumer.stored == [] and not letters.letters
+
+
 def test_a_retry_budget_starts_again_for_a_message_that_comes_back_much_later() -> None:
     clock = FakeClock()
 
