@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from orders.events import OrderCancelled, OrderCreated
 from payments import domain
 from payments.domain import Charge, Payment, ProviderCharge, VoidCharge
-from payments.provider import PaymentProvider, ProviderUnavailable, RetryPolicy
+from payments.provider import PaymentProvider, ProviderUnavailable, RetryPolicy, UndoUnavailable
 from payments.repository import PaymentRepository
 from saga_runtime import Envelope, Event, UnitOfWork, crash_point, get_logger
 from stock.events import StockReserved
@@ -17,6 +18,7 @@ log = get_logger(__name__)
 
 # Charge, void, refund: no state needs more provider requests than that.
 MAX_STEPS = 3
+T = TypeVar("T")
 
 
 def settle(
@@ -27,9 +29,9 @@ def settle(
     A charge the provider cannot take after ``retry.attempts`` fails the payment
     (the order is then cancelled, and its cancellation voids the charge's key:
     the charge is refunded if it went through, refused if it is still on its
-    way). A void or a refund it cannot take raises ProviderUnavailable, a
-    RetryableError: the runtime retries the event, and dead-letters it for an
-    operator only once its retries are spent, because a refund must not be
+    way). A void or a refund it cannot take raises UndoUnavailable, a
+    RetryUntilDoneError: the runtime retries the event for as long as the
+    provider is down and never dead-letters it, because a refund must not be
     forgotten.
     """
     events: list[Event] = []
@@ -52,14 +54,24 @@ def settle(
                     crash_point("payments.after_charge")
                 payment, emitted = domain.charged(payment, answer)
         elif isinstance(step, VoidCharge):
-            found = retry.call(partial(provider.void_charge, step.idempotency_key))
+            found = _undo(retry, partial(provider.void_charge, step.idempotency_key))
             payment = domain.fenced(payment, found)
         else:
-            payment, emitted = domain.refunded(payment, retry.call(partial(provider.refund, step)))
+            payment, emitted = domain.refunded(
+                payment, _undo(retry, partial(provider.refund, step))
+            )
         events += emitted
     if domain.next_step(payment) is not None:
         raise AssertionError(f"payment {payment} still needs the provider after {MAX_STEPS} steps")
     return payment, events
+
+
+def _undo(retry: RetryPolicy, request: Callable[[], T]) -> T:
+    """A void or refund: the provider being down is not a reason to ever give up on it."""
+    try:
+        return retry.call(request)
+    except ProviderUnavailable as exc:
+        raise UndoUnavailable(str(exc)) from exc
 
 
 def _handle(

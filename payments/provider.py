@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from payments.domain import Charge, ProviderCharge, ProviderRefund, ProviderVoided, Refund
-from saga_runtime import RetryableError, get_logger
+from saga_runtime import RetryableError, RetryUntilDoneError, get_logger
 
 log = get_logger(__name__)
 
@@ -25,6 +25,14 @@ class ProviderUnavailable(PaymentsError, RetryableError):
     """The provider did not answer (timeout, connection refused) or answered 5xx/429.
 
     Safe to repeat: every request carries an idempotency key.
+    """
+
+
+class UndoUnavailable(PaymentsError, RetryUntilDoneError):
+    """A void or refund could not reach the provider: retried until it does.
+
+    An order is cancelled by then; giving up after a time budget would leave a
+    charge nobody refunds.
     """
 
 

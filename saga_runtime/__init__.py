@@ -21,6 +21,7 @@ from saga_runtime.errors import (
     OutboxUsageError,
     PoisonMessageError,
     RetryableError,
+    RetryUntilDoneError,
     SagaRuntimeError,
 )
 from saga_runtime.faults import crash_point
@@ -120,6 +121,7 @@ __all__ = [
     "Problem",
     "ProducerFatalError",
     "RelaySettings",
+    "RetryUntilDoneError",
     "RetryableError",
     "SagaRuntimeError",
     "ServiceRuntime",

@@ -24,7 +24,7 @@ from saga_runtime.dead_letters import (
     DeadLetterStore,
 )
 from saga_runtime.envelope import HEADER_EVENT_TYPE, Envelope
-from saga_runtime.errors import InvalidEnvelopeError, RetryableError
+from saga_runtime.errors import InvalidEnvelopeError, RetryableError, RetryUntilDoneError
 from saga_runtime.inbox import Inbox
 from saga_runtime.logs import get_logger
 from saga_runtime.settings import ConsumerSettings
@@ -39,6 +39,11 @@ _TRANSIENT: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, DeadLetterP
 _DEAD_LETTER_RETRY: tuple[type[BaseException], ...] = (*_TRANSIENT, BufferError, KafkaException)
 # Transient, but in a batch a sign of lock-order conflicts between batches.
 _CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+# The server ended the transaction because it sat idle too long: the database is up,
+# the handler waited too long on something outside it. Retried like a handler's
+# RetryableError, within its budget, not for ever like an outage (each attempt may
+# have repeated a side effect). In a batch: one message per transaction, to find which.
+_IDLE_TIMEOUT = psycopg.errors.IdleInTransactionSessionTimeout
 
 log = get_logger(__name__)
 
@@ -358,7 +363,7 @@ class ConsumerRunner:
                         outcome = self._apply_in(uow, msg, envelope, handler)
                         log.info(f"event.{outcome.value}")
                     outcomes.append(outcome)
-        except _CONFLICTS as exc:
+        except (*_CONFLICTS, _IDLE_TIMEOUT) as exc:
             # Several consumers' batches, each holding some orders' and products'
             # locks, can deadlock one another. Alone, a message takes its locks in
             # one consistent order, so one transaction per message cannot.
@@ -424,26 +429,45 @@ class ConsumerRunner:
                 return Outcome.IGNORED
             try:
                 outcome = self._apply(msg, envelope, handler)
+            except RetryUntilDoneError as exc:
+                # A step that must happen (a refund): no budget, like an outage.
+                retrying = self._count_attempt(msg)
+                log.warning(
+                    "event.retry",
+                    attempt=retrying.attempts,
+                    failing_for=round(self._clock() - retrying.since, 3),
+                    budget="none",
+                    error=str(exc),
+                )
+                return Outcome.RETRY
+            except _IDLE_TIMEOUT as exc:
+                return self._retry_or_dead_letter(msg, exc, envelope)
             except _TRANSIENT as exc:
                 log.warning("event.retry_transient", error=repr(exc))
                 return Outcome.RETRY
             except RetryableError as exc:
-                retrying = self._count_attempt(msg)
-                failing_for = self._clock() - retrying.since
-                if not self._retry_budget_spent(retrying, failing_for):
-                    log.warning(
-                        "event.retry",
-                        attempt=retrying.attempts,
-                        failing_for=round(failing_for, 3),
-                        error=str(exc),
-                    )
-                    return Outcome.RETRY
-                return self._dead_letter(msg, exc, envelope)
+                return self._retry_or_dead_letter(msg, exc, envelope)
             except Exception as exc:
                 self._count_attempt(msg)
                 return self._dead_letter(msg, exc, envelope)
             log.info(f"event.{outcome.value}")
             return outcome
+
+    def _retry_or_dead_letter(
+        self, msg: Message, exc: BaseException, envelope: Envelope
+    ) -> Outcome:
+        """RETRY while the message's retry budget lasts, then dead-letter it."""
+        retrying = self._count_attempt(msg)
+        failing_for = self._clock() - retrying.since
+        if self._retry_budget_spent(retrying, failing_for):
+            return self._dead_letter(msg, exc, envelope)
+        log.warning(
+            "event.retry",
+            attempt=retrying.attempts,
+            failing_for=round(failing_for, 3),
+            error=str(exc),
+        )
+        return Outcome.RETRY
 
     def _apply(self, msg: Message, envelope: Envelope, handler: Handler) -> Outcome:
         with self._uow_factory.begin(cause=envelope) as uow:

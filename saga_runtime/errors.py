@@ -14,6 +14,7 @@ __all__ = [
     "InvalidEnvelopeError",
     "OutboxUsageError",
     "PoisonMessageError",
+    "RetryUntilDoneError",
     "RetryableError",
     "SagaRuntimeError",
 ]
@@ -32,6 +33,15 @@ class RetryableError(SagaRuntimeError):
 
     The consumer retries the message with backoff; after the configured number
     of attempts it is dead-lettered with this error as its reason.
+    """
+
+
+class RetryUntilDoneError(RetryableError):
+    """A step that must happen (a refund) failed for a reason that may pass.
+
+    Retried with capped backoff for as long as it takes, like a database
+    outage, and never dead-lettered: giving up would leave the saga with an
+    effect nobody undoes. A permanent refusal is a different error (poison).
     """
 
 

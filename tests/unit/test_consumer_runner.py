@@ -17,6 +17,7 @@ from saga_runtime import (
     KafkaSettings,
     Outcome,
     RetryableError,
+    RetryUntilDoneError,
     UnitOfWork,
     consumer_config,
 )
@@ -345,6 +346,40 @@ def test_a_dependency_outage_is_retried_for_the_time_budget_not_a_few_attempts()
     assert outcomes == [Outcome.RETRY] * 6 + [Outcome.DEAD_LETTERED]
     [letter] = letters.letters
     assert (letter.error_type, letter.attempts) == ("RetryableError", 7)
+
+
+def test_a_step_that_must_happen_is_retried_past_any_budget() -> None:
+    """A refund the provider cannot take yet is never given up on (RetryUntilDoneError)."""
+    clock = FakeClock()
+
+    def refund_provider_down(uow: UnitOfWork, event: Envelope) -> None:
+        clock.now += 100.0
+        raise RetryUntilDoneError("provider unavailable")
+
+    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, _, letters = runner_with(
+        consumer, {"Asked": refund_provider_down}, clock=clock, retry_for=600, max_attempts=3
+    )
+    assert drain(runner, consumer, limit=30) == [Outcome.RETRY] * 30
+    assert not letters.letters and consumer.stored == []
+
+
+def test_a_transaction_the_server_ended_for_idling_counts_against_the_budget() -> None:
+    """A handler that always waits past idle_in_transaction_session_timeout is not retried
+    for ever like a database outage (each attempt may repeat its side effect)."""
+    clock = FakeClock()
+
+    def waits_too_long(uow: UnitOfWork, event: Envelope) -> None:
+        clock.now += 100.0
+        raise psycopg.errors.IdleInTransactionSessionTimeout("terminating connection")
+
+    consumer = FakeConsumer([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, _, letters = runner_with(
+        consumer, {"Asked": waits_too_long}, clock=clock, retry_for=600
+    )
+    assert drain(runner, consumer) == [Outcome.RETRY] * 6 + [Outcome.DEAD_LETTERED]
+    [letter] = letters.letters
+    assert letter.error_type == "IdleInTransactionSessionTimeout"
 
 
 def test_the_wait_between_attempts_is_capped_and_a_stop_cuts_it_short() -> None:
