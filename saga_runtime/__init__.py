@@ -23,7 +23,14 @@ from saga_runtime.errors import (
     RetryableError,
     SagaRuntimeError,
 )
-from saga_runtime.faults import crash_point
+from saga_runtime.faults import CrashPointError, crash_point
+from saga_runtime.health import (
+    DatabaseProbe,
+    Health,
+    HealthReport,
+    HealthServer,
+    add_health_routes,
+)
 from saga_runtime.inbox import Inbox
 from saga_runtime.kafka import consumer_config, ensure_topics, producer_config
 from saga_runtime.logs import configure_logging, get_logger
@@ -47,6 +54,7 @@ from saga_runtime.settings import (
     ServiceSettings,
 )
 from saga_runtime.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from saga_runtime.workers import Worker, Workers
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
@@ -55,6 +63,8 @@ __all__ = [
     "ConfigurationError",
     "ConsumerRunner",
     "ConsumerSettings",
+    "CrashPointError",
+    "DatabaseProbe",
     "DatabaseSettings",
     "DeadLetter",
     "DeadLetterPublishError",
@@ -63,6 +73,9 @@ __all__ = [
     "Envelope",
     "Event",
     "Handler",
+    "Health",
+    "HealthReport",
+    "HealthServer",
     "Inbox",
     "InvalidEnvelopeError",
     "KafkaDeadLetterPublisher",
@@ -81,6 +94,9 @@ __all__ = [
     "ServiceSettings",
     "UnitOfWork",
     "UnitOfWorkFactory",
+    "Worker",
+    "Workers",
+    "add_health_routes",
     "configure_logging",
     "connect",
     "consumer_config",

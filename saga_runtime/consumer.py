@@ -23,6 +23,7 @@ from saga_runtime.dead_letters import (
 )
 from saga_runtime.envelope import HEADER_EVENT_TYPE, Envelope
 from saga_runtime.errors import InvalidEnvelopeError, RetryableError
+from saga_runtime.faults import crash_point
 from saga_runtime.inbox import Inbox
 from saga_runtime.logs import get_logger
 from saga_runtime.settings import ConsumerSettings
@@ -129,6 +130,20 @@ class ConsumerRunner:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def readiness(self, *, grace: float) -> str | None:
+        """Why this runner is not ready (None: in its group and fetching), for ``/readyz``.
+
+        Safe from any thread: it reads the last librdkafka statistics and the
+        consumer's assignment (``ConsumerHealth.readiness`` has the rule).
+        """
+        if self._stopping.is_set():
+            return "stopping"
+        try:
+            assigned = [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+        except (KafkaException, RuntimeError):  # RuntimeError: closed while being replaced
+            assigned = None
+        return self._health.readiness(assigned, grace=grace)
+
     def run(self) -> None:
         """Consume until ``stop``; then commit stored offsets and leave the group cleanly."""
         self._consumer.subscribe(self.topics)
@@ -139,6 +154,7 @@ class ConsumerRunner:
                 self._check_health()
                 if msg is None:
                     continue
+                crash_point("consumer.polled")
                 batch = [msg]
                 if self._settings.batch_size > 1:
                     # Whatever else is already fetched; never waits for more.
