@@ -133,16 +133,12 @@ class ConsumerRunner:
     def readiness(self, *, grace: float) -> str | None:
         """Why this runner is not ready (None: in its group and fetching), for ``/readyz``.
 
-        Safe from any thread: it reads the last librdkafka statistics and the
-        consumer's assignment (``ConsumerHealth.readiness`` has the rule).
+        Safe from any thread: it reads what the consuming thread last recorded
+        (``ConsumerHealth.readiness`` has the rule).
         """
         if self._stopping.is_set():
             return "stopping"
-        try:
-            assigned = [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
-        except (KafkaException, RuntimeError):  # RuntimeError: closed while being replaced
-            assigned = None
-        return self._health.readiness(assigned, grace=grace)
+        return self._health.readiness(grace=grace)
 
     def run(self) -> None:
         """Consume until ``stop``; then commit stored offsets and leave the group cleanly."""

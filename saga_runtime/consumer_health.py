@@ -32,6 +32,7 @@ class ConsumerHealth:
         self._fetch: dict[tuple[str, int], str] = {}
         self._fine_since = clock()
         self._last_fine: float | None = None  # when last seen in its group and fetching
+        self._assigned: list[tuple[str, int]] | None = None  # as last given to ``stalled``
 
     def on_stats(self, raw: str) -> None:
         """librdkafka's ``stats_cb`` (served by ``poll``, on the consuming thread)."""
@@ -62,6 +63,8 @@ class ConsumerHealth:
 
     def stalled(self, assigned: Iterable[tuple[str, int]]) -> str | None:
         """The problem, once it has lasted ``stall_after`` seconds; else None."""
+        assigned = list(assigned)
+        self._assigned = assigned
         problem = self.problem(assigned)
         now = self._clock()
         if problem is None:
@@ -73,20 +76,24 @@ class ConsumerHealth:
             return None
         return problem
 
-    def readiness(self, assigned: Iterable[tuple[str, int]] | None, *, grace: float) -> str | None:
+    def readiness(self, *, grace: float) -> str | None:
         """For ``/readyz``: None when ready, else why not (safe from any thread).
 
         Ready once the consumer has been seen in its group (state up, join
         state steady) and fetching every partition it holds; it stays ready
         through a problem shorter than ``grace`` seconds, so a rebalance
         (partitions revoked and assigned again within seconds) does not flap
-        readiness. ``assigned`` None: the assignment cannot be read right now.
+        readiness. It reads what the consuming thread last recorded (the
+        statistics, and the assignment ``stalled`` was given, both at most a
+        few seconds old): a librdkafka consumer must not be asked for its
+        assignment from another thread while it polls (that call blocks).
         """
         now = self._clock()
+        assigned = self._assigned
         if self._group is None:
             problem: str | None = "no statistics from librdkafka yet (joining its group)"
         elif assigned is None:
-            problem = "assignment unknown (consumer being replaced)"
+            problem = "assignment not read yet"
         else:
             problem = self.problem(assigned)
         if problem is None:
@@ -102,6 +109,7 @@ class ConsumerHealth:
         self._fetch = {}
         self._fine_since = self._clock()
         self._last_fine = None
+        self._assigned = None
 
 
 def _fetch_states(stats: dict[str, Any]) -> Iterable[tuple[tuple[str, int], str]]:

@@ -134,33 +134,40 @@ def test_the_runner_replaces_a_stalled_consumer_and_goes_on_with_the_new_one(
     assert len(consumers.made) == 2  # a consumer that works is kept
 
 
+def ready(health: ConsumerHealth, assigned: list[tuple[str, int]] | None) -> str | None:
+    """What /readyz sees after the consuming thread's periodic check (``stalled``)."""
+    if assigned is not None:
+        health.stalled(assigned)
+    return health.readiness(grace=30)
+
+
 def test_readiness_waits_for_the_first_statistics_and_a_steady_group(clock: Clock) -> None:
     health = ConsumerHealth(stall_after=60, clock=clock)
-    assert "no statistics" in (health.readiness([], grace=30) or "")
+    assert "no statistics" in (ready(health, []) or "")
     health.on_stats(stats(state="wait-coord", join_state="init"))
-    assert "state wait-coord" in (health.readiness([], grace=30) or "")
+    assert "state wait-coord" in (ready(health, []) or "")
     health.on_stats(stats(p0="offset-query"))
-    assert "not fetching" in (health.readiness([(TOPIC, 0)], grace=30) or "")
+    assert "not fetching" in (ready(health, [(TOPIC, 0)]) or "")
     health.on_stats(stats(p0="active"))
-    assert health.readiness([(TOPIC, 0)], grace=30) is None
+    assert ready(health, [(TOPIC, 0)]) is None
 
 
 def test_readiness_holds_through_a_rebalance_shorter_than_the_grace(clock: Clock) -> None:
     health = ConsumerHealth(stall_after=60, clock=clock)
     health.on_stats(stats(p0="active"))
-    assert health.readiness([(TOPIC, 0)], grace=30) is None
+    assert ready(health, [(TOPIC, 0)]) is None
     # A rebalance: out of steady state, then its new partitions not fetching yet.
     clock.now += 10
     health.on_stats(stats(join_state="wait-assign-call"))
-    assert health.readiness([], grace=30) is None
+    assert ready(health, []) is None
     clock.now += 10
     health.on_stats(stats(p1="offset-wait"))
-    assert health.readiness([(TOPIC, 1)], grace=30) is None
+    assert ready(health, [(TOPIC, 1)]) is None
     # ...but a problem that lasts longer than the grace is reported.
     clock.now += 25
-    assert "not fetching" in (health.readiness([(TOPIC, 1)], grace=30) or "")
+    assert "not fetching" in (ready(health, [(TOPIC, 1)]) or "")
     health.on_stats(stats(p1="active"))
-    assert health.readiness([(TOPIC, 1)], grace=30) is None
+    assert ready(health, [(TOPIC, 1)]) is None
 
 
 def test_the_stall_check_keeps_readiness_fresh_between_probes(clock: Clock) -> None:
@@ -172,15 +179,15 @@ def test_the_stall_check_keeps_readiness_fresh_between_probes(clock: Clock) -> N
         assert health.stalled([(TOPIC, 0)]) is None
     health.on_stats(stats(join_state="wait-join"))
     clock.now += 5
-    assert health.readiness([(TOPIC, 0)], grace=30) is None
+    assert health.readiness(grace=30) is None
 
 
 def test_a_replaced_consumer_is_not_ready_until_it_has_joined(clock: Clock) -> None:
     health = ConsumerHealth(stall_after=60, clock=clock)
     health.on_stats(stats(p0="active"))
-    assert health.readiness([(TOPIC, 0)], grace=30) is None
+    assert ready(health, [(TOPIC, 0)]) is None
     health.reset()
-    assert health.readiness(None, grace=30) is not None
+    assert ready(health, None) is not None
     health.on_stats(stats(p0="active"))
-    assert "assignment unknown" in (health.readiness(None, grace=30) or "")
-    assert health.readiness([(TOPIC, 0)], grace=30) is None
+    assert ready(health, None) == "assignment not read yet"
+    assert ready(health, [(TOPIC, 0)]) is None
