@@ -160,14 +160,8 @@ class ServiceRuntime:
         if self.runner is None:
             raise RuntimeError(f"service {self.service} has no handlers to consume with")
         watched = self._watch()
-        if install_signal_handlers and threading.current_thread() is threading.main_thread():
-
-            def on_signal(signum: int, _frame: FrameType | None) -> None:
-                log.info("service.stopping", signal=signal.Signals(signum).name)
-                self.stop_consumers()
-
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
+        if install_signal_handlers:
+            self._stop_on_signals()
         server: HealthServer | None = None
         try:
             if health_port:
@@ -217,12 +211,27 @@ class ServiceRuntime:
 
         watched = self._watch(on_failure=on_failure)
         add_health_routes(app, self.health(watched))
+        # uvicorn takes SIGTERM/SIGINT while it serves, then puts these back and raises
+        # the signal again: without them that second SIGTERM would kill the process
+        # before the consumers finish their messages and leave the group.
+        self._stop_on_signals()
         try:
             self._start_workers(watched, workers)
             server.run()
         finally:
             self._stop_workers(watched)
         return self._exit_code(watched)
+
+    def _stop_on_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("service.stopping", signal=signal.Signals(signum).name)
+            self.stop_consumers()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
 
     def _watch(self, *, on_failure: Callable[[str], None] | None = None) -> Workers:
         self._workers = Workers(on_failure=on_failure)

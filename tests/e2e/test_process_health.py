@@ -220,3 +220,23 @@ def test_the_supervisor_restarts_a_service_that_stops_answering_healthz(
     assert any(m.startswith(f"notifications (pid {first}) is hung") for m in messages), messages
     assert supervisor.restart_counts()["notifications"] == 1
     assert supervisor.wait_ready(timeout=120), messages
+
+
+@pytest.mark.parametrize("service", ["orders", "stock"])
+def test_sigterm_stops_an_api_service_after_its_consumers_leave_their_group(
+    system: System, service: str
+) -> None:
+    """uvicorn takes SIGTERM while it serves and raises it again once it has stopped: that
+    second SIGTERM must stop the consumers cleanly (exit 0), not kill the process."""
+    process = system.processes[service]
+    assert process.popen is not None
+    before = process.log_path.read_text().count('"event": "consumer.stopped"')
+    try:
+        process.stop(timeout=60)
+        assert process.popen.returncode == 0, process.log_path.read_text()[-3000:]
+        log = process.log_path.read_text()
+        assert log.count('"event": "consumer.stopped"') - before == 3  # <SERVICE>_CONSUMERS
+        assert '"event": "service.stopping"' in log
+    finally:
+        process.start()
+        system.wait_ready()
