@@ -240,3 +240,42 @@ def test_sigterm_stops_an_api_service_after_its_consumers_leave_their_group(
     finally:
         process.start()
         system.wait_ready()
+
+
+def test_a_standby_relay_is_ready(system: System, extra: Any) -> None:
+    """A second relay finds every outbox's lock taken: on standby, which is ready."""
+    port = free_port()
+    process = extra(
+        "relay-standby", ["relay"], RELAY_NAME="relay-standby", RELAY_HEALTH_PORT=str(port)
+    )
+
+    def ready() -> bool:
+        body = alive_and_answering(process, f"http://127.0.0.1:{port}/readyz")
+        return body is not None and body["status_code"] == 200
+
+    assert wait_until(ready, timeout=90), answers(f"http://127.0.0.1:{port}/readyz")
+    log = process.log_path.read_text()
+    assert log.count('"event": "relay.standby"') == len(SERVICES), log[-3000:]
+    assert '"event": "relay.leadership_acquired"' not in log
+
+
+def test_a_relay_whose_outbox_thread_dies_exits_non_zero_and_is_restarted(
+    system: System, http: httpx.Client, supervised: Any, tmp_path: Path
+) -> None:
+    supervisor, messages = supervised(
+        "relay-0", env={"SAGA_CRASH_POINTS": "raise:relay.after_publish"}
+    )
+    assert supervisor.wait_ready(timeout=120), messages
+
+    system.place_order(http)
+
+    log_path = tmp_path / "relay-0.log"
+    assert wait_until(lambda: "relay-0 exited with code 1" in "\n".join(messages), timeout=120), (
+        messages,
+        log_path.read_text()[-3000:],
+    )
+    assert wait_until(lambda: supervisor.restart_counts()["relay-0"] >= 1, timeout=60)
+    log = log_path.read_text()
+    assert '"event": "worker.died"' in log
+    assert "CrashPointError: crash point relay.after_publish" in log
+    assert '"event": "relay.exiting"' in log
