@@ -50,6 +50,7 @@ class ServiceRuntime:
     runner: ConsumerRunner | None = None  # the first of ``runners``
     runners: list[ConsumerRunner] = field(default_factory=list)
     ready_grace: float = 30.0
+    wakeup: RelayWakeup | None = None
     _closers: list[object] = field(default_factory=list)
     _workers: Workers | None = None
 
@@ -89,6 +90,7 @@ class ServiceRuntime:
             uow_factory=uow_factory,
             database=database,
         )
+        runtime.wakeup = wakeup
         runtime._closers.append(wakeup)
         if handlers and subscribes_to:
             settings = consumer or ConsumerSettings()
@@ -138,7 +140,12 @@ class ServiceRuntime:
         ready: dict[str, Probe] = {"database": database}
         for n, runner in enumerate(self.runners):
             ready[f"consumer-{n}"] = partial(runner.readiness, grace=self.ready_grace)
-        return Health(alive={"workers": workers.problem}, ready=ready)
+        # The wakeup thread is best effort (a lost wakeup costs one relay polling
+        # interval), so it is not a worker; a dead one still makes the process unhealthy.
+        alive: dict[str, Probe] = {"workers": workers.problem}
+        if self.wakeup is not None:
+            alive["wakeup"] = self.wakeup.problem
+        return Health(alive=alive, ready=ready)
 
     def run_consumer(
         self,
