@@ -50,7 +50,9 @@ class Workers:
         self._on_failure = on_failure
         self._stopping = threading.Event()
         self._done = threading.Event()  # stopping, or a worker failed
-        self._lock = threading.Lock()
+        # Reentrant: ``stop`` runs in signal handlers, which interrupt the main thread
+        # wherever it is, possibly inside ``start``.
+        self._lock = threading.RLock()
         self._threads: dict[str, threading.Thread] = {}
         self._workers: list[Worker] = []
         self._failure: str | None = None

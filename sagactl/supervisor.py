@@ -329,7 +329,8 @@ class Supervisor:
         self.log(f"started {spec.name} (pid {proc.pid}, log {log_path})")
 
     def _watch_health(self) -> None:
-        with httpx.Client(timeout=self.health_timeout) as client:
+        # trust_env=False: a proxy from the environment must not sit between us and a child.
+        with httpx.Client(timeout=self.health_timeout, trust_env=False) as client:
             while not self._stopping.wait(self.health_interval):
                 for child in self._children.values():
                     if child.spec.health_url is not None and not self._stopping.is_set():
