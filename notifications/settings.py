@@ -24,6 +24,9 @@ class NotificationsSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
 
+    # No HTTP API: /healthz and /readyz on a port of their own (0: none).
+    health_port: int = Field(default=8023, ge=0, le=65535)
+
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=2525, ge=1, le=65535)
     smtp_timeout: PositiveFloat = 10.0

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextvars
 import threading
+from functools import partial
 
 from orders import handlers
 from orders.api import create_app
 from orders.deadline import run_sweeper
 from orders.settings import OrdersSettings
-from saga_runtime import Handler, ServiceRuntime, configure_logging
+from saga_runtime import Handler, ServiceRuntime, Worker, configure_logging
 
 SERVICE = "orders"
 
@@ -41,24 +41,24 @@ def main() -> int:
     configure_logging(settings.log, service=SERVICE)
     runtime = build(settings)
     stop = threading.Event()
-    sweeper = threading.Thread(
-        target=contextvars.copy_context().run,
-        args=(run_sweeper, runtime.uow_factory),
-        kwargs={
-            "timeout": settings.pending_timeout,
-            "interval": settings.deadline_check_interval,
-            "stop": stop,
-        },
+    # A watched worker: if the sweeper dies, the whole service exits and is restarted.
+    sweeper = Worker(
         name="orders-deadline",
-        daemon=True,
+        run=partial(
+            run_sweeper,
+            runtime.uow_factory,
+            timeout=settings.pending_timeout,
+            interval=settings.deadline_check_interval,
+            stop=stop,
+        ),
+        stop=stop.set,
     )
-    sweeper.start()
     try:
-        runtime.run_with_api(
-            create_app(runtime.uow_factory), host=settings.host, port=settings.port
+        return runtime.run_with_api(
+            create_app(runtime.uow_factory),
+            host=settings.host,
+            port=settings.port,
+            workers=[sweeper],
         )
     finally:
-        stop.set()
-        sweeper.join(timeout=10)
         runtime.close()
-    return 0

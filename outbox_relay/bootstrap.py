@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-import contextvars
 import signal
 import threading
+from functools import partial
 from types import FrameType
 
 from confluent_kafka import Producer
 
 from outbox_relay.settings import SERVICES, RelayProcessSettings
 from saga_runtime import (
+    DatabaseProbe,
+    Health,
+    HealthServer,
     InboxSettings,
     OutboxRelay,
+    Worker,
+    Workers,
     configure_logging,
     events_topic,
     get_logger,
     producer_config,
     verify_inbox_retention,
 )
+from saga_runtime.health import Probe
 
 log = get_logger(__name__)
 
@@ -38,8 +44,29 @@ def build_relays(settings: RelayProcessSettings) -> list[OutboxRelay]:
     ]
 
 
+def health(settings: RelayProcessSettings, relays: list[OutboxRelay], workers: Workers) -> Health:
+    """Alive: every outbox thread runs. Ready: the database answers, and every outbox
+    thread is either active (holds its outbox's lock) or on standby (polls for it)."""
+
+    def role(relay: OutboxRelay) -> str | None:
+        if relay.is_leader or relay.is_standby:
+            return None
+        return "neither active nor standby (connecting to the database)"
+
+    ready: dict[str, Probe] = {
+        "database": DatabaseProbe(settings.database, role=None, name=settings.name)
+    }
+    ready.update({f"outbox-{relay.schema}": partial(role, relay) for relay in relays})
+    return Health(alive={"workers": workers.problem}, ready=ready)
+
+
 def main(settings: RelayProcessSettings | None = None) -> int:
-    """Relay until SIGTERM/SIGINT; returns the process exit code."""
+    """Relay until SIGTERM/SIGINT; returns the process exit code.
+
+    Each outbox's relay runs on a watched worker thread: one that dies (a bug)
+    stops the others and the process exits 1, so its supervisor starts it again
+    rather than leaving a process that looks healthy and relays nothing.
+    """
     settings = settings or RelayProcessSettings()
     configure_logging(settings.log, service="outbox_relay", relay=settings.name)
     # The relay purges the inboxes: refuse a retention the topics' replay window outlasts.
@@ -49,34 +76,36 @@ def main(settings: RelayProcessSettings | None = None) -> int:
         InboxSettings().retention,
     )
     stop = threading.Event()
+    workers = Workers()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("relay.stopping", signal=signal.Signals(signum).name)
-        stop.set()
+        workers.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threads = [
-        # Each thread runs in a copy of this context, so its log lines carry the process's.
-        threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(relay.run, stop),
-            name=f"relay-{relay.schema}",
-            daemon=True,
-        )
-        for relay in build_relays(settings)
-    ]
-    for thread in threads:
-        thread.start()
-    log.info("relay.started", outboxes=settings.outboxes)
-    # A relay thread that died on a bug must not leave the process looking healthy:
-    # the whole process exits and its supervisor starts it again.
-    while all(thread.is_alive() for thread in threads) and not stop.is_set():
-        stop.wait(0.5)
-    crashed = not stop.is_set()
-    if crashed:
-        log.error("relay.thread_died", outboxes=[t.name for t in threads if not t.is_alive()])
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=10)
-    return 1 if crashed else 0
+    relays = build_relays(settings)
+    server: HealthServer | None = None
+    try:
+        if settings.health_port:
+            server = HealthServer(
+                health(settings, relays, workers),
+                host=settings.health_host,
+                port=settings.health_port,
+            )
+            workers.start(server.worker("relay-health"))
+        for relay in relays:
+            workers.start(
+                Worker(name=f"relay-{relay.schema}", run=partial(relay.run, stop), stop=stop.set)
+            )
+        log.info("relay.started", outboxes=settings.outboxes)
+        workers.wait()
+    finally:
+        workers.stop()
+        workers.join(timeout=10)
+        if server is not None:
+            server.close()
+    if workers.failure is not None:
+        log.error("relay.exiting", reason=workers.failure, exit_code=1)
+        return 1
+    return 0

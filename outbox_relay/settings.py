@@ -19,6 +19,11 @@ class RelayProcessSettings(BaseSettings):
 
     outboxes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICES))
     name: str = "relay"
+    # /healthz and /readyz (``RELAY_HEALTH_HOST``, ``RELAY_HEALTH_PORT``). Off (0) unless
+    # set: an active relay and its standby often share a host, and one default port would
+    # make the second one fail. ``./dev up`` gives them 8030 and 8031, compose 8030 each.
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=0, ge=0, le=65535)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)

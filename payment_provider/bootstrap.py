@@ -6,13 +6,20 @@ import uvicorn
 
 from payment_provider.api import create_app
 from payment_provider.settings import ProviderSettings
+from saga_runtime import DatabaseProbe, DatabaseSettings, Health, add_health_routes
 
 
 def main() -> int:
     settings = ProviderSettings()
     # uvicorn owns SIGTERM/SIGINT: in-flight requests finish, then the pool closes.
+    app = create_app(settings)
+    # Liveness: it answers. Readiness: its ledger's database answers too.
+    database = DatabaseSettings(url=settings.database_url)
+    add_health_routes(
+        app, Health(ready={"database": DatabaseProbe(database, role=None, name="provider")})
+    )
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="info",

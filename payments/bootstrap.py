@@ -45,8 +45,9 @@ def main() -> int:
     provider = http_provider(settings)
     runtime = build(settings, provider)
     try:
-        runtime.run_consumer()
+        return runtime.run_consumer(
+            health_host=settings.health_host, health_port=settings.health_port
+        )
     finally:
         runtime.close()
         provider.close()
-    return 0

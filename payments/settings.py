@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from pydantic_settings import SettingsConfigDict
 
 from saga_runtime import ServiceSettings
@@ -17,6 +17,9 @@ class PaymentsSettings(ServiceSettings):
     """
 
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
+
+    # No HTTP API: /healthz and /readyz on a port of their own (0: none).
+    health_port: int = Field(default=8021, ge=0, le=65535)
 
     provider_url: str = "http://127.0.0.1:8010"
     provider_timeout: PositiveFloat = 5.0

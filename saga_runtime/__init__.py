@@ -24,7 +24,14 @@ from saga_runtime.errors import (
     RetryUntilDoneError,
     SagaRuntimeError,
 )
-from saga_runtime.faults import crash_point
+from saga_runtime.faults import CrashPointError, crash_point
+from saga_runtime.health import (
+    DatabaseProbe,
+    Health,
+    HealthReport,
+    HealthServer,
+    add_health_routes,
+)
 from saga_runtime.inbox import Inbox
 from saga_runtime.inbox_retention import (
     InboxSettings,
@@ -79,6 +86,7 @@ from saga_runtime.web import (
     problem,
     unavailable_response,
 )
+from saga_runtime.workers import Worker, Workers
 
 __all__ = [
     "EMAIL_DESCRIPTION",
@@ -96,6 +104,8 @@ __all__ = [
     "ConfigurationError",
     "ConsumerRunner",
     "ConsumerSettings",
+    "CrashPointError",
+    "DatabaseProbe",
     "DatabaseSettings",
     "DeadLetter",
     "DeadLetterPublishError",
@@ -105,6 +115,9 @@ __all__ = [
     "Envelope",
     "Event",
     "Handler",
+    "Health",
+    "HealthReport",
+    "HealthServer",
     "Inbox",
     "InboxSettings",
     "InvalidEnvelopeError",
@@ -129,6 +142,9 @@ __all__ = [
     "Text",
     "UnitOfWork",
     "UnitOfWorkFactory",
+    "Worker",
+    "Workers",
+    "add_health_routes",
     "check_email",
     "check_inbox_retention",
     "check_non_blank",

@@ -25,6 +25,7 @@ from saga_runtime.dead_letters import (
 )
 from saga_runtime.envelope import HEADER_EVENT_TYPE, Envelope
 from saga_runtime.errors import InvalidEnvelopeError, RetryableError, RetryUntilDoneError
+from saga_runtime.faults import crash_point
 from saga_runtime.inbox import Inbox
 from saga_runtime.logs import get_logger
 from saga_runtime.settings import ConsumerSettings
@@ -184,6 +185,16 @@ class ConsumerRunner:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def readiness(self, *, grace: float) -> str | None:
+        """Why this runner is not ready (None: in its group and fetching), for ``/readyz``.
+
+        Safe from any thread: it reads what the consuming thread last recorded
+        (``ConsumerHealth.readiness`` has the rule).
+        """
+        if self._stopping.is_set():
+            return "stopping"
+        return self._health.readiness(grace=grace)
+
     def run(self) -> None:
         """Consume until ``stop``; then commit stored offsets and leave the group cleanly."""
         self._consumer.subscribe(self.topics)
@@ -194,6 +205,7 @@ class ConsumerRunner:
                 self._check_health()
                 if msg is None:
                     continue
+                crash_point("consumer.polled")
                 batch = [msg]
                 if self._settings.batch_size > 1:
                     # Whatever else is already fetched; never waits for more.

@@ -31,6 +31,8 @@ class ConsumerHealth:
         self._group: tuple[str, str] | None = None  # (state, join_state); None: no stats yet
         self._fetch: dict[tuple[str, int], str] = {}
         self._fine_since = clock()
+        self._last_fine: float | None = None  # when last seen in its group and fetching
+        self._assigned: list[tuple[str, int]] | None = None  # as last given to ``stalled``
 
     def on_stats(self, raw: str) -> None:
         """librdkafka's ``stats_cb`` (served by ``poll``, on the consuming thread)."""
@@ -61,12 +63,43 @@ class ConsumerHealth:
 
     def stalled(self, assigned: Iterable[tuple[str, int]]) -> str | None:
         """The problem, once it has lasted ``stall_after`` seconds; else None."""
+        assigned = list(assigned)
+        self._assigned = assigned
         problem = self.problem(assigned)
         now = self._clock()
         if problem is None:
             self._fine_since = now
+            if self._group is not None:
+                self._last_fine = now
             return None
         if now - self._fine_since < self._stall_after:
+            return None
+        return problem
+
+    def readiness(self, *, grace: float) -> str | None:
+        """For ``/readyz``: None when ready, else why not (safe from any thread).
+
+        Ready once the consumer has been seen in its group (state up, join
+        state steady) and fetching every partition it holds; it stays ready
+        through a problem shorter than ``grace`` seconds, so a rebalance
+        (partitions revoked and assigned again within seconds) does not flap
+        readiness. It reads what the consuming thread last recorded (the
+        statistics, and the assignment ``stalled`` was given, both at most a
+        few seconds old): a librdkafka consumer must not be asked for its
+        assignment from another thread while it polls (that call blocks).
+        """
+        now = self._clock()
+        assigned = self._assigned
+        if self._group is None:
+            problem: str | None = "no statistics from librdkafka yet (joining its group)"
+        elif assigned is None:
+            problem = "assignment not read yet"
+        else:
+            problem = self.problem(assigned)
+        if problem is None:
+            self._last_fine = now
+            return None
+        if self._last_fine is not None and now - self._last_fine < grace:
             return None
         return problem
 
@@ -75,6 +108,8 @@ class ConsumerHealth:
         self._group = None
         self._fetch = {}
         self._fine_since = self._clock()
+        self._last_fine = None
+        self._assigned = None
 
 
 def _fetch_states(stats: dict[str, Any]) -> Iterable[tuple[tuple[str, int], str]]:

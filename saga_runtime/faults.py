@@ -1,10 +1,13 @@
-"""Crash points for fault-injection tests (the chaos suite and the relay's crash tests).
+"""Crash points for fault-injection tests (the chaos suite, the relay's and the runtime's tests).
 
 ``SAGA_CRASH_POINTS`` names the points where the process kills itself with
 SIGKILL, comma-separated; ``name@0.2`` fires with probability 0.2 each time it
-is reached. ``SAGA_FREEZE_POINTS`` names points where it stops itself with
-SIGSTOP, once (a frozen host, resumed by SIGCONT). Unset in production: then
-each costs one dict lookup.
+is reached. ``raise:name`` (also ``raise:name@0.2``) raises ``CrashPointError``
+there instead: the thread that reached it dies of an exception nobody handles,
+which is how a bug kills a background thread while its process lives on.
+``SAGA_FREEZE_POINTS`` names points where it stops itself with SIGSTOP, once (a
+frozen host, resumed by SIGCONT). Unset in production: then each costs one dict
+lookup.
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ import random
 import signal
 import sys
 
-__all__ = ["crash_point", "freeze_point"]
+__all__ = ["CrashPointError", "crash_point", "freeze_point"]
+
+_RAISE = "raise:"
+
+
+class CrashPointError(RuntimeError):
+    """Raised at a crash point armed with ``raise:``; on purpose, nothing catches it."""
 
 
 def _parse(spec: str) -> dict[str, float]:
+    """Point name (``raise:`` kept as part of it) to probability."""
     points: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, probability = item.partition("@")
@@ -30,7 +40,14 @@ _FREEZE_POINTS = _parse(os.environ.get("SAGA_FREEZE_POINTS", ""))
 
 
 def crash_point(name: str) -> None:
-    """Die here, as abruptly as a power cut, if the environment asks for it."""
+    """Die here, as abruptly as a power cut, or raise, if the environment asks for it."""
+    if not _POINTS:
+        return
+    probability = _POINTS.get(_RAISE + name)
+    if probability is not None and random.random() < probability:
+        sys.stderr.write(f'{{"event": "fault.crash_point", "point": "{name}", "mode": "raise"}}\n')
+        sys.stderr.flush()
+        raise CrashPointError(f"crash point {name} armed with raise:")
     probability = _POINTS.get(name)
     if probability is None or random.random() >= probability:
         return

@@ -174,6 +174,7 @@ class OutboxRelay:
         self._channel = notify_channel(schema)
         self._is_leader = threading.Event()
         self._inbox = InboxSettings()  # its inbox is purged with its outbox (INBOX_RETENTION)
+        self._is_standby = threading.Event()
         self._good_topics: set[str] = set()
         self._unknown_since: dict[str, float] = {}
         # When the last successful round trip on the leader's session was sent.
@@ -215,6 +216,11 @@ class OutboxRelay:
     def is_leader(self) -> bool:
         return self._is_leader.is_set()
 
+    @property
+    def is_standby(self) -> bool:
+        """Connected and polling for the lock another relay holds (ready to take over)."""
+        return self._is_standby.is_set()
+
     def run(self, stop: threading.Event) -> None:
         """Acquire leadership, relay until ``stop`` or a failure, repeat."""
         backoff = Backoff(self._settings.backoff_initial, self._settings.backoff_max)
@@ -246,6 +252,7 @@ class OutboxRelay:
                 log.warning(event, outbox=self.schema, error=repr(exc))
                 holdoff = backoff.next_delay()
             finally:
+                self._is_standby.clear()
                 if self._is_leader.is_set():
                     self._is_leader.clear()
                     log.info("relay.leadership_released", outbox=self.schema)
@@ -271,9 +278,11 @@ class OutboxRelay:
                 conn, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self._lock_key,)
             ).fetchone()
             if row and row[0]:
+                self._is_standby.clear()
                 self._is_leader.set()
                 log.info("relay.leadership_acquired", outbox=self.schema)
                 return True
+            self._is_standby.set()
             if not announced:
                 log.info("relay.standby", outbox=self.schema)
                 announced = True

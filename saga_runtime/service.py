@@ -1,12 +1,12 @@
-"""Wiring shared by every service's composition root: pool, outbox, inbox, consumer."""
+"""Wiring shared by every service's composition root: pool, outbox, inbox, consumers, health."""
 
 from __future__ import annotations
 
-import contextvars
 import signal
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -17,6 +17,7 @@ from saga_runtime.consumer import ConsumerFactory, ConsumerRunner, Handler
 from saga_runtime.consumer_health import StatsCallback
 from saga_runtime.db import create_pool
 from saga_runtime.dead_letters import DeadLetterStore, KafkaDeadLetterPublisher
+from saga_runtime.health import DatabaseProbe, Health, HealthServer, Probe, add_health_routes
 from saga_runtime.inbox import Inbox
 from saga_runtime.kafka import consumer_config, producer_config
 from saga_runtime.logs import get_logger
@@ -25,6 +26,7 @@ from saga_runtime.outbox import Outbox
 from saga_runtime.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from saga_runtime.unit_of_work import UnitOfWorkFactory
 from saga_runtime.wakeup import RelayWakeup
+from saga_runtime.workers import Worker, Workers
 
 __all__ = ["ServiceRuntime"]
 
@@ -44,9 +46,13 @@ class ServiceRuntime:
     pool: ConnectionPool
     outbox: Outbox
     uow_factory: UnitOfWorkFactory
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     runner: ConsumerRunner | None = None  # the first of ``runners``
     runners: list[ConsumerRunner] = field(default_factory=list)
+    ready_grace: float = 30.0
+    wakeup: RelayWakeup | None = None
     _closers: list[object] = field(default_factory=list)
+    _workers: Workers | None = None
 
     @classmethod
     def build(
@@ -81,11 +87,18 @@ class ServiceRuntime:
         wakeup = RelayWakeup(database, schema=service, name=service)
         uow_factory = UnitOfWorkFactory(pool=pool, outbox=outbox, producer=service, wakeup=wakeup)
         runtime = cls(
-            service=service, kafka=kafka, pool=pool, outbox=outbox, uow_factory=uow_factory
+            service=service,
+            kafka=kafka,
+            pool=pool,
+            outbox=outbox,
+            uow_factory=uow_factory,
+            database=database,
         )
+        runtime.wakeup = wakeup
         runtime._closers.append(wakeup)
         if handlers and subscribes_to:
             settings = consumer or ConsumerSettings()
+            runtime.ready_grace = settings.ready_grace
             group = consumer_group(service, kafka.topic_prefix)
             dlq_config = producer_config(kafka, client_id=f"{service}-dead-letters")
             # A dead letter that cannot be delivered within 30 s fails loudly and
@@ -125,67 +138,143 @@ class ServiceRuntime:
             runtime._closers.append(publisher)
         return runtime
 
-    def run_consumer(self, *, install_signal_handlers: bool = True) -> None:
-        """Consume until SIGTERM/SIGINT; the current message finishes and commits first."""
+    def health(self, workers: Workers) -> Health:
+        """Alive: every worker thread runs. Ready: the database answers, every consumer is
+        in its group and fetching (see ``ConsumerHealth.readiness`` for the grace rule)."""
+        database = DatabaseProbe(self.database, role=self.service, name=self.service)
+        self._closers.append(database)
+        ready: dict[str, Probe] = {"database": database}
+        for n, runner in enumerate(self.runners):
+            ready[f"consumer-{n}"] = partial(runner.readiness, grace=self.ready_grace)
+        # The wakeup thread is best effort (a lost wakeup costs one relay polling
+        # interval), so it is not a worker; a dead one still makes the process unhealthy.
+        alive: dict[str, Probe] = {"workers": workers.problem}
+        if self.wakeup is not None:
+            alive["wakeup"] = self.wakeup.problem
+        return Health(alive=alive, ready=ready)
+
+    def run_consumer(
+        self,
+        *,
+        install_signal_handlers: bool = True,
+        workers: Sequence[Worker] = (),
+        health_host: str = "127.0.0.1",
+        health_port: int = 0,
+    ) -> int:
+        """Consume until SIGTERM/SIGINT, or until a worker thread dies; the exit code.
+
+        Every consumer runs on a watched worker thread (``saga_runtime.workers``),
+        with ``workers`` beside them and, when ``health_port`` is set, ``/healthz``
+        and ``/readyz`` on that port. On SIGTERM the current messages finish and
+        commit and the consumers leave the group (0). A worker that raises or
+        returns unasked stops all the others the same way, and the exit code is
+        1, so the supervisor starts the service again.
+        """
         if self.runner is None:
             raise RuntimeError(f"service {self.service} has no handlers to consume with")
-        if install_signal_handlers and threading.current_thread() is threading.main_thread():
-
-            def on_signal(signum: int, _frame: FrameType | None) -> None:
-                log.info("service.stopping", signal=signal.Signals(signum).name)
-                self.stop_consumers()
-
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-        others = [
-            threading.Thread(
-                target=contextvars.copy_context().run,
-                args=(runner.run,),
-                name=f"{self.service}-consumer-{n}",
-                daemon=True,
-            )
-            for n, runner in enumerate(self.runners[1:], start=1)
-        ]
-        for thread in others:
-            thread.start()
+        watched = self._watch()
+        if install_signal_handlers:
+            self._stop_on_signals()
+        server: HealthServer | None = None
         try:
-            self.runner.run()
+            if health_port:
+                server = HealthServer(self.health(watched), host=health_host, port=health_port)
+                watched.start(server.worker(f"{self.service}-health"))
+            self._start_workers(watched, workers)
+            watched.wait()
         finally:
-            self.stop_consumers()
-            for thread in others:
-                thread.join(timeout=30)
+            self._stop_workers(watched)
+            if server is not None:
+                server.close()
+        return self._exit_code(watched)
 
     def stop_consumers(self) -> None:
+        """Stop every consumer and worker (signal-safe); ``run_*`` then return."""
         for runner in self.runners:
             runner.stop()
+        if self._workers is not None:
+            self._workers.stop()
 
-    def run_with_api(self, app: Any, *, host: str, port: int) -> None:
-        """Serve ``app`` with uvicorn in this thread and consume in another, until SIGTERM.
+    def run_with_api(
+        self, app: Any, *, host: str, port: int, workers: Sequence[Worker] = ()
+    ) -> int:
+        """Serve ``app`` with uvicorn in this thread, consume on worker threads; the exit code.
 
-        uvicorn owns the signals: on SIGTERM/SIGINT it drains HTTP requests, then
-        the consumer finishes its current message and leaves the group.
+        ``app`` also gets ``/healthz`` and ``/readyz``. uvicorn owns the signals: on
+        SIGTERM/SIGINT it drains HTTP requests, then the consumers finish their
+        current messages and leave the group (0). A worker thread that dies stops
+        uvicorn the same way and the exit code is 1, so the supervisor restarts the
+        service instead of leaving an API up whose consumers have stopped.
         """
         import uvicorn
 
-        consumer: threading.Thread | None = None
-        if self.runner is not None:
-            consumer = threading.Thread(
-                target=contextvars.copy_context().run,
-                args=(self.run_consumer,),
-                kwargs={"install_signal_handlers": False},
-                name=f"{self.service}-consumer",
-                daemon=True,
-            )
-            consumer.start()
         server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=10,
+            )
         )
+
+        def on_failure(_name: str) -> None:
+            server.should_exit = True  # uvicorn's own graceful exit, checked by its loop
+
+        watched = self._watch(on_failure=on_failure)
+        add_health_routes(app, self.health(watched))
+        # uvicorn takes SIGTERM/SIGINT while it serves, then puts these back and raises
+        # the signal again: without them that second SIGTERM would kill the process
+        # before the consumers finish their messages and leave the group.
+        self._stop_on_signals()
         try:
+            self._start_workers(watched, workers)
             server.run()
         finally:
-            if self.runner is not None and consumer is not None:
-                self.stop_consumers()
-                consumer.join(timeout=30)
+            self._stop_workers(watched)
+        return self._exit_code(watched)
+
+    def _stop_on_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("service.stopping", signal=signal.Signals(signum).name)
+            self.stop_consumers()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _watch(self, *, on_failure: Callable[[str], None] | None = None) -> Workers:
+        self._workers = Workers(on_failure=on_failure)
+        return self._workers
+
+    def _start_workers(self, watched: Workers, workers: Sequence[Worker]) -> None:
+        for n, runner in enumerate(self.runners):
+            watched.start(
+                Worker(
+                    name=f"{self.service}-consumer-{n}",
+                    run=partial(_consume, runner, watched),
+                    stop=runner.stop,
+                )
+            )
+        for worker in workers:
+            watched.start(worker)
+
+    def _stop_workers(self, watched: Workers) -> None:
+        watched.stop()
+        for runner in self.runners:
+            runner.stop()
+        still = watched.join(timeout=30)
+        if still:
+            log.warning("service.workers_still_running", workers=still)
+
+    def _exit_code(self, watched: Workers) -> int:
+        if watched.failure is None:
+            return 0
+        log.error("service.exiting", reason=watched.failure, exit_code=1)
+        return 1
 
     def close(self) -> None:
         for closer in self._closers:
@@ -193,6 +282,14 @@ class ServiceRuntime:
             if close is not None:
                 close()
         self.pool.close()
+
+
+def _consume(runner: ConsumerRunner, watched: Workers) -> None:
+    runner.run()
+    if runner.stopping:
+        # Stopped on purpose (SIGTERM, or a caller that owns the runner): the
+        # whole runtime stops with it, and that is no failure.
+        watched.stop()
 
 
 def _consumer_factory(config: dict[str, Any]) -> ConsumerFactory:

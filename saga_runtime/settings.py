@@ -133,6 +133,9 @@ class ConsumerSettings(BaseSettings):
     # A consumer out of its group, or not fetching a partition it holds, for this
     # long is replaced by a new one (a librdkafka stall after a broker restart).
     stall_seconds: PositiveFloat = 60.0
+    # /readyz stays ready through a consumer problem shorter than this (a
+    # rebalance takes seconds); keep it under stall_seconds.
+    ready_grace: NonNegativeFloat = 30.0
 
     @model_validator(mode="after")
     def _poll_interval_covers_the_session(self) -> Self:
@@ -202,3 +205,7 @@ class ServiceSettings(BaseSettings):
     # one waits on PostgreSQL or a provider the others work. More than the topics'
     # partition count would sit idle.
     consumers: PositiveInt = 1
+    # /healthz and /readyz on a port of their own (``<SERVICE>_HEALTH_PORT``), for
+    # services without an HTTP API (those with one serve them on it); 0: none.
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=0, ge=0, le=65535)

@@ -41,6 +41,12 @@ class RelayWakeup:
     def poke(self) -> None:
         self._pending.set()
 
+    def problem(self) -> str | None:
+        """For liveness: None while its thread runs (or after ``close``)."""
+        if self._thread.is_alive() or self._closed.is_set():
+            return None
+        return f"relay wakeup thread {self._thread.name} is not running"
+
     def close(self) -> None:
         self._closed.set()
         self._pending.set()

@@ -78,6 +78,22 @@ def prepare(env: dict[str, str]) -> None:
     ensure_topics(kafka, system_topics(kafka))
 
 
+# Where each service serves /healthz and /readyz: its API port, else its own health port
+# (the settings' defaults, unless the environment overrides them).
+SERVICE_HEALTH_PORTS = {
+    "orders": ("ORDERS_PORT", 8000),
+    "stock": ("STOCK_PORT", 8001),
+    "payments": ("PAYMENTS_HEALTH_PORT", 8021),
+    "shipments": ("SHIPMENTS_HEALTH_PORT", 8022),
+    "notifications": ("NOTIFICATIONS_HEALTH_PORT", 8023),
+}
+
+
+def _health_url(variable: str, default: int) -> str | None:
+    port = int(os.environ.get(variable, default))
+    return f"http://127.0.0.1:{port}" if port else None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from sagactl.infra import stop_stack
     from sagactl.supervisor import ProcessSpec, Supervisor
@@ -92,16 +108,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     base = [sys.executable, "-m", "sagactl"]
     specs = [
         ProcessSpec(name="smtp-sink", argv=[*base, "smtp-sink"], env=env),
-        ProcessSpec(name="provider", argv=[*base, "provider"], env=env),
+        ProcessSpec(
+            name="provider",
+            argv=[*base, "provider"],
+            env=env,
+            health_url=_health_url("PROVIDER_PORT", 8010),
+        ),
     ]
+    # Two relays on one host: a health port each.
     specs += [
         ProcessSpec(
-            name=f"relay-{n}", argv=[*base, "relay"], env={**env, "RELAY_NAME": f"relay-{n}"}
+            name=f"relay-{n}",
+            argv=[*base, "relay"],
+            env={**env, "RELAY_NAME": f"relay-{n}", "RELAY_HEALTH_PORT": str(port)},
+            health_url=f"http://127.0.0.1:{port}",
         )
-        for n in "ab"[: args.relays]
+        for n, port in zip("ab"[: args.relays], (8030, 8031), strict=False)
     ]
     services = runnable_services()
-    specs += [ProcessSpec(name=s, argv=[*base, "run", s], env=env) for s in services]
+    specs += [
+        ProcessSpec(
+            name=s,
+            argv=[*base, "run", s],
+            env=env,
+            health_url=_health_url(*SERVICE_HEALTH_PORTS[s]),
+        )
+        for s in services
+    ]
     log_dir = state_dir / "logs"
     supervisor = Supervisor(specs, log_dir=log_dir, state_dir=state_dir)
     print(f"sagactl: running {', '.join(s.name for s in specs)}; logs in {log_dir}; Ctrl-C stops")

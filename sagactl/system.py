@@ -34,6 +34,8 @@ from stock.catalogue import seed
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
 TERMINAL = ("SHIPPED", "CANCELLED")
+# Services without an HTTP API: /healthz and /readyz on <SERVICE>_HEALTH_PORT.
+HEALTH_PORTED = ("payments", "shipments", "notifications")
 
 
 def with_database(url: str, name: str) -> str:
@@ -55,6 +57,8 @@ class Process:
     env: dict[str, str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    # Where it serves /healthz and /readyz (http://host:port), if it does.
+    health_url: str | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
@@ -124,24 +128,47 @@ class System:
         for process in reversed(list(self.processes.values())):
             process.stop()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until both APIs and the provider answer (consumers join their groups meanwhile)."""
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until every started process with health endpoints answers ``/readyz`` with 200.
+
+        That is: its database answers and its consumers are in their groups and
+        fetching (a relay: each outbox active or on standby); the SMTP sink, which
+        has none, until it accepts connections.
+        """
         deadline = time.monotonic() + timeout
-        for url in (
-            f"{self.orders_url}/docs",
-            f"{self.stock_url}/stock",
-            f"{self.provider_url}/ledger",
-        ):
-            while True:
-                try:
-                    if httpx.get(url, timeout=2).status_code < 500:
-                        break
-                except httpx.HTTPError:
-                    pass
-                dead = [p.name for p in self.processes.values() if not p.alive]
+        for process in self.processes.values():
+            if process.popen is None:
+                continue  # not started (a test that starts some of them)
+            while not self._ready(process):
+                dead = [p.name for p in self.processes.values() if p.popen and not p.alive]
                 if dead or time.monotonic() > deadline:
-                    raise RuntimeError(f"system not ready ({url}); dead: {dead}\n{self.tail()}")
+                    raise RuntimeError(
+                        f"system not ready ({process.name}: {self.readiness(process.name)});"
+                        f" dead: {dead}\n{self.tail()}"
+                    )
                 time.sleep(0.2)
+
+    def readiness(self, name: str) -> str:
+        """What ``name``'s ``/readyz`` says now (its JSON body, or why there is none)."""
+        process = self.processes[name]
+        if process.health_url is None:
+            return "no health endpoints"
+        try:
+            return httpx.get(f"{process.health_url}/readyz", timeout=2).text
+        except httpx.HTTPError as exc:
+            return repr(exc)
+
+    def _ready(self, process: Process) -> bool:
+        if process.name == "smtp-sink":
+            with socket.socket() as sock:
+                sock.settimeout(2)
+                return sock.connect_ex(("127.0.0.1", self.ports["smtp"])) == 0
+        if process.health_url is None:
+            return process.alive
+        try:
+            return httpx.get(f"{process.health_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def tail(self, lines: int = 15) -> str:
         out = []
@@ -237,7 +264,17 @@ def build_system(
         + [dead_letter_topic(s, kafka.topic_prefix) for s in SERVICES],
     )
     log_dir.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("orders", "stock", "provider", "smtp")}
+    ports = {
+        name: free_port()
+        for name in (
+            "orders",
+            "stock",
+            "provider",
+            "smtp",
+            *(f"relay-{n}" for n in range(relays)),
+            *HEALTH_PORTED,
+        )
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "RELAY_"))}
     env.update(
         PYTHONPATH=str(REPO),
@@ -260,20 +297,34 @@ def build_system(
         RELAY_POLL_INTERVAL="0.5",
         RELAY_LOCK_RETRY_INTERVAL="0.5",
         DATABASE_POOL_MAX_SIZE="4",
+        **{f"{name.upper()}_HEALTH_PORT": str(ports[name]) for name in HEALTH_PORTED},
     )
     env.update(extra_env or {})
     system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
     base = [sys.executable, "-m", "sagactl"]
 
-    def add(name: str, argv: list[str], **more: str) -> None:
-        system.processes[name] = Process(name, argv, {**env, **more}, log_dir / f"{name}.log")
+    def add(name: str, argv: list[str], *, health: int | None, **more: str) -> None:
+        system.processes[name] = Process(
+            name,
+            argv,
+            {**env, **more},
+            log_dir / f"{name}.log",
+            health_url=None if health is None else f"http://127.0.0.1:{health}",
+        )
 
-    add("smtp-sink", [*base, "smtp-sink"])
-    add("provider", [*base, "provider"])
+    add("smtp-sink", [*base, "smtp-sink"], health=None)
+    add("provider", [*base, "provider"], health=ports["provider"])
     for n in range(relays):
-        add(f"relay-{n}", [*base, "relay"], RELAY_NAME=f"relay-{n}")
+        name = f"relay-{n}"
+        add(
+            name,
+            [*base, "relay"],
+            health=ports[name],
+            RELAY_NAME=name,
+            RELAY_HEALTH_PORT=str(ports[name]),
+        )
     for service in SERVICES:
-        add(service, [*base, "run", service])
+        add(service, [*base, "run", service], health=ports[service])
     return system
 
 

@@ -42,7 +42,8 @@ def main() -> int:
     configure_logging(settings.log, service=SERVICE)
     runtime = build(settings)
     try:
-        runtime.run_consumer()
+        return runtime.run_consumer(
+            health_host=settings.health_host, health_port=settings.health_port
+        )
     finally:
         runtime.close()
-    return 0

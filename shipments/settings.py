@@ -15,6 +15,9 @@ class ShipmentsSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="SHIPMENTS_", extra="ignore")
 
+    # No HTTP API: /healthz and /readyz on a port of their own (0: none).
+    health_port: int = Field(default=8022, ge=0, le=65535)
+
     carrier: str = "Parcelo"
     countries: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["US", "CA", "GB", "IE", "DE", "FR", "NL", "BE", "ES", "IT"]

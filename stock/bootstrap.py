@@ -44,7 +44,8 @@ def main() -> int:
     configure_logging(settings.log, service=SERVICE)
     runtime = build(settings)
     try:
-        runtime.run_with_api(create_app(runtime, settings), host=settings.host, port=settings.port)
+        return runtime.run_with_api(
+            create_app(runtime, settings), host=settings.host, port=settings.port
+        )
     finally:
         runtime.close()
-    return 0

@@ -171,3 +171,50 @@ def test_image_entrypoint_is_sagactl(services: dict[str, Service]) -> None:
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
     for name, service in project(services).items():
         assert _as_list(service.get("entrypoint")) == ["sagactl"], name
+
+
+def _default(settings_class: type[Any], field_name: str) -> int:
+    return int(settings_class.model_fields[field_name].default)
+
+
+def test_every_process_container_is_health_checked_on_the_port_it_serves_readyz(
+    services: dict[str, Service],
+) -> None:
+    """The healthcheck fetches /readyz where the process serves it (its settings' defaults),
+    with python (the image has no curl); a refused connection or a 503 fails it."""
+    from notifications.settings import NotificationsSettings
+    from orders.settings import OrdersSettings
+    from outbox_relay.settings import RelayProcessSettings
+    from payment_provider.settings import ProviderSettings
+    from payments.settings import PaymentsSettings
+    from shipments.settings import ShipmentsSettings
+    from stock.settings import StockSettings
+
+    served = {
+        ("run", "orders"): _default(OrdersSettings, "port"),
+        ("run", "stock"): _default(StockSettings, "port"),
+        ("run", "payments"): _default(PaymentsSettings, "health_port"),
+        ("run", "shipments"): _default(ShipmentsSettings, "health_port"),
+        ("run", "notifications"): _default(NotificationsSettings, "health_port"),
+        # Off by default (an active relay and its standby may share a host): compose sets it.
+        ("relay",): _default(RelayProcessSettings, "health_port"),
+        ("provider",): _default(ProviderSettings, "port"),
+    }
+    checked = 0
+    for name, service in project(services).items():
+        command = tuple(argv(service)[1:])
+        if command not in served:
+            continue
+        test = service.get("healthcheck", {}).get("test")
+        assert test is not None, f"{name} has no healthcheck"
+        assert test[:3] == ["CMD", "python", "-c"], test
+        compile(test[3], f"{name} healthcheck", "exec")
+        port = served[command]
+        if command == ("relay",):
+            assert port == 0
+            port = int(environment(service).get("RELAY_HEALTH_PORT", 0))
+        assert port, f"{name} serves no health port"
+        assert f"urlopen('http://127.0.0.1:{port}/readyz'" in test[3], name
+        checked += 1
+    assert checked == len(SERVICE_PACKAGES) + 3  # the services, two relays, the provider
+    assert len(set(served.values())) == len(served), "two processes on one port"

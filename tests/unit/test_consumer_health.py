@@ -132,3 +132,62 @@ def test_the_runner_replaces_a_stalled_consumer_and_goes_on_with_the_new_one(
     assert renewed.subscribed == ["orders.events"]
     assert [e.event_type for e in uow.outbox.rows] == ["Answered"]
     assert len(consumers.made) == 2  # a consumer that works is kept
+
+
+def ready(health: ConsumerHealth, assigned: list[tuple[str, int]] | None) -> str | None:
+    """What /readyz sees after the consuming thread's periodic check (``stalled``)."""
+    if assigned is not None:
+        health.stalled(assigned)
+    return health.readiness(grace=30)
+
+
+def test_readiness_waits_for_the_first_statistics_and_a_steady_group(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    assert "no statistics" in (ready(health, []) or "")
+    health.on_stats(stats(state="wait-coord", join_state="init"))
+    assert "state wait-coord" in (ready(health, []) or "")
+    health.on_stats(stats(p0="offset-query"))
+    assert "not fetching" in (ready(health, [(TOPIC, 0)]) or "")
+    health.on_stats(stats(p0="active"))
+    assert ready(health, [(TOPIC, 0)]) is None
+
+
+def test_readiness_holds_through_a_rebalance_shorter_than_the_grace(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    health.on_stats(stats(p0="active"))
+    assert ready(health, [(TOPIC, 0)]) is None
+    # A rebalance: out of steady state, then its new partitions not fetching yet.
+    clock.now += 10
+    health.on_stats(stats(join_state="wait-assign-call"))
+    assert ready(health, []) is None
+    clock.now += 10
+    health.on_stats(stats(p1="offset-wait"))
+    assert ready(health, [(TOPIC, 1)]) is None
+    # ...but a problem that lasts longer than the grace is reported.
+    clock.now += 25
+    assert "not fetching" in (ready(health, [(TOPIC, 1)]) or "")
+    health.on_stats(stats(p1="active"))
+    assert ready(health, [(TOPIC, 1)]) is None
+
+
+def test_the_stall_check_keeps_readiness_fresh_between_probes(clock: Clock) -> None:
+    """Nobody asked /readyz for a while: the runner's own checks count as sightings."""
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    health.on_stats(stats(p0="active"))
+    for _ in range(20):
+        clock.now += 5
+        assert health.stalled([(TOPIC, 0)]) is None
+    health.on_stats(stats(join_state="wait-join"))
+    clock.now += 5
+    assert health.readiness(grace=30) is None
+
+
+def test_a_replaced_consumer_is_not_ready_until_it_has_joined(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+    health.on_stats(stats(p0="active"))
+    assert ready(health, [(TOPIC, 0)]) is None
+    health.reset()
+    assert ready(health, None) is not None
+    health.on_stats(stats(p0="active"))
+    assert ready(health, None) == "assignment not read yet"
+    assert ready(health, [(TOPIC, 0)]) is None

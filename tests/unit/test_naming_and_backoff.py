@@ -42,3 +42,15 @@ def test_crash_points_parse_with_optional_probability() -> None:
         "relay.after_publish": 1.0,
         "payments.after_charge": 0.25,
     }
+
+
+def test_a_crash_point_armed_with_raise_raises_in_the_calling_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from saga_runtime import faults
+
+    monkeypatch.setattr(faults, "_POINTS", _parse("raise:consumer.polled, relay.after_publish@0"))
+    with pytest.raises(faults.CrashPointError, match=r"consumer\.polled"):
+        faults.crash_point("consumer.polled")
+    faults.crash_point("relay.after_publish")  # armed to kill, with probability 0
+    faults.crash_point("payments.after_charge")  # not armed

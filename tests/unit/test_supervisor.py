@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -112,3 +114,94 @@ def test_stop_supervisor_from_another_process(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def health_child(port: int, ready_status: int = 200) -> list[str]:
+    """A child that prints its pid and serves /healthz (200) and /readyz (``ready_status``)."""
+    return py(
+        textwrap.dedent(
+            f"""
+            import os
+            from http.server import BaseHTTPRequestHandler, HTTPServer
+            class H(BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_response({ready_status} if self.path == "/readyz" else 200)
+                    self.end_headers()
+                def log_message(self, *args):
+                    pass
+            server = HTTPServer(("127.0.0.1", {port}), H)
+            print("up", os.getpid(), flush=True)
+            server.serve_forever()
+            """
+        )
+    )
+
+
+def test_a_child_that_stops_answering_healthz_is_killed_and_restarted(tmp_path: Path) -> None:
+    port = _free_port()
+    messages: list[str] = []
+    spec = ProcessSpec("svc", health_child(port), health_url=f"http://127.0.0.1:{port}")
+    sup = Supervisor(
+        [spec], tmp_path, log=messages.append, health_interval=0.2, unhealthy_after=1.5
+    )
+    sup.start()
+    try:
+        assert sup.wait_ready(timeout=20), messages
+        assert "svc is ready" in messages
+        first = sup.pids()["svc"]
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)  # like a frozen process: alive, never answering
+        assert wait_until(lambda: sup.pids()["svc"] not in (None, first), timeout=30), messages
+        assert sup.restart_counts()["svc"] == 1
+        assert any(m.startswith(f"svc (pid {first}) is hung") for m in messages), messages
+        assert wait_until(lambda: not pid_alive(first), timeout=10)
+        assert sup.wait_ready(timeout=20)  # the new one answers again
+    finally:
+        sup.stop()
+
+
+def test_a_child_alive_but_not_ready_is_left_running_and_not_ready(tmp_path: Path) -> None:
+    port = _free_port()
+    messages: list[str] = []
+    spec = ProcessSpec(
+        "svc", health_child(port, ready_status=503), health_url=f"http://127.0.0.1:{port}"
+    )
+    sup = Supervisor(
+        [spec], tmp_path, log=messages.append, health_interval=0.2, unhealthy_after=1.0
+    )
+    sup.start()
+    try:
+        assert wait_until(lambda: _child_pids(tmp_path / "svc.log"), timeout=10)
+        assert not sup.wait_ready(timeout=3)
+        assert sup.restart_counts() == {"svc": 0}
+        assert sup.ready() == {"svc": False}
+    finally:
+        sup.stop()
+
+
+def test_a_child_that_never_answers_is_restarted_after_its_start_grace(tmp_path: Path) -> None:
+    port = _free_port()
+    messages: list[str] = []
+    spec = ProcessSpec("mute", SLEEPER, health_url=f"http://127.0.0.1:{port}")
+    sup = Supervisor(
+        [spec],
+        tmp_path,
+        log=messages.append,
+        health_interval=0.2,
+        unhealthy_after=0.5,
+        start_grace=2.0,
+    )
+    sup.start()
+    try:
+        assert wait_until(lambda: sup.restart_counts()["mute"] >= 1, timeout=20), messages
+        assert any("is hung" in m and "ConnectError" in m for m in messages), messages
+    finally:
+        sup.stop()
