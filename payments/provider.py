@@ -28,7 +28,7 @@ class ProviderUnavailable(PaymentsError, RetryableError):
     """
 
 
-class UndoUnavailable(PaymentsError, RetryUntilDoneError):
+class UndoUnavailable(ProviderUnavailable, RetryUntilDoneError):
     """A void or refund could not reach the provider: retried until it does.
 
     An order is cancelled by then; giving up after a time budget would leave a
