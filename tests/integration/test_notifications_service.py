@@ -6,7 +6,7 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +31,7 @@ from saga_runtime import (
     ensure_topics,
     events_topic,
 )
+from sagactl.cli import main as sagactl_main
 from smtp_sink import SmtpSink, read_mail
 from tests.fixtures.kafka import produce
 from tests.support import ThreadedRunner, wait_until
@@ -391,6 +392,71 @@ def test_a_failing_receiver_is_retried_until_it_accepts_and_the_customer_is_mail
     )
     assert recorded_deliveries(admin_conn) == [("ord-9", "order_approved", "email")]
     assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
+
+
+@pytest.fixture
+def sagactl(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[..., Any]:
+    """``sagactl("dlq", "redrive", ...)`` with ``--json``, as an operator runs it."""
+    monkeypatch.setenv("DATABASE_URL", database.url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", kafka.topic_prefix)
+    monkeypatch.setenv("SAGACTL_ACTOR", "ada")
+
+    def run(*argv: str) -> Any:
+        capsys.readouterr()
+        code = sagactl_main([*argv, "--json"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return json.loads(out)
+
+    return run
+
+
+def test_a_webhook_refused_for_good_then_redriven_does_not_mail_again(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+    sagactl: Callable[..., Any],
+) -> None:
+    """The receiver refuses the first POST (400: dead-lettered at once), after the mail
+    went out; once it is fixed, the operator redrives the letter. The redrive used to
+    mail the customer a second time."""
+    event = wrap(approved("ord-10"), "ord-10")
+    produce(kafka, source, [(b"ord-10", event.to_bytes())])
+
+    with Receiver(failures=1, failure=400, success=200) as receiver:
+        config = settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
+        with consuming(bootstrap.build(config)):
+            wait_until(lambda: dead_letters(admin_conn), what="the refused one dead-lettered")
+        [(order, error_type, _)] = dead_letters(admin_conn)
+        assert (order, error_type) == ("ord-10", "DeliveryRejected")
+        assert recorded_deliveries(admin_conn) == [("ord-10", "order_approved", "email")]
+
+        # While no consumer runs: their logs would mix with the command's output.
+        redriven = sagactl(
+            "dlq", "redrive", "notifications", "--all-pending", "--yes", "--reason", "fixed"
+        )
+        assert [o["result"] for o in redriven["outcomes"]] == ["redriven"]
+        with consuming(bootstrap.build(config)):
+            wait_until(lambda: customer_notified(admin_conn), what="the redriven one notified")
+
+    assert [d.status for d in receiver.deliveries] == [400, 200]
+    assert [m["message_id"] for m in read_mail(mail_file)] == [
+        "<ord-10.order_approved@saga-outbox>"
+    ], "mailed once, before the refusal; the redrive only called the webhook"
+    assert notification_rows(admin_conn) == [
+        ("ord-10", "order_approved", "ord-10@example.com", ["email", "webhook"])
+    ]
+    [(_, notified)] = customer_notified(admin_conn)
+    assert notified["channels"] == ["email", "webhook"]
 
 
 def test_an_unreachable_smtp_server_is_retried_until_it_is_back(
