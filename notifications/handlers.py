@@ -15,11 +15,11 @@ One webhook outage thus mails the customer once, not once per retry. With a
 single channel nothing can be partly delivered, and nothing is read or
 recorded.
 
-What is not recorded is sent again by the retry, with the same Message-ID and
-delivery id, so the receiver can recognise the resend: everything, after a
-failure once every channel was sent (the commit, the outbox) or after a crash
-between a send and its record; the earlier channels, if recording them failed
-too (the database is down).
+A retry may still send a channel again, with the same Message-ID and delivery
+id, so the receiver can recognise the resend: every channel, when the attempt
+fails after all of them were sent (at its commit); the channels an attempt sent
+before its process died (a crash between a send and its record); the earlier
+channels, when recording them failed too (the database is down).
 """
 
 from __future__ import annotations
