@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 from notifications import handlers
+from notifications.domain import Notification
 from notifications.handlers import Notifier
 from notifications.mailer import SmtpMailer
+from notifications.repository import NotificationRepository
 from notifications.settings import NotificationsSettings
 from notifications.webhook import WebhookClient
-from saga_runtime import ConfigurationError, ServiceRuntime, configure_logging
+from saga_runtime import (
+    ConfigurationError,
+    DatabaseSettings,
+    ServiceRuntime,
+    configure_logging,
+    connect,
+)
 
 SERVICE = "notifications"
+
+
+def record_delivered(
+    database: DatabaseSettings, notification: Notification, channels: Sequence[str]
+) -> None:
+    """Record delivered channels on a connection of its own, committed at once.
+
+    Called only when a channel failed after others were sent, i.e. while the
+    event's transaction is about to roll back: rare, so the connection is
+    opened for it rather than held.
+    """
+    with connect(database, role=SERVICE, name=f"{SERVICE}-deliveries", autocommit=True) as conn:
+        NotificationRepository(conn).record_delivered(notification, channels)
 
 
 def notifier(settings: NotificationsSettings) -> Notifier:
@@ -39,7 +61,11 @@ def notifier(settings: NotificationsSettings) -> Notifier:
         backoff_initial=settings.webhook_backoff_initial,
         backoff_max=settings.webhook_backoff_max,
     )
-    return Notifier(email=mailer.send, webhook=webhook.post)
+    return Notifier(
+        email=mailer.send,
+        webhook=webhook.post,
+        record=partial(record_delivered, settings.database),
+    )
 
 
 def build(settings: NotificationsSettings) -> ServiceRuntime:

@@ -43,7 +43,11 @@ def test_empty_database_to_head_and_back_down(empty_database: str) -> None:
     assert {(s, t, s) for s in SERVICES for t in RUNTIME_TABLES} <= at_head, (
         "each service owns its own outbox, inbox and dead_letters"
     )
-    assert {("orders", "orders", "orders"), ("stock", "products", "stock")} <= at_head
+    assert {
+        ("orders", "orders", "orders"),
+        ("stock", "products", "stock"),
+        ("notifications", "deliveries", "notifications"),
+    } <= at_head
     assert all(schema == owner for schema, _, owner in at_head), "a service owns all its tables"
 
     downgrade(empty_database, "0001")

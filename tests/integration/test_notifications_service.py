@@ -6,7 +6,7 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +31,7 @@ from saga_runtime import (
     ensure_topics,
     events_topic,
 )
+from sagactl.cli import main as sagactl_main
 from smtp_sink import SmtpSink, read_mail
 from tests.fixtures.kafka import produce
 from tests.support import ThreadedRunner, wait_until
@@ -106,10 +107,13 @@ class Delivery:
 
 
 class Receiver:
-    """A webhook endpoint on a free port; answers 503 to the first ``failures`` requests."""
+    """A webhook endpoint on a free port; answers ``failure`` (503) to the first
+    ``failures`` requests, then ``success`` (204)."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, *, failure: int = 503, success: int = 204) -> None:
         self.failures = failures
+        self.failure = failure
+        self.success = success
         self.deliveries: list[Delivery] = []
         lock = threading.Lock()
         receiver = self
@@ -118,7 +122,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with lock:
-                    status = 503 if len(receiver.deliveries) < receiver.failures else 204
+                    failing = len(receiver.deliveries) < receiver.failures
+                    status = receiver.failure if failing else receiver.success
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     receiver.deliveries.append(Delivery(headers, body, status))
                 self.send_response(status)
@@ -196,6 +201,16 @@ def notification_rows(conn: psycopg.Connection) -> list[tuple[str, str, str, lis
         for r in conn.execute(
             "SELECT order_id, kind, recipient, channels FROM notifications.notifications"
             " ORDER BY order_id, kind"
+        )
+    ]
+
+
+def recorded_deliveries(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    return [
+        (r[0], r[1], r[2])
+        for r in conn.execute(
+            "SELECT order_id, kind, channel FROM notifications.deliveries"
+            " ORDER BY order_id, kind, channel"
         )
     ]
 
@@ -331,9 +346,13 @@ def test_a_failing_receiver_fails_the_handler_with_a_retryable_error_and_commits
     assert [d.status for d in receiver.deliveries] == [503, 503], "retried within the call"
     assert notification_rows(admin_conn) == [], "rolled back: the retry will claim it again"
     assert customer_notified(admin_conn) == []
+    assert [m["message_id"] for m in read_mail(mail_file)] == ["<ord-8.order_approved@saga-outbox>"]
+    assert recorded_deliveries(admin_conn) == [("ord-8", "order_approved", "email")], (
+        "committed outside the rolled-back transaction: the retry will not mail again"
+    )
 
 
-def test_a_failing_receiver_is_retried_by_the_consumer_until_it_accepts(
+def test_a_failing_receiver_is_retried_until_it_accepts_and_the_customer_is_mailed_once(
     database: DatabaseSettings,
     kafka: KafkaSettings,
     source: str,
@@ -341,28 +360,103 @@ def test_a_failing_receiver_is_retried_by_the_consumer_until_it_accepts(
     mail_file: Path,
     admin_conn: psycopg.Connection,
 ) -> None:
+    """The consumer retries the event while the receiver is down. Each retry used to
+    mail the customer again (the mail went out, then the webhook failed and rolled
+    the attempt back): one outage, a copy of the mail per retry."""
     event = wrap(approved("ord-9"), "ord-9")
     produce(kafka, source, [(b"ord-9", event.to_bytes())])
 
-    # Two attempts per handler call: the first call fails (503, 503), the second gets 503 then 204.
-    with Receiver(failures=3) as receiver:
+    # Two attempts per handler call: three calls fail (503 twice each), the fourth gets 200.
+    with Receiver(failures=6, success=200) as receiver:
         runtime = bootstrap.build(
             settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
         )
         with consuming(runtime):
             wait_until(lambda: applied(admin_conn, event), what="the approval handled")
 
-    assert [d.status for d in receiver.deliveries] == [503, 503, 503, 204]
+    assert [d.status for d in receiver.deliveries] == [503] * 6 + [200]
     assert len({(d.body, d.headers["x-saga-delivery"]) for d in receiver.deliveries}) == 1
     assert all(verify(d.body, SECRET, d.headers["x-saga-signature"]) for d in receiver.deliveries)
-    # The failed attempt had already mailed; its resend carries the same Message-ID.
     mails = read_mail(mail_file)
-    assert [m["message_id"] for m in mails] == ["<ord-9.order_approved@saga-outbox>"] * 2
+    assert [m["message_id"] for m in mails] == ["<ord-9.order_approved@saga-outbox>"], (
+        "mailed once, by the first attempt; the retries only called the webhook"
+    )
     assert notification_rows(admin_conn) == [
         ("ord-9", "order_approved", "ord-9@example.com", ["email", "webhook"])
     ]
-    assert len(customer_notified(admin_conn)) == 1
+    [(order, notified)] = customer_notified(admin_conn)
+    assert (order, notified["kind"], notified["channels"]) == (
+        "ord-9",
+        "order_approved",
+        ["email", "webhook"],
+    )
+    assert recorded_deliveries(admin_conn) == [("ord-9", "order_approved", "email")]
     assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
+
+
+@pytest.fixture
+def sagactl(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[..., Any]:
+    """``sagactl("dlq", "redrive", ...)`` with ``--json``, as an operator runs it."""
+    monkeypatch.setenv("DATABASE_URL", database.url)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", kafka.topic_prefix)
+    monkeypatch.setenv("SAGACTL_ACTOR", "ada")
+
+    def run(*argv: str) -> Any:
+        capsys.readouterr()
+        code = sagactl_main([*argv, "--json"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return json.loads(out)
+
+    return run
+
+
+def test_a_webhook_refused_for_good_then_redriven_does_not_mail_again(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+    sagactl: Callable[..., Any],
+) -> None:
+    """The receiver refuses the first POST (400: dead-lettered at once), after the mail
+    went out; once it is fixed, the operator redrives the letter. The redrive used to
+    mail the customer a second time."""
+    event = wrap(approved("ord-10"), "ord-10")
+    produce(kafka, source, [(b"ord-10", event.to_bytes())])
+
+    with Receiver(failures=1, failure=400, success=200) as receiver:
+        config = settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
+        with consuming(bootstrap.build(config)):
+            wait_until(lambda: dead_letters(admin_conn), what="the refused one dead-lettered")
+        [(order, error_type, _)] = dead_letters(admin_conn)
+        assert (order, error_type) == ("ord-10", "DeliveryRejected")
+        assert recorded_deliveries(admin_conn) == [("ord-10", "order_approved", "email")]
+
+        # While no consumer runs: their logs would mix with the command's output.
+        redriven = sagactl(
+            "dlq", "redrive", "notifications", "--all-pending", "--yes", "--reason", "fixed"
+        )
+        assert [o["result"] for o in redriven["outcomes"]] == ["redriven"]
+        with consuming(bootstrap.build(config)):
+            wait_until(lambda: customer_notified(admin_conn), what="the redriven one notified")
+
+    assert [d.status for d in receiver.deliveries] == [400, 200]
+    assert [m["message_id"] for m in read_mail(mail_file)] == [
+        "<ord-10.order_approved@saga-outbox>"
+    ], "mailed once, before the refusal; the redrive only called the webhook"
+    assert notification_rows(admin_conn) == [
+        ("ord-10", "order_approved", "ord-10@example.com", ["email", "webhook"])
+    ]
+    [(_, notified)] = customer_notified(admin_conn)
+    assert notified["channels"] == ["email", "webhook"]
 
 
 def test_an_unreachable_smtp_server_is_retried_until_it_is_back(
