@@ -19,7 +19,8 @@ import psycopg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from saga_runtime import KafkaSettings
+from saga_runtime import DatabaseSettings, KafkaSettings
+from saga_runtime.db import connection_kwargs
 from sagactl.ops.errors import Refusal
 
 __all__ = [
@@ -69,9 +70,10 @@ def open_database() -> Iterator[psycopg.Connection]:
     and readable. Commands open their own transactions for changes."""
     url = database_url()
     try:
-        conn = psycopg.connect(
-            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="sagactl"
-        )
+        # The services' keepalives and timeouts: an operator whose host vanishes
+        # mid-command must not hold order locks for hours.
+        settings = DatabaseSettings(url=url, connect_timeout=CONNECT_TIMEOUT_S)
+        conn = psycopg.connect(url, autocommit=True, **connection_kwargs(settings, name="sagactl"))
     except psycopg.OperationalError as exc:
         raise Refusal(
             f"cannot connect to PostgreSQL at {redact(url)}: {_first_line(exc)}",

@@ -121,3 +121,19 @@ def test_a_lock_wait_is_bounded_and_transient(database: DatabaseSettings):
     finally:
         release.set()
         holder.join()
+
+
+def test_operator_sessions_drop_a_vanished_peer_too(
+    database: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
+):
+    """sagactl's admin connection takes order locks too (replay, redrive, purge)."""
+    from sagactl.ops.connection import open_database
+
+    monkeypatch.setenv("DATABASE_URL", database.url)
+    with open_database() as conn:
+        settings = server_settings(conn)
+        client = conn.info.get_parameters()
+    assert settings["tcp_keepalives_idle"] == str(database.keepalives_idle)
+    assert settings["lock_timeout"] != "0"
+    assert settings["idle_in_transaction_session_timeout"] != "0"
+    assert client["keepalives"] == "1" and client["tcp_user_timeout"] != "0"
