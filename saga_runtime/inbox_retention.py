@@ -62,11 +62,13 @@ def purge_inbox(
     retention: timedelta,
     *,
     batch_size: int = PURGE_BATCH,
+    max_batches: int | None = None,
 ) -> int:
     """Delete ``schema``'s inbox rows processed more than ``retention`` ago; returns how many.
 
     In batches, each its own statement (``conn`` in autocommit), so that no long
-    transaction holds the rows that consumers are inserting next to.
+    transaction holds the rows that consumers are inserting next to; at most
+    ``max_batches`` of them (None: until nothing older is left).
     """
     delete = (
         sql.SQL(
@@ -76,10 +78,11 @@ def purge_inbox(
         .format(sql.Identifier(validate_service_name(schema)))
         .as_string()
     )
-    total = 0
-    while True:
+    total = batches = 0
+    while max_batches is None or batches < max_batches:
         deleted = conn.execute(delete, (retention, batch_size)).rowcount
         total += deleted
+        batches += 1
         if deleted < batch_size:
             break
     if total:

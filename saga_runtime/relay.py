@@ -17,6 +17,7 @@ from saga_runtime.backoff import Backoff
 from saga_runtime.db import TRANSIENT_DB_ERRORS, connect
 from saga_runtime.envelope import HEADER_CORRELATION_ID, HEADER_EVENT_ID, HEADER_EVENT_TYPE
 from saga_runtime.faults import crash_point, freeze_point
+from saga_runtime.inbox_retention import PURGE_BATCH as INBOX_PURGE_BATCH
 from saga_runtime.inbox_retention import InboxSettings, purge_inbox
 from saga_runtime.logs import get_logger
 from saga_runtime.naming import notify_channel, relay_lock_key, validate_service_name
@@ -25,6 +26,11 @@ from saga_runtime.settings import DatabaseSettings, RelaySettings
 __all__ = ["BatchResult", "BrokerUnreachable", "OutboxRelay", "ProducerFatalError"]
 
 log = get_logger(__name__)
+
+# Rows per purge statement, and statements per pass of the leader's loop: a pass
+# deletes at most 20,000 rows of each table before the relay publishes again.
+_PURGE_BATCH = 5000
+_PURGE_BATCHES_PER_PASS = 4
 
 # Errors after which the same message may well go through: keep the row pending.
 _RETRIABLE_CODES = {
@@ -209,7 +215,7 @@ class OutboxRelay:
         )
         self._purge = statement(
             "DELETE FROM {0}.outbox WHERE id IN (SELECT id FROM {0}.outbox"
-            " WHERE published_at < now() - %s ORDER BY id LIMIT 5000)"
+            f" WHERE published_at < now() - %s ORDER BY id LIMIT {_PURGE_BATCH})"
         )
 
     @property
@@ -352,9 +358,11 @@ class OutboxRelay:
                         self._term_delivered = True
                         fatal_backoff.reset()
                     if time.monotonic() >= next_purge:
-                        self.purge(conn)
-                        next_purge = (
-                            time.monotonic() + self._settings.purge_interval.total_seconds()
+                        # Bounded, so that a large backlog of old rows (the first purge
+                        # after an upgrade) is deleted between batches, not instead of them.
+                        more = self._purge_pass(conn)
+                        next_purge = time.monotonic() + (
+                            0.0 if more else self._settings.purge_interval.total_seconds()
                         )
                     if result.selected >= self._settings.batch_size:
                         continue
@@ -582,16 +590,29 @@ class OutboxRelay:
         """Delete published rows older than the retention; pending rows are never touched.
 
         The service's inbox rows older than ``INBOX_RETENTION`` go too (logged apart).
+        Returns how many outbox rows were deleted.
         """
-        total = 0
-        while True:
+        total = self._purge_outbox(conn, max_batches=None)
+        purge_inbox(conn, self.schema, self._inbox.retention)
+        return total
+
+    def _purge_pass(self, conn: psycopg.Connection) -> bool:
+        """At most a few batches of each purge; True when there may be more to delete."""
+        limit = _PURGE_BATCHES_PER_PASS
+        outbox = self._purge_outbox(conn, max_batches=limit)
+        inbox = purge_inbox(conn, self.schema, self._inbox.retention, max_batches=limit)
+        return outbox >= limit * _PURGE_BATCH or inbox >= limit * INBOX_PURGE_BATCH
+
+    def _purge_outbox(self, conn: psycopg.Connection, *, max_batches: int | None) -> int:
+        total = batches = 0
+        while max_batches is None or batches < max_batches:
             deleted = self._query(conn, self._purge, (self._settings.retention,)).rowcount
             total += deleted
-            if deleted < 5000:
+            batches += 1
+            if deleted < _PURGE_BATCH:
                 break
         if total:
             log.info("relay.purged", outbox=self.schema, rows=total)
-        purge_inbox(conn, self.schema, self._inbox.retention)
         return total
 
 

@@ -80,6 +80,29 @@ def test_the_relay_purges_its_services_inbox_with_its_outbox(
     assert not set(old) & kept(admin_conn, "orders")
 
 
+def test_a_large_backlog_is_purged_a_bounded_pass_at_a_time(
+    database: DatabaseSettings, admin_conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader purges between publish batches: one pass must not delete for minutes."""
+    monkeypatch.setenv("INBOX_RETENTION", "P10D")
+    admin_conn.execute(
+        "INSERT INTO orders.inbox (event_id, event_type, processed_at)"
+        " SELECT gen_random_uuid(), 'OrderCreated', now() - interval '11 days'"
+        " FROM generate_series(1, 25000)"
+    )
+    relay = OutboxRelay(
+        schema="orders",
+        database=database,
+        settings=RelaySettings(),
+        producer_factory=lambda: pytest.fail("a purge produces nothing"),
+    )
+    with connect(database, role="orders", name="relay-purge-test", autocommit=True) as conn:
+        assert relay._purge_pass(conn), "more is left after one pass"
+        assert len(kept(admin_conn, "orders")) == 5000
+        assert not relay._purge_pass(conn)
+    assert kept(admin_conn, "orders") == set()
+
+
 def test_the_inbox_has_an_index_for_the_purge(admin_conn: psycopg.Connection) -> None:
     indexed = {
         r[0]
