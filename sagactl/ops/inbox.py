@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sagactl.ops.audit_log import Change, record
+from sagactl.ops.audit_log import Change
+from sagactl.ops.purge import delete_in_batches, per_service
 
 __all__ = ["InboxPurgePlan", "plan_purge", "purge"]
 
@@ -41,18 +42,14 @@ def plan_purge(
     conn: psycopg.Connection, services: Sequence[str], cutoff: datetime
 ) -> list[InboxPurgePlan]:
     """Inbox rows processed before ``cutoff``, per service."""
-    out = []
-    for service in services:
-        row = conn.execute(
-            sql.SQL(
-                "SELECT count(*), min(processed_at), max(processed_at) FROM {}.inbox"
-                " WHERE processed_at < %s"
-            ).format(sql.Identifier(service)),
-            (cutoff,),
-        ).fetchone()
-        assert row is not None
-        out.append(InboxPurgePlan(service, int(row[0]), row[1], row[2]))
-    return out
+    query = sql.SQL(
+        "SELECT count(*), min(processed_at), max(processed_at) FROM {}.inbox"
+        " WHERE processed_at < %s"
+    )
+    return [
+        InboxPurgePlan(service, int(row[0]), row[1], row[2])
+        for service, row in per_service(conn, services, query, (cutoff,))
+    ]
 
 
 def purge(
@@ -70,14 +67,10 @@ def purge(
         "DELETE FROM {0}.inbox WHERE event_id IN (SELECT event_id FROM {0}.inbox"
         " WHERE processed_at < %s ORDER BY processed_at LIMIT %s)"
     ).format(sql.Identifier(service))
-    total = 0
-    with conn.transaction():
-        while True:
-            deleted = conn.execute(delete, (cutoff, batch_size)).rowcount
-            total += deleted
-            if on_batch is not None and deleted:
-                on_batch(deleted)
-            if deleted < batch_size:
-                break
-        audit_id = record(conn, change(total))
-    return total, audit_id
+    return delete_in_batches(
+        conn,
+        lambda limit: conn.execute(delete, (cutoff, limit)).rowcount,
+        change=change,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )

@@ -26,6 +26,7 @@ from psycopg import sql
 
 from saga_runtime import notify_channel, relay_lock_key
 from sagactl.ops.audit_log import Change, record
+from sagactl.ops.purge import delete_in_batches, per_service
 
 __all__ = [
     "STATES",
@@ -422,18 +423,14 @@ def plan_purge(
     conn: psycopg.Connection, services: Sequence[str], cutoff: datetime
 ) -> list[PurgePlan]:
     """Published rows older than ``cutoff``: never pending, never failed."""
-    out = []
-    for service in services:
-        row = conn.execute(
-            sql.SQL(
-                "SELECT count(*), min(id), max(id), min(published_at), max(published_at)"
-                " FROM {}.outbox WHERE " + _PURGEABLE
-            ).format(sql.Identifier(service)),
-            (cutoff,),
-        ).fetchone()
-        assert row is not None
-        out.append(PurgePlan(service, int(row[0]), row[1], row[2], row[3], row[4]))
-    return out
+    query = sql.SQL(
+        "SELECT count(*), min(id), max(id), min(published_at), max(published_at)"
+        " FROM {}.outbox WHERE " + _PURGEABLE
+    )
+    return [
+        PurgePlan(service, int(row[0]), row[1], row[2], row[3], row[4])
+        for service, row in per_service(conn, services, query, (cutoff,))
+    ]
 
 
 def purge(
@@ -454,14 +451,10 @@ def purge(
         + " ORDER BY id LIMIT %s) AND "
         + _PURGEABLE
     ).format(sql.Identifier(service))
-    total = 0
-    with conn.transaction():
-        while True:
-            deleted = conn.execute(delete, (cutoff, batch_size, cutoff)).rowcount
-            total += deleted
-            if on_batch is not None and deleted:
-                on_batch(deleted)
-            if deleted < batch_size:
-                break
-        audit_id = record(conn, change(total))
-    return total, audit_id
+    return delete_in_batches(
+        conn,
+        lambda limit: conn.execute(delete, (cutoff, limit, cutoff)).rowcount,
+        change=change,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )

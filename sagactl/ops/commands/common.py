@@ -1,17 +1,22 @@
 """What every operator command shares: ``--json``, ``--yes/--reason/--actor``, service
-arguments, and one wrapper that turns refusals and failures into a message and an exit code."""
+arguments, and one wrapper that turns refusals and failures into a message and an exit code;
+and what the purges share: dry run, confirmation, audit, progress and summary."""
 
 from __future__ import annotations
 
 import argparse
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg
 
-from sagactl.ops.audit_log import default_actor
-from sagactl.ops.connection import SERVICES
+from sagactl.ops.audit_log import Change, command_line, default_actor
+from sagactl.ops.connection import SERVICES, open_database, require_audit_log
 from sagactl.ops.errors import EXIT_FAILED, EXIT_REFUSED, OperationFailed, Refusal
+from sagactl.ops.parsing import format_age
+from sagactl.ops.purge import Plan, Purge
 from sagactl.ops.render import Output
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "change_options",
     "json_option",
     "positive_int",
+    "purge_command",
     "require_reason",
     "run",
     "service_name",
@@ -29,6 +35,7 @@ __all__ = [
 ]
 
 Command = Callable[[argparse.Namespace, Output], int]
+P = TypeVar("P", bound=Plan)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -126,3 +133,78 @@ def run(command: Command) -> Callable[[argparse.Namespace], int]:
             return EXIT_FAILED
 
     return wrapper
+
+
+def purge_command(
+    args: argparse.Namespace,
+    out: Output,
+    *,
+    older_than: timedelta,
+    plan: Callable[[psycopg.Connection, Sequence[str], datetime], Sequence[P]],
+    purge: Purge,
+    action: str,
+    rows_name: str,
+    columns: Sequence[str],
+    cells: Callable[[P], Sequence[Any]],
+    selected: str,
+    title_note: str = "",
+) -> int:
+    """A purge of rows older than ``older_than`` in the selected services' tables: lists
+    ``plan``'s rows per service (``columns``, ``cells``; titled "``selected`` before the
+    cutoff"), and with ``--yes`` deletes them with ``purge``, one audit entry ``action`` per
+    service. ``rows_name`` names the rows in the messages ("published rows")."""
+    services = services_of(args.service)
+    with open_database() as conn:
+        row = conn.execute("SELECT now() - %s::interval", (older_than,)).fetchone()
+        assert row is not None
+        cutoff = row[0]
+        plans = plan(conn, services, cutoff)
+        total = sum(p.rows for p in plans)
+        summary: dict[str, Any] = {
+            "dry_run": not args.yes,
+            "older_than_s": older_than.total_seconds(),
+            "cutoff": cutoff,
+            "services": [p.as_dict() for p in plans],
+            "rows": total,
+        }
+        out.table(
+            columns,
+            [cells(p) for p in plans],
+            title=f"{selected} before {cutoff:%Y-%m-%d %H:%M:%S} UTC "
+            f"({format_age(older_than.total_seconds())} ago){title_note}",
+        )
+        if not total:
+            out.note("nothing to purge")
+            out.emit(summary)
+            return 0
+        if not args.yes:
+            out.note(f"dry run: nothing changed. Add --yes to delete these {total} rows.")
+            out.emit(summary)
+            return 0
+        require_audit_log(conn)
+        actor = actor_of(args)
+        reason = args.reason or f"purge {rows_name} older than {older_than}"
+        deleted: dict[str, Any] = {}
+        with out.progress(f"deleting {rows_name}", total=total) as bar:
+            for each in plans:
+                if not each.rows:
+                    continue
+
+                def change(count: int, each: P = each) -> Change:
+                    return Change(
+                        actor=actor,
+                        action=action,
+                        service=each.service,
+                        reason=reason,
+                        target={"cutoff": cutoff, "deleted": count, **each.as_dict()},
+                        command=command_line(args.argv),
+                    )
+
+                count, audit_id = purge(
+                    conn, each.service, cutoff, change=change, on_batch=bar.advance
+                )
+                deleted[each.service] = {"deleted": count, "audit_id": audit_id}
+    summary["deleted"] = deleted
+    out.line(f"deleted {sum(d['deleted'] for d in deleted.values())} {rows_name}", style="green")
+    out.emit(summary)
+    return 0

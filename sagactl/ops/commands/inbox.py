@@ -5,23 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import timedelta
-from typing import Any
 
 from confluent_kafka import KafkaException
 
 from saga_runtime import InboxSettings, events_topic, topic_retentions
 from sagactl.ops import inbox
-from sagactl.ops.audit_log import Change, command_line
 from sagactl.ops.commands.common import (
     HelpFormatter,
-    actor_of,
     change_options,
     json_option,
+    purge_command,
     run,
     service_or_all,
-    services_of,
 )
-from sagactl.ops.connection import SERVICES, kafka_settings, open_database, require_audit_log
+from sagactl.ops.connection import SERVICES, kafka_settings
 from sagactl.ops.errors import Refusal
 from sagactl.ops.parsing import format_age, parse_duration
 from sagactl.ops.render import Output
@@ -96,58 +93,15 @@ def _check_against_topics(older_than: timedelta, out: Output) -> None:
 def cmd_purge(args: argparse.Namespace, out: Output) -> int:
     older_than = InboxSettings().retention if args.older_than is None else args.older_than
     _check_against_topics(older_than, out)
-    services = services_of(args.service)
-    with open_database() as conn:
-        row = conn.execute("SELECT now() - %s::interval", (older_than,)).fetchone()
-        assert row is not None
-        cutoff = row[0]
-        plans = inbox.plan_purge(conn, services, cutoff)
-        total = sum(p.rows for p in plans)
-        summary: dict[str, Any] = {
-            "dry_run": not args.yes,
-            "older_than_s": older_than.total_seconds(),
-            "cutoff": cutoff,
-            "services": [p.as_dict() for p in plans],
-            "rows": total,
-        }
-        out.table(
-            ("service", "inbox rows", "oldest processed", "newest processed"),
-            [(p.service, p.rows, p.oldest_processed_at, p.newest_processed_at) for p in plans],
-            title=f"processed before {cutoff:%Y-%m-%d %H:%M:%S} UTC "
-            f"({format_age(older_than.total_seconds())} ago)",
-        )
-        if not total:
-            out.note("nothing to purge")
-            out.emit(summary)
-            return 0
-        if not args.yes:
-            out.note(f"dry run: nothing changed. Add --yes to delete these {total} rows.")
-            out.emit(summary)
-            return 0
-        require_audit_log(conn)
-        actor = actor_of(args)
-        reason = args.reason or f"purge inbox rows older than {older_than}"
-        deleted: dict[str, Any] = {}
-        with out.progress("deleting inbox rows", total=total) as bar:
-            for plan in plans:
-                if not plan.rows:
-                    continue
-
-                def change(count: int, plan: inbox.InboxPurgePlan = plan) -> Change:
-                    return Change(
-                        actor=actor,
-                        action="inbox.purge",
-                        service=plan.service,
-                        reason=reason,
-                        target={"cutoff": cutoff, "deleted": count, **plan.as_dict()},
-                        command=command_line(args.argv),
-                    )
-
-                count, audit_id = inbox.purge(
-                    conn, plan.service, cutoff, change=change, on_batch=bar.advance
-                )
-                deleted[plan.service] = {"deleted": count, "audit_id": audit_id}
-    summary["deleted"] = deleted
-    out.line(f"deleted {sum(d['deleted'] for d in deleted.values())} inbox rows", style="green")
-    out.emit(summary)
-    return 0
+    return purge_command(
+        args,
+        out,
+        older_than=older_than,
+        plan=inbox.plan_purge,
+        purge=inbox.purge,
+        action="inbox.purge",
+        rows_name="inbox rows",
+        columns=("service", "inbox rows", "oldest processed", "newest processed"),
+        cells=lambda p: (p.service, p.rows, p.oldest_processed_at, p.newest_processed_at),
+        selected="processed",
+    )

@@ -15,6 +15,7 @@ from sagactl.ops.commands.common import (
     change_options,
     json_option,
     positive_int,
+    purge_command,
     require_reason,
     run,
     service_name,
@@ -445,67 +446,22 @@ def _replay_dry_run(
 def cmd_purge(args: argparse.Namespace, out: Output) -> int:
     # 0s is a valid cutoff (everything published so far), so test for None, not falsiness.
     older_than = RelaySettings().retention if args.older_than is None else args.older_than
-    services = services_of(args.service)
-    with open_database() as conn:
-        row = conn.execute("SELECT now() - %s::interval", (older_than,)).fetchone()
-        assert row is not None
-        cutoff = row[0]
-        plans = outbox.plan_purge(conn, services, cutoff)
-        total = sum(p.rows for p in plans)
-        summary: dict[str, Any] = {
-            "dry_run": not args.yes,
-            "older_than_s": older_than.total_seconds(),
-            "cutoff": cutoff,
-            "services": [p.as_dict() for p in plans],
-            "rows": total,
-        }
-        out.table(
-            ("service", "published rows", "ids", "oldest published", "newest published"),
-            [
-                (
-                    p.service,
-                    p.rows,
-                    f"{p.first_id}..{p.last_id}" if p.rows else "-",
-                    p.oldest_published_at,
-                    p.newest_published_at,
-                )
-                for p in plans
-            ],
-            title=f"published before {cutoff:%Y-%m-%d %H:%M:%S} UTC "
-            f"({format_age(older_than.total_seconds())} ago); pending and failed rows are kept",
-        )
-        if not total:
-            out.note("nothing to purge")
-            out.emit(summary)
-            return 0
-        if not args.yes:
-            out.note(f"dry run: nothing changed. Add --yes to delete these {total} rows.")
-            out.emit(summary)
-            return 0
-        require_audit_log(conn)
-        actor = actor_of(args)
-        reason = args.reason or f"purge published rows older than {older_than}"
-        deleted: dict[str, Any] = {}
-        with out.progress("deleting published rows", total=total) as bar:
-            for plan in plans:
-                if not plan.rows:
-                    continue
-
-                def change(count: int, plan: outbox.PurgePlan = plan) -> Change:
-                    return Change(
-                        actor=actor,
-                        action="outbox.purge",
-                        service=plan.service,
-                        reason=reason,
-                        target={"cutoff": cutoff, "deleted": count, **plan.as_dict()},
-                        command=command_line(args.argv),
-                    )
-
-                count, audit_id = outbox.purge(
-                    conn, plan.service, cutoff, change=change, on_batch=bar.advance
-                )
-                deleted[plan.service] = {"deleted": count, "audit_id": audit_id}
-    summary["deleted"] = deleted
-    out.line(f"deleted {sum(d['deleted'] for d in deleted.values())} published rows", style="green")
-    out.emit(summary)
-    return 0
+    return purge_command(
+        args,
+        out,
+        older_than=older_than,
+        plan=outbox.plan_purge,
+        purge=outbox.purge,
+        action="outbox.purge",
+        rows_name="published rows",
+        columns=("service", "published rows", "ids", "oldest published", "newest published"),
+        cells=lambda p: (
+            p.service,
+            p.rows,
+            f"{p.first_id}..{p.last_id}" if p.rows else "-",
+            p.oldest_published_at,
+            p.newest_published_at,
+        ),
+        selected="published",
+        title_note="; pending and failed rows are kept",
+    )
