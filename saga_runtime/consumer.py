@@ -348,6 +348,8 @@ class ConsumerRunner:
                 envelope = Envelope.from_bytes(msg.value())
             except InvalidEnvelopeError:
                 raise _OneByOne from None
+            if _disagreement(event_type, envelope) is not None:
+                raise _OneByOne  # poison: the single-message path dead-letters it
             handler = self.handlers.get(envelope.event_type)
             work.append(None if handler is None else (msg, envelope, handler))
         if work[0] is not None and work[0][1].event_type in self.side_effecting:
@@ -429,11 +431,23 @@ class ConsumerRunner:
         return delay * random.uniform(0.8, 1.0)
 
     def handle(self, msg: Message) -> Outcome:
-        """Apply one message in one transaction; never raises for a bad message."""
+        """Apply one message in one transaction; never raises for a bad message.
+
+        Judged by the same rule as in a batch: a message whose ``event_type``
+        header names a type this service does not handle is skipped unparsed, and
+        one whose header and body disagree is poison.
+        """
+        event_type = _header(msg, HEADER_EVENT_TYPE)
+        if event_type is not None and event_type not in self.handlers:
+            log.debug("event.ignored", event_type=event_type)
+            return Outcome.IGNORED
         try:
             envelope = Envelope.from_bytes(msg.value())
         except InvalidEnvelopeError as exc:
             return self._dead_letter(msg, exc, None)
+        disagreement = _disagreement(event_type, envelope)
+        if disagreement is not None:
+            return self._dead_letter(msg, disagreement, envelope)
         with _bound(envelope):
             handler = self.handlers.get(envelope.event_type)
             if handler is None:
@@ -609,6 +623,15 @@ def _bound(envelope: Envelope) -> Any:
         event_type=envelope.event_type,
         order_id=envelope.aggregate_id,
         correlation_id=str(envelope.correlation_id),
+    )
+
+
+def _disagreement(header_type: str | None, envelope: Envelope) -> InvalidEnvelopeError | None:
+    """A header that names another type than the body: the message cannot be trusted."""
+    if header_type is None or header_type == envelope.event_type:
+        return None
+    return InvalidEnvelopeError(
+        f"event_type header {header_type!r} disagrees with the envelope's {envelope.event_type!r}"
     )
 
 

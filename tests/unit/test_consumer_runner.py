@@ -100,6 +100,39 @@ def test_unhandled_event_types_are_acknowledged_and_skipped() -> None:
     assert consumer.stored == [0] and not uow.outbox.rows and not letters.letters
 
 
+def _typed(event: Envelope, offset: int, header_type: str) -> FakeMessage:
+    return FakeMessage(event.to_bytes(), offset, _headers=[("event_type", header_type.encode())])
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "in a batch"])
+def test_a_message_is_judged_by_one_rule_alone_and_in_a_batch(batched: bool) -> None:
+    """The header names the type the relay published; the body must agree with it.
+
+    Alone and in a batch alike: a header naming a type the service does not handle is
+    skipped unparsed; a header that disagrees with the body is poison.
+    """
+    skipped = _typed(asked(1), 0, "SomethingElse")  # body: Asked, which is handled
+    forged = _typed(asked(2), 1, "Asked")  # consistent: applied
+    lying = _typed(
+        Envelope(
+            event_type="Other",
+            aggregate_id="o",
+            correlation_id=asked(0).correlation_id,
+            producer="x",
+        ),
+        2,
+        "Asked",
+    )
+    consumer = FakeConsumer([skipped, forged, lying])
+    runner, uow, letters = make_runner(consumer)
+    polled = consumer.consume(10, 0)
+    outcomes = runner.process_batch(polled) if batched else [runner.process(m) for m in polled]  # type: ignore[arg-type]
+    assert outcomes == [Outcome.IGNORED, Outcome.APPLIED, Outcome.DEAD_LETTERED]
+    assert [e.payload for e in uow.outbox.rows] == [{"n": 2}]
+    [letter] = letters.letters
+    assert "disagrees" in letter.error
+
+
 def test_transient_database_failure_rewinds_and_retries_without_skipping() -> None:
     failures = iter([psycopg.OperationalError("server closed the connection")] * 2)
 
