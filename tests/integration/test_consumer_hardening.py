@@ -36,7 +36,6 @@ from saga_runtime import (
     events_topic,
 )
 from saga_runtime.dead_letters import header_from_stored
-from sagactl.cli import main as sagactl
 from sagactl.ops.dead_letters import REDRIVE_HEADER
 from tests.fixtures.kafka import read_topic
 from tests.integration.sample_service import EFFECTS_DDL, on_numbered
@@ -133,31 +132,8 @@ def scalar(conn: psycopg.Connection, query: str) -> Any:
     return row[0]
 
 
-@pytest.fixture
-def cli(
-    database: DatabaseSettings,
-    kafka: KafkaSettings,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Callable[..., Any]:
-    """``cli("dlq", "show", ...)``: sagactl with ``--json``, as an operator runs it."""
-    monkeypatch.setenv("DATABASE_URL", database.url)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
-    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", kafka.topic_prefix)
-    monkeypatch.setenv("SAGACTL_ACTOR", "ada")
-
-    def run(*argv: str) -> Any:
-        capsys.readouterr()
-        code = sagactl([*argv, "--json"])
-        out, err = capsys.readouterr()
-        assert code == 0, err
-        return json.loads(out)
-
-    return run
-
-
 def test_poison_postgresql_cannot_hold_as_text_is_dead_lettered_shown_and_redriven_exactly(
-    database, kafka, source, effects, admin_conn, cli
+    database, kafka, source, effects, admin_conn, operator_cli
 ):
     """Each used to fail the dead-letter insert (or the copy) and kill the consumer thread,
     or to be stored altered, so that a redrive did not send the original."""
@@ -199,7 +175,7 @@ def test_poison_postgresql_cannot_hold_as_text_is_dead_lettered_shown_and_redriv
             "SELECT id FROM stock.dead_letters ORDER BY source_partition, source_offset"
         )
     ]
-    shown = [cli("dlq", "show", "stock", str(i)) for i in ids]
+    shown = [operator_cli("dlq", "show", "stock", str(i)) for i in ids]
     by_kind = {}
     for letter in shown:
         key = base64.b64decode(letter["key"]["base64"])
@@ -227,7 +203,7 @@ def test_poison_postgresql_cannot_hold_as_text_is_dead_lettered_shown_and_redriv
     assert huge and huge[0].value is None, "the copy went without its value"
     assert b"the full message is in the table" in huge[0].headers["dlq.reduced"]
 
-    redriven = cli("dlq", "redrive", "stock", "--all-pending", "--yes", "--reason", "test")
+    redriven = operator_cli("dlq", "redrive", "stock", "--all-pending", "--yes", "--reason", "test")
     assert [o["result"] for o in redriven["outcomes"]] == ["redriven"] * len(poison)
     records = read_topic(kafka, source, expect=2 * len(poison) + 1, timeout=60)
     again = [r for r in records if REDRIVE_HEADER in r.headers]

@@ -31,7 +31,6 @@ from saga_runtime import (
     ensure_topics,
     events_topic,
 )
-from sagactl.cli import main as sagactl_main
 from smtp_sink import SmtpSink, read_mail
 from tests.fixtures.kafka import produce
 from tests.support import ThreadedRunner, wait_until
@@ -394,29 +393,6 @@ def test_a_failing_receiver_is_retried_until_it_accepts_and_the_customer_is_mail
     assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
 
 
-@pytest.fixture
-def sagactl(
-    database: DatabaseSettings,
-    kafka: KafkaSettings,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Callable[..., Any]:
-    """``sagactl("dlq", "redrive", ...)`` with ``--json``, as an operator runs it."""
-    monkeypatch.setenv("DATABASE_URL", database.url)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
-    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", kafka.topic_prefix)
-    monkeypatch.setenv("SAGACTL_ACTOR", "ada")
-
-    def run(*argv: str) -> Any:
-        capsys.readouterr()
-        code = sagactl_main([*argv, "--json"])
-        out, err = capsys.readouterr()
-        assert code == 0, err
-        return json.loads(out)
-
-    return run
-
-
 def test_a_webhook_refused_for_good_then_redriven_does_not_mail_again(
     database: DatabaseSettings,
     kafka: KafkaSettings,
@@ -424,7 +400,7 @@ def test_a_webhook_refused_for_good_then_redriven_does_not_mail_again(
     sink: SmtpSink,
     mail_file: Path,
     admin_conn: psycopg.Connection,
-    sagactl: Callable[..., Any],
+    operator_cli: Callable[..., Any],
 ) -> None:
     """The receiver refuses the first POST (400: dead-lettered at once), after the mail
     went out; once it is fixed, the operator redrives the letter. The redrive used to
@@ -441,7 +417,7 @@ def test_a_webhook_refused_for_good_then_redriven_does_not_mail_again(
         assert recorded_deliveries(admin_conn) == [("ord-10", "order_approved", "email")]
 
         # While no consumer runs: their logs would mix with the command's output.
-        redriven = sagactl(
+        redriven = operator_cli(
             "dlq", "redrive", "notifications", "--all-pending", "--yes", "--reason", "fixed"
         )
         assert [o["result"] for o in redriven["outcomes"]] == ["redriven"]
