@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from notifications.events import NotificationKind
-from orders.events import Address, OrderApproved, OrderCancelled, OrderShipped
+from contracts.notifications import NotificationKind
+from contracts.orders import Address, OrderApproved, OrderCancelled, OrderShipped
 
 # Fixed namespace so that a notification's delivery id is the same in every process and run.
 _DELIVERY_NAMESPACE = uuid.UUID("5b0c7f5e-3c55-4d2a-9a51-6a3f4f0c2b11")

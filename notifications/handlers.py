@@ -30,11 +30,11 @@ from typing import Protocol
 
 import psycopg
 
+from contracts.notifications import CustomerNotified
+from contracts.orders import OrderApproved, OrderCancelled, OrderShipped
 from notifications import domain
 from notifications.domain import Notification
-from notifications.events import CustomerNotified
 from notifications.repository import NotificationRepository
-from orders.events import OrderApproved, OrderCancelled, OrderShipped
 from saga_runtime import Envelope, UnitOfWork, get_logger
 
 log = get_logger(__name__)

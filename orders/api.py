@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.orders import Address, OrderLine
 from orders import handlers
 from orders.domain import Order, OrderStateError
-from orders.events import Address, OrderLine
 from orders.repository import OrderRepository, TimelineEntry
 from saga_runtime import (
     NON_BLANK,

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from orders.events import (
+from contracts.orders import (
     Address,
     CancelReason,
     OrderApproved,

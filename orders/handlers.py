@@ -10,14 +10,14 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from contracts.orders import Address, OrderLine
+from contracts.payments import PaymentFailed, PaymentSucceeded
+from contracts.shipments import ShipmentFailed, ShipmentScheduled
+from contracts.stock import StockReservationFailed, StockReserved
 from orders import domain
 from orders.domain import Order, OrderStateError, PricedLine
-from orders.events import Address, OrderLine
 from orders.repository import OrderRepository
-from payments.events import PaymentFailed, PaymentSucceeded
 from saga_runtime import Envelope, Event, UnitOfWork, get_logger
-from shipments.events import ShipmentFailed, ShipmentScheduled
-from stock.events import StockReservationFailed, StockReserved
 
 log = get_logger(__name__)
 

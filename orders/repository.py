@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from contracts.orders import Address, OrderLine
 from orders.domain import Order, PricedLine
-from orders.events import Address, OrderLine
 from saga_runtime import Envelope
 
 _COLUMNS = (

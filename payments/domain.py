@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from payments.events import PaymentFailed, PaymentRefunded, PaymentSucceeded
+from contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from saga_runtime import Event
 
 Status = Literal["awaiting", "charged", "failed", "refunded", "voided"]

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-from orders.events import OrderCancelled, OrderCreated
+from contracts.orders import OrderCancelled, OrderCreated
+from contracts.stock import StockReserved
 from payments import domain
 from payments.domain import Charge, Payment, ProviderCharge, VoidCharge
 from payments.provider import PaymentProvider, ProviderUnavailable, RetryPolicy, UndoUnavailable
 from payments.repository import PaymentRepository
 from saga_runtime import Envelope, Event, UnitOfWork, crash_point, get_logger
-from stock.events import StockReserved
 
 log = get_logger(__name__)
 

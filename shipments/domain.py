@@ -6,9 +6,9 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Literal
 
-from orders.events import OrderApproved, OrderCancelled
+from contracts.orders import OrderApproved, OrderCancelled
+from contracts.shipments import ShipmentCancelled, ShipmentFailed, ShipmentScheduled
 from saga_runtime import Event
-from shipments.events import ShipmentCancelled, ShipmentFailed, ShipmentScheduled
 
 Status = Literal["scheduled", "failed", "cancelled", "voided"]
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
-from orders.events import OrderApproved, OrderCancelled
+from contracts.orders import OrderApproved, OrderCancelled
 from saga_runtime import Envelope, Event, UnitOfWork
 from shipments import domain
 from shipments.domain import Carrier, Shipment

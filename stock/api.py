@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.stock import PricedLine
 from saga_runtime import (
     NON_BLANK,
     WHOLE_NUMBER,
@@ -28,7 +29,6 @@ from saga_runtime import (
 )
 from stock import domain
 from stock.domain import MAX_PRICE_CENTS, MAX_UNITS, SKU_PATTERN, Product, ProductIncomplete
-from stock.events import PricedLine
 from stock.repository import StockRepository
 
 # --- request and response bodies -------------------------------------------------------------

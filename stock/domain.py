@@ -12,9 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from orders.events import OrderApproved, OrderCancelled, OrderCreated, OrderLine
-from saga_runtime import Event
-from stock.events import (
+from contracts.orders import OrderApproved, OrderCancelled, OrderCreated, OrderLine
+from contracts.stock import (
     PricedLine,
     StockLine,
     StockReleased,
@@ -23,6 +22,7 @@ from stock.events import (
     StockRestocked,
     StockSold,
 )
+from saga_runtime import Event
 
 Status = Literal["reserved", "sold", "released", "restocked", "failed", "voided"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orders.events import OrderApproved, OrderCancelled, OrderCreated
+from contracts.orders import OrderApproved, OrderCancelled, OrderCreated
 from saga_runtime import Envelope, UnitOfWork
 from stock import domain
 from stock.domain import Decision, Reservation

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import psycopg
 from psycopg.types.json import Jsonb
 
+from contracts.stock import PricedLine
 from stock.domain import Product, Reservation
-from stock.events import PricedLine
 
 _PRODUCT_COLUMNS = "sku, name, price_cents, on_hand, reserved, sold, restocked, received"
 

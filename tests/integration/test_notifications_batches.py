@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from contracts.orders import Address, OrderApproved, OrderLine
 from notifications import bootstrap
 from notifications.settings import NotificationsSettings
-from orders.events import Address, OrderApproved, OrderLine
 from saga_runtime import (
     ConsumerSettings,
     DatabaseSettings,

@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from contracts.orders import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
 from notifications import bootstrap, domain, handlers
 from notifications.settings import NotificationsSettings
 from notifications.webhook import verify
-from orders.events import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
 from saga_runtime import (
     ConsumerSettings,
     DatabaseSettings,

@@ -12,8 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 import orders.handlers
+from contracts.orders import Address, OrderLine
 from orders.deadline import run_sweeper, sweep
-from orders.events import Address, OrderLine
 from orders.handlers import place_order
 from saga_runtime import (
     DatabaseSettings,

@@ -10,7 +10,8 @@ import httpx
 import psycopg
 import pytest
 
-from orders.events import Address, OrderCancelled, OrderCreated, OrderLine
+from contracts.orders import Address, OrderCancelled, OrderCreated, OrderLine
+from contracts.stock import PricedLine, StockReserved
 from payments import handlers
 from payments.bootstrap import build, http_provider
 from payments.provider import RetryPolicy
@@ -25,7 +26,6 @@ from saga_runtime import (
     ensure_topics,
     events_topic,
 )
-from stock.events import PricedLine, StockReserved
 from tests.fixtures.kafka import produce
 from tests.integration.payment_provider_server import running_provider
 from tests.integration.tcp_proxy import proxy_to

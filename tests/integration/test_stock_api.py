@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from orders.events import Address, OrderCreated, OrderLine
+from contracts.orders import Address, OrderCreated, OrderLine
 from saga_runtime import DatabaseSettings, Envelope, KafkaSettings, ServiceRuntime
 from stock import bootstrap, handlers
 from stock.catalogue import CATALOGUE, seed

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from orders.events import Address, OrderApproved, OrderCancelled, OrderCreated, OrderLine
+from contracts.orders import Address, OrderApproved, OrderCancelled, OrderCreated, OrderLine
 from saga_runtime import (
     ConsumerSettings,
     DatabaseSettings,

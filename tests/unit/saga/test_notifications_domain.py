@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.notifications import CustomerNotified
+from contracts.orders import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
 from notifications import domain, handlers
 from notifications.domain import Notification
-from notifications.events import CustomerNotified
 from notifications.handlers import Notifier
 from notifications.mailer import build_message
-from orders.events import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
 from saga_runtime import Envelope, Event, RetryableError, UnitOfWork
 from tests.unit.fakes import FakeConnection, FakeOutbox
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.orders import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
 from orders import domain
 from orders.domain import Order, OrderStateError
-from orders.events import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -20,6 +20,7 @@ from typing import Literal, TypeVar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.payments import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from payments import domain
 from payments.domain import (
     Charge,
@@ -29,7 +30,6 @@ from payments.domain import (
     ProviderVoided,
     Refund,
 )
-from payments.events import PaymentFailed, PaymentRefunded, PaymentSucceeded
 from payments.handlers import settle
 from payments.provider import ProviderRejected, ProviderUnavailable, RetryPolicy
 from saga_runtime import Event

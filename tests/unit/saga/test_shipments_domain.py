@@ -7,10 +7,10 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orders.events import Address, OrderApproved, OrderCancelled, OrderLine
+from contracts.orders import Address, OrderApproved, OrderCancelled, OrderLine
+from contracts.shipments import ShipmentCancelled, ShipmentFailed, ShipmentScheduled
 from shipments import domain
 from shipments.domain import Carrier
-from shipments.events import ShipmentCancelled, ShipmentFailed, ShipmentScheduled
 
 CARRIER = Carrier(
     name="Parcelo", countries=frozenset({"US", "DE"}), refused_postal_codes=frozenset({"00000"})

@@ -8,17 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orders.events import Address, OrderApproved, OrderCancelled, OrderCreated, OrderLine
-from saga_runtime import Event
-from stock import domain
-from stock.domain import Product, ProductIncomplete, Reservation
-from stock.events import (
+from contracts.orders import Address, OrderApproved, OrderCancelled, OrderCreated, OrderLine
+from contracts.stock import (
     StockReleased,
     StockReservationFailed,
     StockReserved,
     StockRestocked,
     StockSold,
 )
+from saga_runtime import Event
+from stock import domain
+from stock.domain import Product, ProductIncomplete, Reservation
 
 SKUS = ("A-1", "B-2", "C-3")
 ADDRESS = Address(name="A", line1="1 Main St", city="NYC", postal_code="10001", country="US")
