@@ -1,3 +1,4 @@
-from notifications.bootstrap import main
+from saga_runtime import run_service
+from saga_system import SYSTEM
 
-raise SystemExit(main())
+raise SystemExit(run_service(SYSTEM, "notifications"))

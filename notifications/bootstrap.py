@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from notifications import handlers
 from notifications.domain import Notification
 from notifications.handlers import Notifier
 from notifications.mailer import SmtpMailer
@@ -13,14 +12,16 @@ from notifications.repository import NotificationRepository
 from notifications.settings import NotificationsSettings
 from notifications.webhook import WebhookClient
 from saga_runtime import (
+    Composition,
     ConfigurationError,
     DatabaseSettings,
     ServiceRuntime,
-    configure_logging,
+    build_runtime,
     connect,
 )
 
 SERVICE = "notifications"
+Settings = NotificationsSettings
 
 
 def record_delivered(
@@ -68,33 +69,11 @@ def notifier(settings: NotificationsSettings) -> Notifier:
     )
 
 
+def compose(settings: NotificationsSettings) -> Composition:
+    return Composition(dependencies={"notifier": notifier(settings)})
+
+
 def build(settings: NotificationsSettings) -> ServiceRuntime:
-    notify = notifier(settings)
-    handled = {
-        "OrderApproved": partial(handlers.on_order_approved, notifier=notify),
-        "OrderShipped": partial(handlers.on_order_shipped, notifier=notify),
-        "OrderCancelled": partial(handlers.on_order_cancelled, notifier=notify),
-    }
-    return ServiceRuntime.build(
-        service=SERVICE,
-        kafka=settings.kafka,
-        database=settings.database,
-        consumer=settings.consumer,
-        consumers=settings.consumers,
-        handlers=handled,
-        subscribes_to=["orders"],
-        # Every one of them sends mail: never rolled back (and resent) with another's failure.
-        side_effecting=handled.keys(),
-    )
+    from saga_system import SYSTEM
 
-
-def main() -> int:
-    settings = NotificationsSettings()
-    configure_logging(settings.log, service=SERVICE)
-    runtime = build(settings)
-    try:
-        return runtime.run_consumer(
-            health_host=settings.health_host, health_port=settings.health_port
-        )
-    finally:
-        runtime.close()
+    return build_runtime(SYSTEM, SERVICE, settings, compose(settings).dependencies)

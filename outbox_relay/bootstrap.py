@@ -9,7 +9,7 @@ from types import FrameType
 
 from confluent_kafka import Producer
 
-from outbox_relay.settings import SERVICES, RelayProcessSettings
+from outbox_relay.settings import RelayProcessSettings
 from saga_runtime import (
     DatabaseProbe,
     Health,
@@ -19,12 +19,12 @@ from saga_runtime import (
     Worker,
     Workers,
     configure_logging,
-    events_topic,
     get_logger,
     producer_config,
     verify_inbox_retention,
 )
 from saga_runtime.health import Probe
+from saga_system import SYSTEM
 
 log = get_logger(__name__)
 
@@ -72,7 +72,7 @@ def main(settings: RelayProcessSettings | None = None) -> int:
     # The relay purges the inboxes: refuse a retention the topics' replay window outlasts.
     verify_inbox_retention(
         settings.kafka,
-        [events_topic(s, settings.kafka.topic_prefix) for s in SERVICES],
+        SYSTEM.events_topics(settings.kafka.topic_prefix),
         InboxSettings().retention,
     )
     stop = threading.Event()

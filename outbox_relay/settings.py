@@ -8,8 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from saga_runtime import DatabaseSettings, KafkaSettings, LogSettings, RelaySettings
-
-SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+from saga_system import SYSTEM
 
 
 class RelayProcessSettings(BaseSettings):
@@ -17,7 +16,7 @@ class RelayProcessSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
 
-    outboxes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICES))
+    outboxes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: SYSTEM.outboxes())
     name: str = "relay"
     # /healthz and /readyz (``RELAY_HEALTH_HOST``, ``RELAY_HEALTH_PORT``). Off (0) unless
     # set: an active relay and its standby often share a host, and one default port would

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-from payments import handlers
 from payments.provider import HttpPaymentProvider, PaymentProvider, RetryPolicy
 from payments.settings import PaymentsSettings
-from saga_runtime import ServiceRuntime, configure_logging
+from saga_runtime import Composition, ServiceRuntime, build_runtime
 
-SERVICE = "payments"
+Settings = PaymentsSettings
 
 
 def http_provider(settings: PaymentsSettings) -> HttpPaymentProvider:
@@ -20,34 +17,20 @@ def http_provider(settings: PaymentsSettings) -> HttpPaymentProvider:
     )
 
 
-def build(settings: PaymentsSettings, provider: PaymentProvider | None = None) -> ServiceRuntime:
-    """Wire the handlers to ``provider`` (by default the HTTP provider the settings name)."""
+def compose(settings: PaymentsSettings, provider: PaymentProvider | None = None) -> Composition:
+    """The handlers' provider (by default the HTTP provider the settings name) and retries."""
+    owned = provider is None
     provider = provider or http_provider(settings)
     retry = RetryPolicy(attempts=settings.provider_attempts, backoff=settings.provider_backoff)
-    return ServiceRuntime.build(
-        service=SERVICE,
-        kafka=settings.kafka,
-        database=settings.database,
-        consumer=settings.consumer,
-        handlers={
-            "OrderCreated": partial(handlers.on_order_created, provider=provider, retry=retry),
-            "StockReserved": partial(handlers.on_stock_reserved, provider=provider, retry=retry),
-            "OrderCancelled": partial(handlers.on_order_cancelled, provider=provider, retry=retry),
-        },
-        subscribes_to=["orders", "stock"],
-        consumers=settings.consumers,
+    close = getattr(provider, "close", None)
+    return Composition(
+        dependencies={"provider": provider, "retry": retry},
+        closers=[close] if owned and close is not None else [],
     )
 
 
-def main() -> int:
-    settings = PaymentsSettings()
-    configure_logging(settings.log, service=SERVICE)
-    provider = http_provider(settings)
-    runtime = build(settings, provider)
-    try:
-        return runtime.run_consumer(
-            health_host=settings.health_host, health_port=settings.health_port
-        )
-    finally:
-        runtime.close()
-        provider.close()
+def build(settings: PaymentsSettings, provider: PaymentProvider | None = None) -> ServiceRuntime:
+    """Wire the handlers to ``provider`` (by default the HTTP provider the settings name)."""
+    from saga_system import SYSTEM
+
+    return build_runtime(SYSTEM, "payments", settings, compose(settings, provider).dependencies)

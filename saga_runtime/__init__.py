@@ -41,6 +41,7 @@ from saga_runtime.inbox_retention import (
     verify_inbox_retention,
 )
 from saga_runtime.kafka import consumer_config, ensure_topics, producer_config
+from saga_runtime.lifecycle import Composition, build_runtime, composition_root, run_service
 from saga_runtime.logs import configure_logging, get_logger
 from saga_runtime.naming import (
     consumer_group,
@@ -61,6 +62,7 @@ from saga_runtime.settings import (
     RelaySettings,
     ServiceSettings,
 )
+from saga_runtime.system import DefinitionError, Reaction, Service, System, reaction
 from saga_runtime.text import (
     EMAIL_DESCRIPTION,
     EMAIL_PATTERN,
@@ -101,6 +103,7 @@ __all__ = [
     "Backoff",
     "BatchResult",
     "BrokerUnreachable",
+    "Composition",
     "ConfigurationError",
     "ConsumerRunner",
     "ConsumerSettings",
@@ -111,6 +114,7 @@ __all__ = [
     "DeadLetterPublishError",
     "DeadLetterPublisher",
     "DeadLetterStore",
+    "DefinitionError",
     "Email",
     "Envelope",
     "Event",
@@ -133,22 +137,27 @@ __all__ = [
     "Printable",
     "Problem",
     "ProducerFatalError",
+    "Reaction",
     "RelaySettings",
     "RetryUntilDoneError",
     "RetryableError",
     "SagaRuntimeError",
+    "Service",
     "ServiceRuntime",
     "ServiceSettings",
+    "System",
     "Text",
     "UnitOfWork",
     "UnitOfWorkFactory",
     "Worker",
     "Workers",
     "add_health_routes",
+    "build_runtime",
     "check_email",
     "check_inbox_retention",
     "check_non_blank",
     "check_printable",
+    "composition_root",
     "configure_logging",
     "connect",
     "consumer_config",
@@ -166,7 +175,9 @@ __all__ = [
     "problem",
     "producer_config",
     "purge_inbox",
+    "reaction",
     "relay_lock_key",
+    "run_service",
     "topic_retentions",
     "unavailable_response",
     "validate_service_name",

@@ -7,16 +7,14 @@ operator commands (``outbox``, ``dlq``, ``saga``, ``audit``, ``audit-log``: ``sa
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from saga_runtime import KafkaSettings, dead_letter_topic, ensure_topics, events_topic
-
-SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+from saga_runtime import KafkaSettings, ensure_topics
+from saga_system import SYSTEM
 
 
 def default_state_dir() -> Path:
@@ -29,11 +27,6 @@ def _fail(message: str, fix: str | None = None) -> int:
     if fix:
         print(f"  fix: {fix}", file=sys.stderr)
     return 2
-
-
-def runnable_services() -> list[str]:
-    """Services whose composition root exists (each has ``<service>/bootstrap.py``)."""
-    return [s for s in SERVICES if importlib.util.find_spec(f"{s}.bootstrap") is not None]
 
 
 def provision(state_dir: Path) -> tuple[dict[str, str], bool]:
@@ -57,9 +50,7 @@ def provision(state_dir: Path) -> tuple[dict[str, str], bool]:
 
 def system_topics(kafka: KafkaSettings) -> list[str]:
     """Every topic the system uses: one events topic and one dead-letter topic per service."""
-    return [events_topic(s, kafka.topic_prefix) for s in SERVICES] + [
-        dead_letter_topic(s, kafka.topic_prefix) for s in SERVICES
-    ]
+    return SYSTEM.topics(kafka.topic_prefix)
 
 
 def prepare(env: dict[str, str]) -> None:
@@ -78,18 +69,17 @@ def prepare(env: dict[str, str]) -> None:
     ensure_topics(kafka, system_topics(kafka))
 
 
-# Where each service serves /healthz and /readyz: its API port, else its own health port
-# (the settings' defaults, unless the environment overrides them).
-SERVICE_HEALTH_PORTS = {
-    "orders": ("ORDERS_PORT", 8000),
-    "stock": ("STOCK_PORT", 8001),
-    "payments": ("PAYMENTS_HEALTH_PORT", 8021),
-    "shipments": ("SHIPMENTS_HEALTH_PORT", 8022),
-    "notifications": ("NOTIFICATIONS_HEALTH_PORT", 8023),
-}
+def _health_url(service: str) -> str | None:
+    """Where ``service`` serves /healthz and /readyz: its API port, else its own health port
+    (its settings, so the environment overrides them as it does for the service)."""
+    from saga_runtime import composition_root
+
+    settings = composition_root(SYSTEM, service).Settings()
+    port = getattr(settings, "port", None) or settings.health_port
+    return f"http://127.0.0.1:{port}" if port else None
 
 
-def _health_url(variable: str, default: int) -> str | None:
+def _port_url(variable: str, default: int) -> str | None:
     port = int(os.environ.get(variable, default))
     return f"http://127.0.0.1:{port}" if port else None
 
@@ -112,7 +102,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             name="provider",
             argv=[*base, "provider"],
             env=env,
-            health_url=_health_url("PROVIDER_PORT", 8010),
+            health_url=_port_url("PROVIDER_PORT", 8010),
         ),
     ]
     # Two relays on one host: a health port each.
@@ -125,13 +115,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         for n, port in zip("ab"[: args.relays], (8030, 8031), strict=False)
     ]
-    services = runnable_services()
+    services = SYSTEM.names
     specs += [
         ProcessSpec(
             name=s,
             argv=[*base, "run", s],
             env=env,
-            health_url=_health_url(*SERVICE_HEALTH_PORTS[s]),
+            health_url=_health_url(s),
         )
         for s in services
     ]
@@ -254,13 +244,9 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.service not in runnable_services():
-        return _fail(
-            f"service {args.service!r} cannot be run",
-            f"choose one of: {', '.join(runnable_services()) or '(none implemented yet)'}",
-        )
-    module = importlib.import_module(f"{args.service}.bootstrap")
-    return int(module.main())
+    from saga_runtime import run_service
+
+    return run_service(SYSTEM, args.service)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.set_defaults(func=cmd_chaos)
 
     run = sub.add_parser("run", help="run one service")
-    run.add_argument("service", choices=SERVICES)
+    run.add_argument("service", choices=SYSTEM.names)
     run.set_defaults(func=cmd_run)
 
     from sagactl.bench.cli import register as register_bench

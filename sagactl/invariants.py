@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from saga_system import SYSTEM
+
 TERMINAL = frozenset({"SHIPPED", "CANCELLED"})
 
 
@@ -81,7 +83,7 @@ def load_snapshot(
     snap.notifications = [
         (r[0], r[1]) for r in conn.execute("SELECT order_id, kind FROM notifications.notifications")
     ]
-    for service in ("orders", "stock", "payments", "shipments", "notifications"):
+    for service in SYSTEM.names:
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM {}.outbox WHERE published_at IS NULL").format(
                 sql.Identifier(service)

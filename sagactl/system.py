@@ -26,13 +26,14 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from migrations import upgrade
-from saga_runtime import KafkaSettings, dead_letter_topic, ensure_topics, events_topic
+from saga_runtime import KafkaSettings, ensure_topics
+from saga_system import SYSTEM
 from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
 from sagactl.ops.ledger import fetch_ledger
 from stock.catalogue import seed
 
 REPO = Path(__file__).resolve().parents[1]
-SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+SERVICES = tuple(SYSTEM.names)
 TERMINAL = ("SHIPPED", "CANCELLED")
 # Services without an HTTP API: /healthz and /readyz on <SERVICE>_HEALTH_PORT.
 HEALTH_PORTED = ("payments", "shipments", "notifications")
@@ -258,11 +259,7 @@ def build_system(
     kafka = KafkaSettings(
         bootstrap_servers=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}."
     )
-    ensure_topics(
-        kafka,
-        [events_topic(s, kafka.topic_prefix) for s in SERVICES]
-        + [dead_letter_topic(s, kafka.topic_prefix) for s in SERVICES],
-    )
+    ensure_topics(kafka, SYSTEM.topics(kafka.topic_prefix))
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = {
         name: free_port()

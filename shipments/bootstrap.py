@@ -1,49 +1,27 @@
-"""Composition root of the shipments service."""
+"""Composition root of the shipments service (consumer only: it has no API)."""
 
 from __future__ import annotations
 
-from functools import partial
-
-from saga_runtime import ServiceRuntime, configure_logging
-from shipments import handlers
+from saga_runtime import Composition, ServiceRuntime, build_runtime
 from shipments.domain import Carrier
 from shipments.settings import ShipmentsSettings
 
-SERVICE = "shipments"
+Settings = ShipmentsSettings
 
 
-def build(settings: ShipmentsSettings) -> ServiceRuntime:
+def compose(settings: ShipmentsSettings) -> Composition:
     carrier = Carrier(
         name=settings.carrier,
         countries=frozenset(c.upper() for c in settings.countries),
         refused_postal_codes=frozenset(settings.refused_postal_codes),
         delivery_days=settings.delivery_days,
     )
-    return ServiceRuntime.build(
-        service=SERVICE,
-        kafka=settings.kafka,
-        database=settings.database,
-        consumer=settings.consumer,
-        consumers=settings.consumers,
-        handlers={
-            "OrderApproved": partial(
-                handlers.on_order_approved,
-                carrier=carrier,
-                booking_seconds=settings.booking_seconds,
-            ),
-            "OrderCancelled": handlers.on_order_cancelled,
-        },
-        subscribes_to=["orders"],
+    return Composition(
+        dependencies={"carrier": carrier, "booking_seconds": settings.booking_seconds}
     )
 
 
-def main() -> int:
-    settings = ShipmentsSettings()
-    configure_logging(settings.log, service=SERVICE)
-    runtime = build(settings)
-    try:
-        return runtime.run_consumer(
-            health_host=settings.health_host, health_port=settings.health_port
-        )
-    finally:
-        runtime.close()
+def build(settings: ShipmentsSettings) -> ServiceRuntime:
+    from saga_system import SYSTEM
+
+    return build_runtime(SYSTEM, "shipments", settings, compose(settings).dependencies)

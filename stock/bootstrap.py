@@ -1,30 +1,14 @@
-"""Composition root of the stock service."""
+"""Composition root of the stock service: its REST API and its consumer."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from saga_runtime import ServiceRuntime, configure_logging
-from stock import api, handlers
+from saga_runtime import Composition, ServiceRuntime, build_runtime
+from stock import api
 from stock.settings import StockSettings
 
-SERVICE = "stock"
-
-
-def build(settings: StockSettings) -> ServiceRuntime:
-    return ServiceRuntime.build(
-        service=SERVICE,
-        kafka=settings.kafka,
-        database=settings.database,
-        consumer=settings.consumer,
-        consumers=settings.consumers,
-        handlers={
-            "OrderCreated": handlers.on_order_created,
-            "OrderApproved": handlers.on_order_approved,
-            "OrderCancelled": handlers.on_order_cancelled,
-        },
-        subscribes_to=["orders"],
-    )
+Settings = StockSettings
 
 
 def create_app(runtime: ServiceRuntime, settings: StockSettings | None = None) -> FastAPI:
@@ -39,13 +23,11 @@ def create_app(runtime: ServiceRuntime, settings: StockSettings | None = None) -
     )
 
 
-def main() -> int:
-    settings = StockSettings()
-    configure_logging(settings.log, service=SERVICE)
-    runtime = build(settings)
-    try:
-        return runtime.run_with_api(
-            create_app(runtime, settings), host=settings.host, port=settings.port
-        )
-    finally:
-        runtime.close()
+def compose(settings: StockSettings) -> Composition:
+    return Composition(api=lambda runtime: create_app(runtime, settings))
+
+
+def build(settings: StockSettings) -> ServiceRuntime:
+    from saga_system import SYSTEM
+
+    return build_runtime(SYSTEM, "stock", settings, compose(settings).dependencies)

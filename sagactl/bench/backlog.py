@@ -13,17 +13,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from psycopg import sql
 
 from saga_runtime import KafkaSettings, consumer_group, events_topic
+from saga_system import SYSTEM
 
 __all__ = ["BacklogSampler", "Sample", "growth"]
-
-# Which services read which events topics (the consumer groups whose lag counts).
-SUBSCRIPTIONS = {
-    "orders": ("stock", "payments", "shipments", "notifications"),
-    "stock": ("orders",),
-    "payments": ("orders", "stock"),
-    "shipments": ("orders",),
-    "notifications": ("orders",),
-}
 
 
 @dataclass(frozen=True)
@@ -39,7 +31,7 @@ class BacklogSampler:
     database_url: str
     kafka: KafkaSettings
     in_flight: Callable[[], int]
-    services: Sequence[str] = tuple(SUBSCRIPTIONS)
+    services: Sequence[str] = tuple(SYSTEM.consumers())
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -69,7 +61,7 @@ class BacklogSampler:
                     **self.kafka.client_config,
                 }
             )
-            for service in SUBSCRIPTIONS
+            for service in SYSTEM.consumers()
         }
         admin = AdminClient(
             {"bootstrap.servers": self.kafka.bootstrap_servers, **self.kafka.client_config}
@@ -95,7 +87,8 @@ class BacklogSampler:
         """Each service's subscribed partitions (the system's topics exist before the load)."""
         metadata = admin.list_topics(timeout=10)
         partitions: dict[str, list[TopicPartition]] = {}
-        for service, producers in SUBSCRIPTIONS.items():
+        for service in SYSTEM.consumers():
+            producers = SYSTEM.subscriptions(service)
             topics = [events_topic(p, self.kafka.topic_prefix) for p in producers]
             partitions[service] = [
                 TopicPartition(t, p) for t in topics for p in metadata.topics[t].partitions

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from saga_runtime import KafkaSettings, events_topic
+from saga_system import SYSTEM
 from sagactl.bench.backlog import BacklogSampler, growth
 from sagactl.bench.cpu import CpuWindow, Target
 from sagactl.bench.load import Completions, LoadResult, closed_loop, open_loop
@@ -20,7 +21,7 @@ from sagactl.bench.stats import summarize
 
 __all__ = ["BENCH_SKUS", "SagaBenchConfig", "analyse", "order_body", "run_saga_bench"]
 
-SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+SERVICES = tuple(SYSTEM.names)
 BENCH_SKUS = tuple(f"BENCH-{n:03d}" for n in range(200))
 
 # The happy path, and who turns each event into the next.

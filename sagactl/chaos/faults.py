@@ -13,20 +13,12 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from saga_runtime import events_topic
+from saga_system import SYSTEM
 from sagactl.chaos.watchdog import Watchdog
 from sagactl.infra import LocalStack
 from sagactl.system import System
 
-SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
-# Which services consume each producer's topic: a poison message there is
-# dead-lettered once by each of them.
-SUBSCRIBERS = {
-    "orders": ("stock", "payments", "shipments", "notifications"),
-    "stock": ("orders", "payments"),
-    "payments": ("orders",),
-    "shipments": ("orders",),
-    "notifications": ("orders",),
-}
+SERVICES = tuple(SYSTEM.names)
 
 
 @dataclass
@@ -40,7 +32,9 @@ class FaultContext:
     @property
     def expected_dead_letters(self) -> int:
         """Each poison message is dead-lettered once by each service subscribed to its topic."""
-        return sum(count * len(SUBSCRIBERS[service]) for service, count in self.poison.items())
+        return sum(
+            count * len(SYSTEM.subscribers(service)) for service, count in self.poison.items()
+        )
 
 
 Fault = Callable[[FaultContext, random.Random], str]

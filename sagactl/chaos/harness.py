@@ -15,6 +15,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from saga_system import SYSTEM
 from sagactl.chaos.driver import OrderDriver
 from sagactl.chaos.faults import FAULTS, FaultContext
 from sagactl.chaos.watchdog import Watchdog
@@ -89,7 +90,7 @@ class ChaosReport:
 def _dead_letters(system: System) -> int:
     total = 0
     with psycopg.connect(system.database_url) as conn:
-        for service in ("orders", "stock", "payments", "shipments", "notifications"):
+        for service in SYSTEM.names:
             query = sql.SQL("SELECT count(*) FROM {}.dead_letters").format(sql.Identifier(service))
             row = conn.execute(query).fetchone()
             total += int(row[0]) if row else 0

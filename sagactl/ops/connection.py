@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from saga_runtime import DatabaseSettings, KafkaSettings
 from saga_runtime.db import connection_kwargs
+from saga_system import SYSTEM
 from sagactl.ops.errors import Refusal
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "require_audit_log",
 ]
 
-SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
+SERVICES = tuple(SYSTEM.names)
 CONNECT_TIMEOUT_S = 5
 KAFKA_TIMEOUT_S = 8.0
 
