@@ -35,3 +35,17 @@ class RelayProcessSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("outboxes")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        # A misspelt outbox would be polled for ever and publish nothing.
+        unknown = [name for name in value if name not in SYSTEM.outboxes()]
+        if unknown:
+            raise ValueError(
+                f"unknown outbox {', '.join(unknown)} (the system's outboxes: "
+                f"{', '.join(SYSTEM.outboxes())})"
+            )
+        if not value:
+            raise ValueError("no outbox to relay")
+        return value

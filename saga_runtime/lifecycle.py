@@ -72,6 +72,7 @@ def build_runtime(
         handlers=service.handlers(dependencies),
         subscribes_to=system.subscriptions(name),
         side_effecting=service.side_effecting,
+        emits=[event.event_type for event in service.emits],
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
@@ -23,9 +25,14 @@ class Outbox:
     happened.
     """
 
-    def __init__(self, *, schema: str, topic: str) -> None:
+    def __init__(
+        self, *, schema: str, topic: str, event_types: Collection[str] | None = None
+    ) -> None:
         self.schema = validate_service_name(schema)
         self.topic = topic
+        # The event types the system definition lets this service emit (None: any). An
+        # event outside them is a bug: refused before it reaches the topic and its consumers.
+        self.event_types = frozenset(event_types) if event_types is not None else None
         # The aggregate's lock is taken by the same statement, before the row (and
         # its id) is made: OFFSET 0 keeps the planner from folding the subquery in.
         self._insert = (
@@ -64,6 +71,11 @@ class Outbox:
         if conn.info.transaction_status != TransactionStatus.INTRANS:
             raise OutboxUsageError(
                 "Outbox.add must be called inside the transaction that changes state"
+            )
+        if self.event_types is not None and envelope.event_type not in self.event_types:
+            raise OutboxUsageError(
+                f"{self.schema} may not emit {envelope.event_type}: the system definition "
+                f"declares only {', '.join(sorted(self.event_types)) or 'no events'}"
             )
         cur = conn.execute(
             self._insert,

@@ -66,6 +66,7 @@ class ServiceRuntime:
         subscribes_to: Sequence[str] = (),
         consumers: int = 1,
         side_effecting: Collection[str] = (),
+        emits: Collection[str] | None = None,
     ) -> ServiceRuntime:
         """Open the pool and, when the service consumes, its Kafka consumers.
 
@@ -76,6 +77,7 @@ class ServiceRuntime:
         ``side_effecting`` names the event types whose handlers act outside the
         database (mail, webhooks): each such message is applied in a transaction
         of its own, so another message's failure never makes it run again.
+        ``emits`` are the only event types the outbox takes (None: any).
         """
         pool = create_pool(
             database,
@@ -83,7 +85,11 @@ class ServiceRuntime:
             name=service,
             max_size=database.pool_max_size + max(0, consumers - 1),
         )
-        outbox = Outbox(schema=service, topic=events_topic(service, kafka.topic_prefix))
+        outbox = Outbox(
+            schema=service,
+            topic=events_topic(service, kafka.topic_prefix),
+            event_types=emits,
+        )
         wakeup = RelayWakeup(database, schema=service, name=service)
         uow_factory = UnitOfWorkFactory(pool=pool, outbox=outbox, producer=service, wakeup=wakeup)
         runtime = cls(
