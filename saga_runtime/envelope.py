@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, TypeVar
 from uuid import UUID, uuid4
@@ -57,18 +59,88 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_UPCASTER_NAME = re.compile(r"upcast_v(\d+)_v(\d+)")
+
+
+def _upcaster_name(version: int) -> str:
+    return f"upcast_v{version}_v{version + 1}"
+
+
 class Event(BaseModel):
     """Base class of a service's event payloads (its public contract).
 
     Subclasses set ``event_type`` (a fact in the past tense) and, when the
     payload changes incompatibly, ``schema_version``. Unknown fields are
     ignored so that producers can add fields without breaking consumers.
+
+    ``schema_version`` is one integer major version. A class at version N
+    defines one upcaster per step, ``upcast_v1_v2(payload) -> payload`` up to
+    ``upcast_v{N-1}_v{N}`` (static or class methods on a dict), so an event
+    written by an older producer can still be read; a missing step fails the
+    class definition, not a message. ``Envelope.payload_as`` runs the steps
+    from the envelope's version to the class's. An envelope newer than the
+    class is poison: consumers are deployed before the producers that change
+    an event, and an upcaster that fails is poison too.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # Checked when the class is defined (at import), so a version bump
+        # without its upcaster stops the service from starting instead of
+        # dead-lettering every old event it later meets.
+        super().__pydantic_init_subclass__(**kwargs)
+        _check_versioning(cls)
+
+
+def _check_versioning(cls: type[Event]) -> None:
+    version = cls.schema_version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise TypeError(f"{cls.__name__}.schema_version must be an integer >= 1, not {version!r}")
+    missing = [
+        _upcaster_name(step)
+        for step in range(1, version)
+        if not callable(getattr(cls, _upcaster_name(step), None))
+    ]
+    if missing:
+        raise TypeError(
+            f"{cls.__name__} is at schema_version {version} but has no {', '.join(missing)}:"
+            " every older version must be upcast one step at a time"
+        )
+    for name in dir(cls):
+        match = _UPCASTER_NAME.fullmatch(name)
+        # An upcaster beyond the class's version means a bump was forgotten: the
+        # producer would send the new shape under the old number.
+        if match and not (int(match[2]) == int(match[1]) + 1 <= version):
+            raise TypeError(
+                f"{cls.__name__}.{name} does not fit schema_version {version}:"
+                " upcasters go one version at a time, up to the class's own"
+            )
+
+
+def _upcast(model: type[Event], event_type: str, version: int, payload: Any) -> Any:
+    """``payload`` of ``version`` brought to ``model``'s version, step by step."""
+    if version == model.schema_version:
+        return payload
+    state = copy.deepcopy(payload)  # an upcaster may edit in place; the envelope stays as read
+    for step in range(version, model.schema_version):
+        name = _upcaster_name(step)
+        try:
+            state = getattr(model, name)(state)
+        except Exception as exc:
+            raise PoisonMessageError(
+                f"{event_type} schema_version {version}: {model.__name__}.{name} failed: {exc!r}"
+            ) from exc
+        if not isinstance(state, dict):
+            raise PoisonMessageError(
+                f"{event_type} schema_version {version}: {model.__name__}.{name} returned"
+                f" {type(state).__name__}, not a payload dict"
+            )
+    return state
 
 
 class Envelope(BaseModel):
@@ -156,8 +228,25 @@ class Envelope(BaseModel):
         ]
 
     def payload_as(self, model: type[_E]) -> _E:
-        """Validate the payload against ``model``; a mismatch is poison, not a retry."""
+        """Validate the payload against ``model``; a mismatch is poison, not a retry.
+
+        An older ``schema_version`` is upcast to ``model``'s first (see
+        ``Event``); a newer one is poison, since no upcaster can guess a
+        future shape.
+        """
+        known = model.schema_version
+        if self.schema_version > known:
+            raise PoisonMessageError(
+                f"{self.event_type} schema_version {self.schema_version} is newer than this"
+                f" service understands ({known}); deploy its consumers before its producer"
+            )
+        payload = _upcast(model, self.event_type, self.schema_version, self.payload)
         try:
-            return model.model_validate(self.payload)
+            return model.model_validate(payload)
         except ValidationError as exc:
-            raise PoisonMessageError(f"invalid {self.event_type} payload: {exc}") from exc
+            upcast = (
+                f" (upcast from v{self.schema_version} to v{known})"
+                if self.schema_version < known
+                else ""
+            )
+            raise PoisonMessageError(f"invalid {self.event_type} payload{upcast}: {exc}") from exc

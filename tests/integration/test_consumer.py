@@ -166,6 +166,34 @@ def test_poison_is_dead_lettered_and_later_messages_are_processed(
     assert copies[3].headers["dlq.source_topic"] == source.encode()
 
 
+def test_an_event_newer_than_the_service_understands_is_dead_lettered_with_the_reason(
+    database, kafka, topics, effects, admin_conn
+):
+    source, dlq = topics
+    # The producer was deployed first with Numbered v2; this consumer knows only v1.
+    too_new = envelope("order-1", 1).model_copy(update={"schema_version": 2})
+    after = envelope("order-1", 2)
+    produce(kafka, source, [(b"order-1", e.to_bytes()) for e in (too_new, after)])
+
+    with consuming(build(database, kafka)):
+        wait_until(lambda: len(effects()) == 1, what="the message after the too new one applied")
+
+    assert [n for _, n in effects()] == [2]
+    letters = admin_conn.execute(
+        "SELECT event_id, error_type, error, message_value FROM stock.dead_letters"
+    ).fetchall()
+    assert [(str(r[0]), r[1], r[2], bytes(r[3])) for r in letters] == [
+        (
+            str(too_new.event_id),
+            "PoisonMessageError",
+            "Numbered schema_version 2 is newer than this service understands (1);"
+            " deploy its consumers before its producer",
+            too_new.to_bytes(),
+        )
+    ]
+    assert [r.value for r in read_topic(kafka, dlq, expect=1)] == [too_new.to_bytes()]
+
+
 def test_retryable_error_is_retried_then_dead_lettered(
     database, kafka, topics, effects, admin_conn
 ):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -13,6 +14,11 @@ class ThingHappened(Event):
     event_type = "ThingHappened"
     schema_version = 2
     amount: int
+
+    @staticmethod
+    def upcast_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
+        # A version 2 without its step from version 1 is refused at definition.
+        return {"amount": payload.pop("qty"), **payload}
 
 
 def test_new_event_starts_a_saga_and_child_events_inherit_it() -> None:
