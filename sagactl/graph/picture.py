@@ -145,8 +145,10 @@ def _draw(drawn: Choreography, path: Path) -> None:
     ax.set_ylim(min(ys) - 1.8, max(ys) + 0.8)
     ax.set_aspect("equal")
     ax.axis("off")
-    fig.savefig(path, format="png", dpi=80, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
+    try:
+        fig.savefig(path, format="png", dpi=80, bbox_inches="tight", facecolor="white")
+    finally:
+        plt.close(fig)
 
 
 def _places(drawn: Choreography) -> dict[str, tuple[float, float]]:

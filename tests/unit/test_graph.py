@@ -196,6 +196,9 @@ def test_sagactl_graph_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["graph", "--png", str(path), "--renderer", "matplotlib"]) == 0
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     assert f"wrote {path} (matplotlib)" in capsys.readouterr().err
+    nowhere = tmp_path / "missing" / "saga.png"
+    assert main(["graph", "--png", str(nowhere), "--renderer", "matplotlib"]) == 1
+    assert f"could not write {nowhere}" in capsys.readouterr().err
 
 
 # --- the diagram in the README ----------------------------------------------------------------

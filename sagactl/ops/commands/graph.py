@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sagactl.graph import (
 )
 from sagactl.graph.readme import BEGIN, END
 from sagactl.ops.commands.common import HelpFormatter, run
-from sagactl.ops.errors import Refusal
+from sagactl.ops.errors import OperationFailed, Refusal
 from sagactl.ops.render import Output
 
 __all__ = ["register"]
@@ -62,6 +63,8 @@ def cmd_graph(args: argparse.Namespace, out: Output) -> int:
     if args.png is not None:
         try:
             used = write_png(SYSTEM, args.png, args.renderer)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise OperationFailed(f"could not write {args.png}: {exc}") from exc
         except NoRenderer as exc:
             raise Refusal(
                 str(exc),
