@@ -6,6 +6,7 @@ and the events that reaction may emit). Subscriptions, topics, consumer groups, 
 outboxes, the runnable services, the operator's and the harness's maps and the diagram all
 derive from it; :meth:`System.problems` checks it, and a definition with a problem refuses
 to build, so a typo is an error at start-up rather than an event silently ignored.
+:meth:`System.saga_problems` checks the saga it describes (it ends, it undoes its steps).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from saga_runtime.envelope import Event
 from saga_runtime.errors import ConfigurationError
 from saga_runtime.naming import consumer_group, dead_letter_topic, events_topic
+from saga_runtime.saga_checks import saga_problems
 
 __all__ = ["DefinitionError", "Reaction", "Service", "System", "reaction"]
 
@@ -265,6 +267,12 @@ class System:
             if named_event is not None and named_event not in emitted:
                 problems.append(f"{_n(named_event)} is named by the saga but no service emits it")
         return problems
+
+    def saga_problems(self) -> list[str]:
+        """Everything unsound in the declared saga (empty: sound): every path from ``start``
+        reaches a final event, and every step with an effect is undone on ``cancelled``.
+        See :mod:`saga_runtime.saga_checks`; not run when the system is built."""
+        return saga_problems(self)
 
     def reachable(self, *starts: EventClass) -> set[EventClass]:
         """Every event that may follow ``starts`` through the declared reactions."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sagactl.ops.commands import audit, dlq, inbox, outbox, saga
+from sagactl.ops.commands import audit, dlq, graph, inbox, outbox, saga
 
 __all__ = ["register"]
 
@@ -15,3 +15,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dlq.register(sub)
     saga.register(sub)
     audit.register(sub)
+    graph.register(sub)
