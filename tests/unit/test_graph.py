@@ -132,7 +132,6 @@ def test_every_subscription_of_the_system_is_drawn() -> None:
 
 
 def test_the_picture_is_a_png_drawn_with_matplotlib(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     path = tmp_path / "toy.png"
     assert write_png(_toy(), path, "matplotlib") == "matplotlib"
     assert path.read_bytes().startswith(PNG_SIGNATURE)
@@ -152,14 +151,6 @@ def test_graphviz_draws_the_dot_text_when_it_is_installed(
     monkeypatch.setattr(subprocess, "run", fake_dot)
     assert write_png(_toy(), tmp_path / "toy.png") == "graphviz"
     assert calls == [(["dot", "-Tpng", "-o", str(tmp_path / "toy.png")], dot(_toy()))]
-
-
-def test_a_real_graphviz_writes_a_png_when_there_is_one(tmp_path: Path) -> None:
-    if not picture_module.has_graphviz():
-        pytest.skip("Graphviz is not installed (the matplotlib picture is tested above)")
-    path = tmp_path / "toy.png"
-    assert write_png(_toy(), path, "graphviz") == "graphviz"
-    assert path.read_bytes().startswith(PNG_SIGNATURE)
 
 
 def _without_renderers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +182,6 @@ def test_sagactl_graph_prints_mermaid_or_dot(capsys: pytest.CaptureFixture[str])
 
 
 def test_sagactl_graph_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("matplotlib")
     path = tmp_path / "saga.png"
     assert main(["graph", "--png", str(path), "--renderer", "matplotlib"]) == 0
     assert path.read_bytes().startswith(PNG_SIGNATURE)
