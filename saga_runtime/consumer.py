@@ -74,7 +74,7 @@ class ConsumerRunner:
     batching.
 
     Handlers of the event types in ``side_effecting`` act on the outside
-    world (send mail, call a webhook) where a rollback cannot undo them: such
+    world (send a message, call a remote API) where a rollback cannot undo them: such
     a message is applied in a transaction of its own, after what came before
     it in the batch committed, so no other message's failure can roll it back
     and have it run (and send) again.
@@ -88,8 +88,8 @@ class ConsumerRunner:
     The runner never spends more than half of ``max_poll_interval_ms``
     between two polls on purpose: once a fetched batch has taken that long,
     it commits what is done, rewinds the rest (it comes again) and polls;
-    retry waits are cut short at the same limit. Otherwise slow handlers (a
-    provider or carrier taking seconds) could get the consumer evicted from
+    retry waits are cut short at the same limit. Otherwise slow handlers (an
+    outside service taking seconds) could get the consumer evicted from
     its group and its uncommitted work redone by another member.
 
     A consumer that librdkafka leaves out of its group, or not fetching a

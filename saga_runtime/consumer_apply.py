@@ -106,7 +106,7 @@ class MessageApplier:
             try:
                 outcome = self._apply(msg, envelope, handler)
             except RetryUntilDoneError as exc:
-                # A step that must happen (a refund): no budget, like an outage.
+                # A step that must happen (a compensation): no budget, like an outage.
                 retrying = self._retries.count_attempt(msg)
                 log.warning(
                     "event.retry",
@@ -176,9 +176,9 @@ class MessageApplier:
                         log.info(f"event.{outcome.value}")
                     outcomes.append(outcome)
         except (*CONFLICTS, IDLE_TIMEOUT) as exc:
-            # Several consumers' batches, each holding some orders' and products'
-            # locks, can deadlock one another. Alone, a message takes its locks in
-            # one consistent order, so one transaction per message cannot.
+            # Several consumers' batches, each holding some aggregates' locks, can
+            # deadlock one another. Alone, a message takes its locks in one
+            # consistent order, so one transaction per message cannot.
             log.info("batch.one_by_one", messages=len(msgs), error=repr(exc))
             raise OneByOne from exc
         except TRANSIENT:
@@ -226,7 +226,7 @@ class MessageApplier:
         """Inbox record, then the handler, inside ``uow``'s transaction (the caller commits).
 
         The inbox statement also takes the lock of the event's aggregate (the
-        order every handler locks first), which saves each event a round trip.
+        one every handler locks first), which saves each event a round trip.
         """
         first_time = self._inbox.record(
             uow.conn,
@@ -249,7 +249,7 @@ def _bound(envelope: Envelope) -> Any:
     return bound_contextvars(
         event_id=str(envelope.event_id),
         event_type=envelope.event_type,
-        order_id=envelope.aggregate_id,
+        aggregate_id=envelope.aggregate_id,
         correlation_id=str(envelope.correlation_id),
     )
 
