@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from saga_runtime import RelaySettings
-from sagactl.ops import outbox
+from sagactl.ops import outbox, outbox_purge, outbox_replay
 from sagactl.ops.audit_log import Change, command_line
 from sagactl.ops.commands.common import (
     HelpFormatter,
@@ -29,7 +29,8 @@ from sagactl.ops.connection import (
     require_audit_log,
 )
 from sagactl.ops.errors import OperationFailed, Refusal
-from sagactl.ops.outbox import OutboxFilter, OutboxRow, ReplayPlan
+from sagactl.ops.outbox import OutboxFilter, OutboxRow
+from sagactl.ops.outbox_replay import ReplayPlan
 from sagactl.ops.parsing import format_age, parse_duration, parse_id_range, parse_ids, parse_time
 from sagactl.ops.render import Output
 
@@ -275,7 +276,7 @@ def cmd_replay(args: argparse.Namespace, out: Output) -> int:
     service = args.service
     with open_database() as conn:
         require_audit_log(conn)
-        plan = outbox.plan_replay(conn, service, flt)
+        plan = outbox_replay.plan_replay(conn, service, flt)
         _check_replay(plan, args, flt)
         _check_topics(plan, out)
         active = outbox.relay_active(conn, service)
@@ -307,7 +308,7 @@ def cmd_replay(args: argparse.Namespace, out: Output) -> int:
                 command=command_line(args.argv),
             )
 
-        plan, audit_id = outbox.apply_replay(
+        plan, audit_id = outbox_replay.apply_replay(
             conn, service, flt, check=lambda p: _check_replay(p, args, flt), change=change
         )
         ids = [r.id for r in plan.rows]
@@ -336,7 +337,7 @@ def cmd_replay(args: argparse.Namespace, out: Output) -> int:
             out.emit(result)
             return 0
         with out.progress(f"relay publishing {service} rows", total=len(ids)) as bar:
-            waited = outbox.wait_until_relayed(
+            waited = outbox_replay.wait_until_relayed(
                 conn,
                 service,
                 ids,
@@ -450,8 +451,8 @@ def cmd_purge(args: argparse.Namespace, out: Output) -> int:
         args,
         out,
         older_than=older_than,
-        plan=outbox.plan_purge,
-        purge=outbox.purge,
+        plan=outbox_purge.plan_purge,
+        purge=outbox_purge.purge,
         action="outbox.purge",
         rows_name="published rows",
         columns=("service", "published rows", "ids", "oldest published", "newest published"),
