@@ -1,6 +1,6 @@
 """The shared runtime every service imports: envelope, outbox, inbox, consumer runner, relay.
 
-It knows nothing about orders or stock; services bring their events and
+It knows nothing about any service's domain; services bring their events and
 handlers, the runtime guarantees how they are stored, published and applied.
 """
 

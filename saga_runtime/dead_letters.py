@@ -273,7 +273,7 @@ class KafkaDeadLetterPublisher:
             log.warning("dead_letter.close_failed", error=str(exc))
 
 
-# A reduced copy keeps the key (the order id, usually) unless it is itself the problem.
+# A reduced copy keeps the key (the aggregate id, usually) unless it is itself the problem.
 _REDUCED_KEY_MAX = 1024
 
 _SIZE_ERRORS = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}

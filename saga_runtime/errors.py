@@ -29,7 +29,7 @@ class ConfigurationError(SagaRuntimeError):
 
 
 class RetryableError(SagaRuntimeError):
-    """A handler failed for a reason that may pass (a provider timed out, a 5xx).
+    """A handler failed for a reason that may pass (a dependency timed out, a 5xx).
 
     The consumer retries the message with backoff; after the configured number
     of attempts it is dead-lettered with this error as its reason.
@@ -37,7 +37,7 @@ class RetryableError(SagaRuntimeError):
 
 
 class RetryUntilDoneError(RetryableError):
-    """A step that must happen (a refund) failed for a reason that may pass.
+    """A step that must happen (a compensation) failed for a reason that may pass.
 
     Retried with capped backoff for as long as it takes, like a database
     outage, and never dead-lettered: giving up would leave the saga with an

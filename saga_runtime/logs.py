@@ -15,7 +15,7 @@ __all__ = ["configure_logging", "get_logger"]
 def configure_logging(settings: LogSettings | None = None, **context: str) -> None:
     """Configure structlog for this process and bind process-wide context.
 
-    Per-message context (event id, order id, ...) is bound by the consumer
+    Per-message context (event id, aggregate id, ...) is bound by the consumer
     runner with ``bound_contextvars`` so every line a handler writes carries it.
     """
     settings = settings or LogSettings()

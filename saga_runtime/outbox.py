@@ -19,10 +19,10 @@ class Outbox:
     """Appends events to one service's outbox table inside the caller's transaction.
 
     Before inserting, it takes a transaction-scoped advisory lock on the
-    aggregate, so two transactions emitting events for the same order are
-    serialized: the ids of one order's rows follow commit order, and the relay,
-    which publishes in id order, keeps each order's events in the order they
-    happened.
+    aggregate, so two transactions emitting events for the same aggregate are
+    serialized: the ids of one aggregate's rows follow commit order, and the
+    relay, which publishes in id order, keeps each aggregate's events in the
+    order they happened.
     """
 
     def __init__(
@@ -52,7 +52,7 @@ class Outbox:
         """Serialize this transaction with every other one touching ``aggregate_id``.
 
         Held until commit; taking it again in the same transaction is free.
-        Handlers take it first so that two events about one order, arriving on
+        Handlers take it first so that two events about one aggregate, arriving on
         different topics, are applied one after the other.
         """
         conn.execute(self._lock, (self.lock_key(aggregate_id),))

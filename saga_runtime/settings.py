@@ -81,12 +81,10 @@ class DatabaseSettings(BaseSettings):
     # A frozen client (its kernel still answers keepalives) that left a
     # transaction open loses it, and its locks, after this long (0: never).
     # It must exceed the longest wait inside a transaction, or a slow but live
-    # handler would be cut off and retried for ever. Today, by default:
-    # payments waits on the provider up to attempts x timeout + backoff
-    # (3 x 5 s + 1.5 s), notifications on SMTP and its webhook up to
-    # 10 s + 3 x 5 s + 0.6 s, shipments on the carrier's booking
-    # (SHIPMENTS_BOOKING_SECONDS, 2 s under ./dev up). 60 s is over twice the
-    # longest; raise it with any of those settings.
+    # handler would be cut off and retried for ever. Today, by default, the
+    # longest is a side-effecting handler's outside calls, about 26 s (attempts
+    # x timeout + backoff; the README's settings table names it). 60 s is over
+    # twice the longest; raise it with any setting that lengthens those calls.
     idle_in_transaction_timeout: NonNegativeFloat = Field(
         default=60.0,
         validation_alias=AliasChoices(
@@ -95,7 +93,7 @@ class DatabaseSettings(BaseSettings):
     )
     # No statement waits longer than this for a lock (0: for ever); it then fails
     # with LockNotAvailable, which every caller retries as transient. Longer than
-    # a live handler holds an order's lock (see above), so it does not fire in
+    # a live handler holds an aggregate's lock (see above), so it does not fire in
     # normal operation; it bounds a wait behind a holder the timeouts above have
     # not ended yet, or behind an operator's session.
     lock_timeout: NonNegativeFloat = Field(
@@ -118,7 +116,8 @@ class ConsumerSettings(BaseSettings):
     # Messages already fetched that one transaction applies together (1: one each).
     batch_size: PositiveInt = 100
     # ...and for no longer than this: the events emitted by a batch's first message
-    # wait for the batch to commit (a handler that sends mail takes milliseconds).
+    # wait for the batch to commit (a handler that calls out, to send mail say,
+    # takes milliseconds).
     batch_max_seconds: NonNegativeFloat = 0.05
     # Backoff between attempts starts at ``backoff_initial`` and doubles: up to
     # ``backoff_max`` while the database or the broker is unavailable (retried for
@@ -202,7 +201,7 @@ class ServiceSettings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     # Consumers of the service's group in this process, each on a thread of its own
     # (``<SERVICE>_CONSUMERS``): Kafka gives each some of the partitions, and while
-    # one waits on PostgreSQL or a provider the others work. More than the topics'
+    # one waits on PostgreSQL or an outside service the others work. More than the topics'
     # partition count would sit idle.
     consumers: PositiveInt = 1
     # /healthz and /readyz on a port of their own (``<SERVICE>_HEALTH_PORT``), for

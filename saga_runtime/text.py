@@ -159,7 +159,7 @@ def _ascii_hostname(domain: str) -> str | None:
 
 
 def check_email(value: str) -> str:
-    """Refuse an address the notification path cannot deliver (the rule: ``EMAIL_DESCRIPTION``).
+    """Refuse an address the mailer cannot deliver (the rule: ``EMAIL_DESCRIPTION``).
 
     The address is kept as sent (a Unicode domain included): the mailer converts the domain.
     """

@@ -167,7 +167,7 @@ def install_error_handlers(app: FastAPI, *, unavailable: str) -> None:
     unavailable (``TRANSIENT_DB_ERRORS``) with a 503 and ``Retry-After``, and a method the
     path does not support with a 405 whose ``Allow`` is complete.
 
-    ``unavailable`` names what is down in the 503's detail, e.g. "the orders database".
+    ``unavailable`` names what is down in the 503's detail, e.g. "the service's database".
     """
 
     async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,22 +1,19 @@
-"""The services' outbox tables seen by an operator: rows and their states, replay, purge.
+"""The services' outbox tables seen by an operator: rows, their states, who consumed them.
 
-States, as the relay defines them (``saga_runtime/relay.py``):
+States, as the relay defines them (``saga_runtime/relay_publish.py``):
 
 * pending   - ``published_at IS NULL AND failed_at IS NULL``: the relay will publish it;
 * published - ``published_at IS NOT NULL``: the broker acknowledged it;
 * failed    - ``failed_at IS NOT NULL AND published_at IS NULL``: the broker refused it for
   good (``last_error`` says why) and the relay skips it.
 
-A replay puts rows back to pending and wakes the relay, which republishes them with all its
-guarantees (idempotent producer, id order, marked only after the ack). The events keep their
-event id, so a consumer that already applied one finds it in its inbox and does nothing.
+Replaying rows is ``outbox_replay``'s, purging them ``outbox_purge``'s.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -24,29 +21,20 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from saga_runtime import notify_channel, relay_lock_key
-from sagactl.ops.audit_log import Change, record
-from sagactl.ops.purge import delete_in_batches, per_service
+from saga_runtime import relay_lock_key
 
 __all__ = [
+    "COLUMNS",
     "STATES",
     "OutboxFilter",
     "OutboxRow",
-    "PurgePlan",
-    "ReplayPlan",
     "ServiceCounts",
-    "WaitResult",
-    "apply_replay",
     "consumers_of",
     "count_rows",
     "get_row",
-    "plan_purge",
-    "plan_replay",
-    "purge",
     "relay_active",
     "select_rows",
     "state_counts",
-    "wait_until_relayed",
 ]
 
 STATES = ("pending", "published", "failed")
@@ -55,7 +43,8 @@ _STATE_SQL = {
     "published": "published_at IS NOT NULL",
     "failed": "failed_at IS NOT NULL AND published_at IS NULL",
 }
-_COLUMNS = (
+# The columns of an ``OutboxRow``, in its order (after the service).
+COLUMNS = (
     "id, event_id, event_type, aggregate_id, topic, created_at, published_at, failed_at,"
     " attempts, last_error"
 )
@@ -160,7 +149,7 @@ def _select(service: str, flt: OutboxFilter) -> tuple[sql.Composable, list[Any]]
     return (
         query.format(
             service=sql.Literal(service),
-            columns=sql.SQL(_COLUMNS),
+            columns=sql.SQL(COLUMNS),
             schema=sql.Identifier(service),
             w=where,
         ),
@@ -251,7 +240,7 @@ def get_row(
     """One row and its full envelope."""
     found = conn.execute(
         sql.SQL("SELECT {s}::text, {c}, envelope FROM {t}.outbox WHERE id = %s").format(
-            s=sql.Literal(service), c=sql.SQL(_COLUMNS), t=sql.Identifier(service)
+            s=sql.Literal(service), c=sql.SQL(COLUMNS), t=sql.Identifier(service)
         ),
         (row_id,),
     ).fetchone()
@@ -294,167 +283,3 @@ def relay_active(conn: psycopg.Connection, service: str) -> bool:
         (relay_lock_key(service),),
     ).fetchone()
     return bool(row and row[0])
-
-
-# -- replay ------------------------------------------------------------------------------------
-
-
-@dataclass
-class ReplayPlan:
-    service: str
-    rows: list[OutboxRow] = field(default_factory=list)  # published or failed: re-sent
-    skipped: list[OutboxRow] = field(default_factory=list)  # already pending: sent anyway
-
-
-def _plan(service: str, rows: list[OutboxRow]) -> ReplayPlan:
-    plan = ReplayPlan(service)
-    for row in rows:
-        (plan.skipped if row.state == "pending" else plan.rows).append(row)
-    return plan
-
-
-def plan_replay(conn: psycopg.Connection, service: str, flt: OutboxFilter) -> ReplayPlan:
-    return _plan(service, select_rows(conn, [service], flt, newest_first=False))
-
-
-def apply_replay(
-    conn: psycopg.Connection,
-    service: str,
-    flt: OutboxFilter,
-    *,
-    check: Callable[[ReplayPlan], None],
-    change: Callable[[ReplayPlan], Change],
-) -> tuple[ReplayPlan, int]:
-    """Reset the selected rows to pending, wake the relay and record it, in one transaction.
-
-    The rows are locked and selected again inside the transaction, so what is recorded is
-    exactly what was reset; ``check`` may refuse (rolling everything back).
-    """
-    where, params = flt.where()
-    with conn.transaction():
-        locked = conn.execute(
-            sql.SQL(
-                "SELECT {s}::text, {c} FROM {t}.outbox WHERE {w} ORDER BY id FOR UPDATE"
-            ).format(
-                s=sql.Literal(service), c=sql.SQL(_COLUMNS), t=sql.Identifier(service), w=where
-            ),
-            params,
-        ).fetchall()
-        plan = _plan(service, [OutboxRow(*r) for r in locked])
-        check(plan)
-        conn.execute(
-            sql.SQL(
-                "UPDATE {}.outbox SET published_at = NULL, failed_at = NULL, last_error = NULL"
-                " WHERE id = ANY(%s)"
-            ).format(sql.Identifier(service)),
-            ([r.id for r in plan.rows],),
-        )
-        # Delivered at commit, like the outbox writer's own notification.
-        conn.execute("SELECT pg_notify(%s, '')", (notify_channel(service),))
-        audit_id = record(conn, change(plan))
-    return plan, audit_id
-
-
-@dataclass
-class WaitResult:
-    published: list[int] = field(default_factory=list)
-    failed: list[tuple[int, str | None]] = field(default_factory=list)
-    pending: list[int] = field(default_factory=list)
-
-
-def wait_until_relayed(
-    conn: psycopg.Connection,
-    service: str,
-    ids: Sequence[int],
-    *,
-    timeout: float,
-    on_progress: Callable[[int], None] | None = None,
-    poll_interval: float = 0.25,
-) -> WaitResult:
-    """Until the relay has published (or failed) every row, or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    query = sql.SQL(
-        "SELECT id, published_at IS NOT NULL, failed_at IS NOT NULL, last_error"
-        " FROM {}.outbox WHERE id = ANY(%s)"
-    ).format(sql.Identifier(service))
-    while True:
-        result = WaitResult()
-        for row_id, published, failed, error in conn.execute(query, (list(ids),)):
-            if published:
-                result.published.append(row_id)
-            elif failed:
-                result.failed.append((row_id, error))
-            else:
-                result.pending.append(row_id)
-        if on_progress is not None:
-            on_progress(len(result.published) + len(result.failed))
-        if not result.pending or time.monotonic() >= deadline:
-            return result
-        time.sleep(poll_interval)
-
-
-# -- purge -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PurgePlan:
-    service: str
-    rows: int
-    first_id: int | None
-    last_id: int | None
-    oldest_published_at: datetime | None
-    newest_published_at: datetime | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "rows": self.rows,
-            "first_id": self.first_id,
-            "last_id": self.last_id,
-            "oldest_published_at": self.oldest_published_at,
-            "newest_published_at": self.newest_published_at,
-        }
-
-
-_PURGEABLE = "published_at IS NOT NULL AND published_at < %s"
-
-
-def plan_purge(
-    conn: psycopg.Connection, services: Sequence[str], cutoff: datetime
-) -> list[PurgePlan]:
-    """Published rows older than ``cutoff``: never pending, never failed."""
-    query = sql.SQL(
-        "SELECT count(*), min(id), max(id), min(published_at), max(published_at)"
-        " FROM {}.outbox WHERE " + _PURGEABLE
-    )
-    return [
-        PurgePlan(service, int(row[0]), row[1], row[2], row[3], row[4])
-        for service, row in per_service(conn, services, query, (cutoff,))
-    ]
-
-
-def purge(
-    conn: psycopg.Connection,
-    service: str,
-    cutoff: datetime,
-    *,
-    change: Callable[[int], Change],
-    batch_size: int = 5000,
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[int, int]:
-    """Delete the service's purgeable rows in batches, in one transaction with its audit
-    entry; returns (rows deleted, audit id). The predicate is checked again on every row
-    it deletes, so a row replayed meanwhile (pending again) is never deleted."""
-    delete = sql.SQL(
-        "DELETE FROM {0}.outbox WHERE id IN (SELECT id FROM {0}.outbox WHERE "
-        + _PURGEABLE
-        + " ORDER BY id LIMIT %s) AND "
-        + _PURGEABLE
-    ).format(sql.Identifier(service))
-    return delete_in_batches(
-        conn,
-        lambda limit: conn.execute(delete, (cutoff, limit, cutoff)).rowcount,
-        change=change,
-        batch_size=batch_size,
-        on_batch=on_batch,
-    )

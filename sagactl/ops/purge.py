@@ -1,8 +1,9 @@
 """What the operator's purges (``sagactl outbox purge``, ``sagactl inbox purge``) share: a
 plan per service of what would go, and the batched delete that commits with its audit entry.
 
-Each table says which of its rows may go (``sagactl/ops/outbox.py``, ``sagactl/ops/inbox.py``);
-the rest is the same, so that both purges behave and are audited alike.
+Each table says which of its rows may go (``sagactl/ops/outbox_purge.py``,
+``sagactl/ops/inbox.py``); the rest is the same, so that both purges behave and are audited
+alike.
 """
 
 from __future__ import annotations

@@ -362,7 +362,7 @@ def test_sigterm_finishes_the_current_message_commits_and_leaves(
         assert line["service"] == "stock"
         assert line["event_id"] == str(slow.event_id)
         assert line["event_type"] == "Numbered"
-        assert line["order_id"] == "order-1"
+        assert line["aggregate_id"] == "order-1"
         assert line["correlation_id"] == str(slow.correlation_id)
 
 

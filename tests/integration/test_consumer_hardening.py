@@ -321,7 +321,7 @@ def test_a_dead_letter_copy_the_broker_cannot_take_yet_is_retried_not_a_crash(
             "reconnect.backoff.max.ms": 200,
         }
     )
-    runtime.runner._publisher = KafkaDeadLetterPublisher(
+    runtime.runner._dead_lettering.publisher = KafkaDeadLetterPublisher(
         unreachable,
         topic=dead_letter_topic("stock", kafka.topic_prefix),
         service="stock",

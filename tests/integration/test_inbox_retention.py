@@ -97,9 +97,9 @@ def test_a_large_backlog_is_purged_a_bounded_pass_at_a_time(
         producer_factory=lambda: pytest.fail("a purge produces nothing"),
     )
     with connect(database, role="orders", name="relay-purge-test", autocommit=True) as conn:
-        assert relay._purge_pass(conn), "more is left after one pass"
+        assert relay._purge.purge_pass(conn), "more is left after one pass"
         assert len(kept(admin_conn, "orders")) == 5000
-        assert not relay._purge_pass(conn)
+        assert not relay._purge.purge_pass(conn)
     assert kept(admin_conn, "orders") == set()
 
 

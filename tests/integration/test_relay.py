@@ -288,7 +288,7 @@ def test_rows_for_a_topic_that_does_not_exist_wait_then_fail(database, kafka, to
         missing.add(conn, envelope("order-1", 1))
     insert_outbox_rows(database, kafka, [envelope("order-1", 2)])
     relay = make_relay(database, kafka, unknown_topic_grace=3.0)
-    relay._good_topics.clear()
+    relay._publisher._good_topics.clear()
     producer_config_no_autocreate = {
         **producer_config(kafka, client_id="t"),
         "allow.auto.create.topics": False,

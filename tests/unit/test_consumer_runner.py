@@ -423,7 +423,7 @@ def test_the_wait_between_attempts_is_capped_and_a_stop_cuts_it_short() -> None:
     runner, _, _ = runner_with(
         consumer, {"Asked": down}, backoff_initial=0.2, retry_backoff_max=30.0
     )
-    delays = [runner._retry_delay(n) for n in range(1, 40)]
+    delays = [runner._retries.delay(n) for n in range(1, 40)]
     assert delays[0] <= 0.2 and max(delays) <= 30.0 and delays[-1] >= 24.0
 
     waiting, _, _ = runner_with(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from sagactl.ops.outbox import OutboxFilter, OutboxRow, _plan
+from sagactl.ops.outbox import OutboxFilter, OutboxRow
+from sagactl.ops.outbox_replay import _plan
 from sagactl.ops.saga import (
     Consumed,
     DeadLettered,
