@@ -146,8 +146,9 @@ def _upcast(model: type[Event], event_type: str, version: int, payload: Any) -> 
 class Envelope(BaseModel):
     """One event with the metadata every consumer and operator relies on.
 
-    ``aggregate_id`` is the order id and also the Kafka key, so all events of
-    one order land on one partition in the order they were committed.
+    ``aggregate_id`` names the aggregate the event is about and is also the Kafka
+    key, so all events of one aggregate land on one partition in the order they
+    were committed.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")

@@ -48,7 +48,7 @@ class Reaction:
 
 
 def reaction(handler: Handler, *emits: EventClass, side_effecting: bool = False) -> Reaction:
-    """Shorthand: ``reaction(on_order_created, StockReserved, StockReservationFailed)``."""
+    """Shorthand: ``reaction(on_thing_requested, ThingDone, ThingRefused)``."""
     return Reaction(handler=handler, emits=tuple(emits), side_effecting=side_effecting)
 
 
