@@ -19,7 +19,7 @@ from saga_runtime.consumer_messages import header
 from saga_runtime.consumer_retry import CONFLICTS, IDLE_TIMEOUT, TRANSIENT, RetryBudget
 from saga_runtime.envelope import HEADER_EVENT_TYPE, Envelope
 from saga_runtime.errors import InvalidEnvelopeError, RetryableError, RetryUntilDoneError
-from saga_runtime.inbox import Inbox
+from saga_runtime.inbox import Inbox, apply_once
 from saga_runtime.logs import get_logger
 from saga_runtime.settings import ConsumerSettings
 from saga_runtime.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -223,25 +223,17 @@ class MessageApplier:
     def _apply_in(
         self, uow: UnitOfWork, msg: Message, envelope: Envelope, handler: Handler
     ) -> Outcome:
-        """Inbox record, then the handler, inside ``uow``'s transaction (the caller commits).
-
-        The inbox statement also takes the lock of the event's aggregate (the
-        one every handler locks first), which saves each event a round trip.
-        """
-        first_time = self._inbox.record(
-            uow.conn,
+        """Inbox record, then the handler, inside ``uow``'s transaction (see ``apply_once``)."""
+        first_time = apply_once(
+            self._inbox,
+            uow,
             envelope,
+            handler,
             topic=msg.topic(),
             partition=msg.partition(),
             offset=msg.offset(),
-            lock_key=uow.outbox.lock_key(envelope.aggregate_id),
         )
-        uow.locked.add(envelope.aggregate_id)
-        if not first_time:
-            return Outcome.DUPLICATE
-        uow.cause = envelope
-        handler(uow, envelope)
-        return Outcome.APPLIED
+        return Outcome.APPLIED if first_time else Outcome.DUPLICATE
 
 
 def _bound(envelope: Envelope) -> Any:

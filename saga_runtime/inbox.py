@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import psycopg
 from psycopg import sql
 
 from saga_runtime.envelope import Envelope
 from saga_runtime.naming import validate_service_name
 
-__all__ = ["Inbox"]
+if TYPE_CHECKING:
+    from saga_runtime.unit_of_work import UnitOfWork
+
+__all__ = ["Inbox", "apply_once"]
 
 
 class Inbox:
@@ -68,3 +74,36 @@ class Inbox:
         else:
             cur = conn.execute(self._lock_and_insert, (*params, lock_key))
         return cur.fetchone() is not None
+
+
+def apply_once(
+    inbox: Inbox,
+    uow: UnitOfWork,
+    envelope: Envelope,
+    handler: Callable[[UnitOfWork, Envelope], None],
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> bool:
+    """Record ``envelope`` in the inbox and, the first time only, run ``handler`` on it.
+
+    Both inside ``uow``'s transaction (the caller commits): this is how the consumer
+    applies every message, and ``saga_runtime.testing`` delivers events the same way.
+    The inbox statement also takes the lock of the event's aggregate (the one every
+    handler locks first), which saves each event a round trip. False: already applied.
+    """
+    first_time = inbox.record(
+        uow.conn,
+        envelope,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        lock_key=uow.outbox.lock_key(envelope.aggregate_id),
+    )
+    uow.locked.add(envelope.aggregate_id)
+    if not first_time:
+        return False
+    uow.cause = envelope
+    handler(uow, envelope)
+    return True
