@@ -1,121 +1,40 @@
-"""Run the system's processes (relays, services) as children and keep them alive.
+"""The supervisor: spawns its children, restarts the ones that crash or hang, stops them all.
 
-Why our own supervisor: ``sagactl up`` must run several long-lived processes from one
-terminal without systemd or Docker, restart any that crash (with backoff, so a process that
-dies at once does not spin), restart any that hangs (its ``/healthz`` stops answering), and
-shut everything down cleanly on Ctrl-C or ``sagactl down``.
+One monitor thread spawns, reaps and terminates; another probes the children's health
+endpoints. Both share the children's state under one lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import io
 import os
 import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import httpx
 
-from saga_harness.infra.proc import (
-    Logger,
-    live_pid,
-    read_pidfile,
-    terminate,
-    wait_until,
-    write_pidfile,
+from saga_harness.infra.proc import Logger, read_pidfile, wait_until, write_pidfile
+from saga_harness.supervisor.children import (
+    BACKOFF_INITIAL_S,
+    BACKOFF_MAX_S,
+    HEALTH_INTERVAL_S,
+    HEALTH_TIMEOUT_S,
+    STABLE_AFTER_S,
+    START_GRACE_S,
+    STOP_TIMEOUT_S,
+    UNHEALTHY_AFTER_S,
+    Child,
+    ProcessSpec,
+    die_with_parent,
+    fetch,
 )
+from saga_harness.supervisor.pidfile import supervisor_pid, supervisor_pidfile
 
-SUPERVISOR_PIDFILE = "supervisor.pid"
-BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 10.0
-STABLE_AFTER_S = 30.0
-STOP_TIMEOUT_S = 15.0
-HEALTH_INTERVAL_S = 2.0
-HEALTH_TIMEOUT_S = 2.0
-# A child whose /healthz has failed (error, timeout or not 200) for this long is hung: killed
-# and restarted. A new child gets START_GRACE_S to answer for the first time.
-UNHEALTHY_AFTER_S = 20.0
-START_GRACE_S = 60.0
-_PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """One supervised process: a unique name (also its log file name), argv and extra env.
-
-    ``health_url`` (``http://host:port``): where it serves ``/healthz`` and ``/readyz``.
-    """
-
-    name: str
-    argv: list[str]
-    env: dict[str, str] | None = None
-    health_url: str | None = None
-
-
-@dataclass
-class _Child:
-    spec: ProcessSpec
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    backoff: float = BACKOFF_INITIAL_S
-    restart_at: float | None = None
-    restarts: int = 0
-    log_handle: io.BufferedWriter | None = field(default=None, repr=False)
-    # Health, for children with a health_url (written by the health thread, under the lock).
-    health_deadline: float = 0.0  # /healthz must answer 200 before this, or the child is hung
-    health_problem: str | None = None  # the last failure, for the log
-    hung: bool = False
-    ready: bool = False  # /readyz has answered 200 since this start
-
-
-def supervisor_pidfile(state_dir: Path) -> Path:
-    """Where a supervisor started with ``state_dir`` records its pid."""
-    return Path(state_dir) / SUPERVISOR_PIDFILE
-
-
-def supervisor_pid(state_dir: Path) -> int | None:
-    """The pid of the supervisor running for ``state_dir``, or None."""
-    return live_pid(supervisor_pidfile(state_dir))
-
-
-def stop_supervisor(
-    state_dir: Path, *, timeout: float = STOP_TIMEOUT_S + 15, log: Logger = print
-) -> bool:
-    """SIGTERM the supervisor recorded in ``state_dir`` and wait for it to exit.
-
-    This is how ``sagactl down`` in another shell stops ``sagactl up``: the supervisor then
-    stops its children itself. Returns True if a supervisor was running.
-    """
-    pid = supervisor_pid(state_dir)
-    if pid is None:
-        supervisor_pidfile(state_dir).unlink(missing_ok=True)
-        return False
-    log(f"stopping supervisor (pid {pid})")
-    terminate(pid, timeout=timeout, log=log, name="supervisor")
-    supervisor_pidfile(state_dir).unlink(missing_ok=True)
-    return True
-
-
-def _get(client: httpx.Client, url: str) -> tuple[bool, str]:
-    """(answered 200, what it answered)."""
-    try:
-        response = client.get(url)
-    except httpx.HTTPError as exc:
-        return False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return response.status_code == 200, f"{response.status_code} {response.text[:200]}"
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the supervisor dies without cleaning up."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+__all__ = ["Supervisor"]
 
 
 class Supervisor:
@@ -153,7 +72,7 @@ class Supervisor:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.log = log
         self.poll_interval = poll_interval
-        self._children = {s.name: _Child(s) for s in specs}
+        self._children = {s.name: Child(s) for s in specs}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop_timeout = STOP_TIMEOUT_S
@@ -262,7 +181,7 @@ class Supervisor:
             # Done on this thread: children die with the thread that spawned them (PDEATHSIG).
             self._terminate_all(self._stop_timeout)
 
-    def _check(self, child: _Child, now: float) -> None:
+    def _check(self, child: Child, now: float) -> None:
         if child.proc is not None:
             code = child.proc.poll()
             if code is None and child.hung:
@@ -291,7 +210,7 @@ class Supervisor:
             child.restarts += 1
             self._spawn(child)
 
-    def _spawn(self, child: _Child) -> None:
+    def _spawn(self, child: Child) -> None:
         spec = child.spec
         log_path = self.log_dir / f"{spec.name}.log"
         handle = log_path.open("ab")
@@ -309,7 +228,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         except OSError as exc:
             handle.write(f"=== cannot start: {exc}\n".encode())
@@ -336,19 +255,19 @@ class Supervisor:
                     if child.spec.health_url is not None and not self._stopping.is_set():
                         self._probe(client, child, child.spec.health_url)
 
-    def _probe(self, client: httpx.Client, child: _Child, url: str) -> None:
+    def _probe(self, client: httpx.Client, child: Child, url: str) -> None:
         with self._lock:
             proc, ready = child.proc, child.ready
         if proc is None or proc.poll() is not None:
             return
         problem: str | None = None
-        if not ready and _get(client, f"{url}/readyz")[0]:
+        if not ready and fetch(client, f"{url}/readyz")[0]:
             ready = True
             self.log(f"{child.spec.name} is ready")
             if all(r or name == child.spec.name for name, r in self.ready().items()):
                 self.log("every process is ready")
         else:
-            ok, problem = _get(client, f"{url}/healthz")
+            ok, problem = fetch(client, f"{url}/healthz")
             problem = None if ok else problem
         now = time.monotonic()
         with self._lock:
@@ -389,7 +308,7 @@ class Supervisor:
             self._close_log(child)
 
     @staticmethod
-    def _close_log(child: _Child) -> None:
+    def _close_log(child: Child) -> None:
         handle = child.log_handle
         child.log_handle = None
         if handle is not None:
