@@ -144,7 +144,7 @@ class SmtpSink:
 
 
 def main() -> int:
-    """Run the sink until SIGTERM/SIGINT (``python -m smtp_sink``)."""
+    """Run the sink until SIGTERM/SIGINT (``python -m simulators.smtp_sink``)."""
     settings = SinkSettings()
     configure_logging(settings.log, service="smtp-sink")
     stopping = threading.Event()
