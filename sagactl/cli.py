@@ -139,9 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def installed_command_groups() -> list[RegisterCommands]:
-    """The ``register`` of every installed ``sagactl.commands`` entry point, by entry name."""
-    found = sorted(entry_points(group=COMMAND_GROUPS), key=lambda entry: entry.name)
-    registers: list[RegisterCommands] = [entry.load() for entry in found]
+    """The ``register`` of every installed ``sagactl.commands`` entry point, by entry name.
+
+    One that cannot be loaded (a distribution whose code is gone, e.g. a venv that still has
+    the harness of a checkout that no longer does) is named on stderr and left out, so that
+    the product's own commands still work.
+    """
+    registers: list[RegisterCommands] = []
+    for entry in sorted(entry_points(group=COMMAND_GROUPS), key=lambda entry: entry.name):
+        try:
+            registers.append(entry.load())
+        except Exception as exc:
+            print(
+                f"sagactl: commands {entry.name!r} ({entry.value}) not loaded: {exc!r}",
+                file=sys.stderr,
+            )
     return registers
 
 
