@@ -1,1 +1,1 @@
-"""sagactl: the command-line front door that provisions infrastructure and runs the saga system."""
+"""sagactl: the operator's command line: services, relay, migrations and operator commands."""

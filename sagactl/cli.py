@@ -1,25 +1,31 @@
-"""``sagactl``: the project's one command line.
+"""``sagactl``: the operator's command line, shipped with the product.
 
-It runs the whole system, one service, the relay and the migrations, and carries the
-operator commands (``outbox``, ``dlq``, ``saga``, ``audit``, ``audit-log``: ``sagactl/ops/``).
+It runs one service, the relay and the migrations, and carries the operator commands
+(``outbox``, ``dlq``, ``saga``, ``audit``, ``audit-log``: ``sagactl/ops/``). Other
+distributions add command groups through the ``sagactl.commands`` entry points: the
+development harness (``harness/``) adds ``up``, ``down``, ``status``, ``bench``, ``chaos``
+and the simulators. A production install has none of those.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, TypeAlias
 
 from saga_runtime import KafkaSettings, ensure_topics
 from saga_system import SYSTEM
 
-
-def default_state_dir() -> Path:
-    """``SAGA_STATE_DIR``, else ``.state`` in the current directory (``./dev`` runs in the repo)."""
-    return Path(os.environ.get("SAGA_STATE_DIR", Path.cwd() / ".state")).absolute()
+# The entry-point group other distributions register command groups in. Each entry is a
+# ``register(parser, commands)`` callable: ``parser`` for options before the command,
+# ``commands`` to add subcommands to.
+COMMAND_GROUPS = "sagactl.commands"
+if TYPE_CHECKING:
+    Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    RegisterCommands: TypeAlias = Callable[[argparse.ArgumentParser, Commands], None]
 
 
 def _fail(message: str, fix: str | None = None) -> int:
@@ -29,35 +35,19 @@ def _fail(message: str, fix: str | None = None) -> int:
     return 2
 
 
-def provision(state_dir: Path) -> tuple[dict[str, str], bool]:
-    """Addresses for the system: from the environment when given, else the local stack.
-
-    Returns the environment to give child processes and whether a local stack
-    was used (and so is ours to stop).
-    """
-    database_url = os.environ.get("DATABASE_URL")
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    local = False
-    if not (database_url and bootstrap):
-        from sagactl.infra import ensure_stack
-
-        addresses = ensure_stack(state_dir=state_dir / "dev")
-        database_url = database_url or addresses.database_url
-        bootstrap = bootstrap or addresses.kafka_bootstrap
-        local = True
-    return {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}, local
-
-
 def system_topics(kafka: KafkaSettings) -> list[str]:
     """Every topic the system uses: one events topic and one dead-letter topic per service."""
     return SYSTEM.topics(kafka.topic_prefix)
 
 
 def prepare(env: dict[str, str]) -> None:
-    """Migrate the database to head and create every topic the system uses."""
+    """Migrate the database to head, seed the catalogue and create every topic the system uses."""
     import psycopg
 
     from migrations import upgrade
+
+    # The one service module the operator's tool imports (.importlinter names it): the seed
+    # catalogue is stock's data, and a fresh deployment needs it before the first order.
     from stock.catalogue import seed
 
     upgrade(env["DATABASE_URL"])
@@ -67,93 +57,6 @@ def prepare(env: dict[str, str]) -> None:
         print(f"sagactl: seeded the catalogue with {added} products")
     kafka = KafkaSettings(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
     ensure_topics(kafka, system_topics(kafka))
-
-
-def _health_url(service: str) -> str | None:
-    """Where ``service`` serves /healthz and /readyz: its API port, else its own health port
-    (its settings, so the environment overrides them as it does for the service)."""
-    from saga_runtime import composition_root
-
-    settings = composition_root(SYSTEM, service).Settings()
-    port = getattr(settings, "port", None) or settings.health_port
-    return f"http://127.0.0.1:{port}" if port else None
-
-
-def _port_url(variable: str, default: int) -> str | None:
-    port = int(os.environ.get(variable, default))
-    return f"http://127.0.0.1:{port}" if port else None
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    from sagactl.infra import stop_stack
-    from sagactl.supervisor import ProcessSpec, Supervisor
-
-    state_dir: Path = args.state_dir
-    env, local = provision(state_dir)
-    print(f"sagactl: PostgreSQL {env['DATABASE_URL']}, Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}")
-    prepare(env)
-    env.setdefault("SMTP_SINK_FILE", str(state_dir / "mail.jsonl"))
-    # The simulated carrier takes a moment to book, so a demo can still cancel after payment.
-    env.setdefault("SHIPMENTS_BOOKING_SECONDS", os.environ.get("SHIPMENTS_BOOKING_SECONDS", "2"))
-    base = [sys.executable, "-m", "sagactl"]
-    specs = [
-        ProcessSpec(name="smtp-sink", argv=[*base, "smtp-sink"], env=env),
-        ProcessSpec(
-            name="provider",
-            argv=[*base, "provider"],
-            env=env,
-            health_url=_port_url("PROVIDER_PORT", 8010),
-        ),
-    ]
-    # Two relays on one host: a health port each.
-    specs += [
-        ProcessSpec(
-            name=f"relay-{n}",
-            argv=[*base, "relay"],
-            env={**env, "RELAY_NAME": f"relay-{n}", "RELAY_HEALTH_PORT": str(port)},
-            health_url=f"http://127.0.0.1:{port}",
-        )
-        for n, port in zip("ab"[: args.relays], (8030, 8031), strict=False)
-    ]
-    services = SYSTEM.names
-    specs += [
-        ProcessSpec(
-            name=s,
-            argv=[*base, "run", s],
-            env=env,
-            health_url=_health_url(s),
-        )
-        for s in services
-    ]
-    log_dir = state_dir / "logs"
-    supervisor = Supervisor(specs, log_dir=log_dir, state_dir=state_dir)
-    print(f"sagactl: running {', '.join(s.name for s in specs)}; logs in {log_dir}; Ctrl-C stops")
-    try:
-        supervisor.run_until_signalled()
-    finally:
-        if local and not args.keep_infra:
-            stop_stack(state_dir=state_dir / "dev")
-    return 0
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    from sagactl.infra import stop_stack
-    from sagactl.supervisor import stop_supervisor
-
-    stop_supervisor(args.state_dir)
-    stop_stack(state_dir=args.state_dir / "dev")
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from sagactl.infra import stack_status
-    from sagactl.supervisor import supervisor_pid
-
-    status = stack_status(state_dir=args.state_dir / "dev")
-    pid = supervisor_pid(args.state_dir)
-    for name, running in [*status.items(), ("system", pid is not None)]:
-        print(f"{name:10} {'running' if running else 'stopped'}")
-    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -194,55 +97,6 @@ def cmd_relay(_args: argparse.Namespace) -> int:
     return main()
 
 
-def cmd_provider(_args: argparse.Namespace) -> int:
-    from payment_provider.bootstrap import main
-
-    return int(main())
-
-
-def cmd_smtp_sink(_args: argparse.Namespace) -> int:
-    from smtp_sink import main
-
-    return int(main())
-
-
-def cmd_chaos(args: argparse.Namespace) -> int:
-    import random
-
-    from sagactl.chaos import ChaosConfig, run_chaos
-    from sagactl.infra import LocalStack
-
-    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # so that the system and the stack are torn down
-
-    signal.signal(signal.SIGTERM, interrupt)
-    stack = LocalStack(
-        state_dir=args.state_dir / "chaos",
-        pg_port=55434,
-        kafka_port=19292,
-        kafka_controller_port=19293,
-    )
-    stack.ensure()
-    try:
-        report = run_chaos(
-            ChaosConfig(
-                seed=seed,
-                converge_timeout=600.0,
-                duration=args.duration,
-                fault_every=args.fault_every,
-                order_rate=args.rate,
-            ),
-            stack=stack,
-            log_dir=args.state_dir / "chaos" / f"run-{seed}",
-        )
-    finally:
-        stack.stop()
-    print(report.to_json() if args.json else report.summary())
-    return 0 if report.passed else 1
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from saga_runtime import run_service
 
@@ -253,33 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sagactl", description="Run and operate the order saga (Kafka + PostgreSQL outbox)."
     )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=default_state_dir(),
-        help="where local PostgreSQL, Kafka and logs live (default: ./.state or $SAGA_STATE_DIR)",
-    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    up = sub.add_parser(
-        "up", help="start PostgreSQL, Kafka, the relays and the services (Ctrl-C stops)"
-    )
-    up.add_argument(
-        "--relays",
-        type=int,
-        choices=(1, 2),
-        default=2,
-        help="relay processes (2: active + hot standby)",
-    )
-    up.add_argument(
-        "--keep-infra", action="store_true", help="leave PostgreSQL and Kafka running on exit"
-    )
-    up.set_defaults(func=cmd_up)
-
-    sub.add_parser(
-        "down", help="stop a running `sagactl up` and the local infrastructure"
-    ).set_defaults(func=cmd_down)
-    sub.add_parser("status", help="show what is running").set_defaults(func=cmd_status)
 
     migrate = sub.add_parser("migrate", help="apply the database migrations (DATABASE_URL)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
@@ -298,41 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
         "relay", help="run the outbox relay (RELAY_OUTBOXES picks the outboxes)"
     ).set_defaults(func=cmd_relay)
 
-    sub.add_parser(
-        "provider", help="run the payment-provider simulator (PROVIDER_PORT, default 8010)"
-    ).set_defaults(func=cmd_provider)
-    sub.add_parser(
-        "smtp-sink", help="run the local SMTP sink (SMTP_SINK_PORT 2525, mail to SMTP_SINK_FILE)"
-    ).set_defaults(func=cmd_smtp_sink)
-
-    chaos = sub.add_parser(
-        "chaos",
-        help="start a system of its own, drive orders, inject faults, then audit (exit 1 on "
-        "any violation)",
-    )
-    chaos.add_argument("--duration", type=float, default=300.0, help="seconds of faults")
-    chaos.add_argument(
-        "--fault-every",
-        type=float,
-        default=20.0,
-        help="typical seconds between faults (gaps never exceed 1.5x)",
-    )
-    chaos.add_argument("--rate", type=float, default=2.0, help="orders per second")
-    chaos.add_argument("--seed", type=int, help="reproduce a run's fault schedule")
-    chaos.add_argument("--json", action="store_true", help="print the report as JSON")
-    chaos.set_defaults(func=cmd_chaos)
-
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service", choices=SYSTEM.names)
     run.set_defaults(func=cmd_run)
 
-    from sagactl.bench.cli import register as register_bench
     from sagactl.ops.commands import register as register_operator_commands
 
-    register_bench(sub)
-
     register_operator_commands(sub)
+    for register in installed_command_groups():
+        register(parser, sub)
     return parser
+
+
+def installed_command_groups() -> list[RegisterCommands]:
+    """The ``register`` of every installed ``sagactl.commands`` entry point, by entry name.
+
+    One that cannot be loaded (a distribution whose code is gone, e.g. a venv that still has
+    the harness of a checkout that no longer does) is named on stderr and left out, so that
+    the product's own commands still work.
+    """
+    registers: list[RegisterCommands] = []
+    for entry in sorted(entry_points(group=COMMAND_GROUPS), key=lambda entry: entry.name):
+        try:
+            registers.append(entry.load())
+        except Exception as exc:
+            print(
+                f"sagactl: commands {entry.name!r} ({entry.value}) not loaded: {exc!r}",
+                file=sys.stderr,
+            )
+    return registers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

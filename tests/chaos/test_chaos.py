@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sagactl.chaos import ChaosConfig, run_chaos
+from saga_harness.chaos import ChaosConfig, run_chaos
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sagactl.system import System
+from saga_harness.system import System
 
 pytestmark = pytest.mark.e2e
 

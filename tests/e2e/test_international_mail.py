@@ -11,7 +11,7 @@ import json
 import httpx
 import pytest
 
-from sagactl.system import System
+from saga_harness.system import System
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from saga_harness.system import System
 from saga_runtime import events_topic, relay_lock_key
 from sagactl.cli import main
-from sagactl.system import System
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sagactl.infra.proc import wait_until
-from sagactl.supervisor import ProcessSpec, Supervisor
-from sagactl.system import SERVICES, Process, System, free_port
+from saga_harness.infra.proc import wait_until
+from saga_harness.supervisor import ProcessSpec, Supervisor
+from saga_harness.system import SERVICES, Process, System, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from sagactl.system import REPO, System
+from saga_harness.system import REPO, System
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import uvicorn
 
-from payment_provider.api import create_app
-from payment_provider.settings import ProviderSettings
+from simulators.payment_provider.api import create_app
+from simulators.payment_provider.settings import ProviderSettings
 from tests.support import wait_until
 
 PROVIDER_TABLES = "provider.refunds, provider.charges, provider.charge_attempts, provider.voids"

@@ -15,8 +15,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from sagactl.infra import LocalStack, ensure_stack, wait_for_kafka
-from sagactl.infra.proc import cmdline
+from saga_harness.infra import LocalStack, ensure_stack, wait_for_kafka
+from saga_harness.infra.proc import cmdline
 from tests.fixtures.infra import infra_mode
 
 pytestmark = pytest.mark.integration

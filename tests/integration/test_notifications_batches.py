@@ -25,7 +25,7 @@ from saga_runtime import (
     ensure_topics,
     events_topic,
 )
-from smtp_sink import SmtpSink, read_mail
+from simulators.smtp_sink import SmtpSink, read_mail
 from tests.fixtures.kafka import produce
 from tests.support import ThreadedRunner, wait_until
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orders.api import create_app
+from saga_harness.system import free_port, order_request
 from saga_runtime import (
     DatabaseSettings,
     Envelope,
@@ -23,7 +24,6 @@ from saga_runtime import (
     create_pool,
     events_topic,
 )
-from sagactl.system import free_port, order_request
 
 pytestmark = pytest.mark.integration
 

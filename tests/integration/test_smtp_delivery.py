@@ -25,7 +25,7 @@ from notifications.domain import Notification
 from notifications.errors import DeliveryRejected
 from notifications.mailer import SmtpMailer
 from saga_runtime import RetryableError
-from smtp_sink import SmtpSink, read_mail
+from simulators.smtp_sink import SmtpSink, read_mail
 
 pytestmark = pytest.mark.integration
 

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
+from saga_harness.bench.backlog import Sample, growth
+from saga_harness.bench.load import Completions, LoadResult
+from saga_harness.bench.observer import Observed, SagaObserver
+from saga_harness.bench.saga import CHAIN, SagaBenchConfig, analyse
+from saga_harness.bench.stats import percentile, summarize
 from saga_runtime import KafkaSettings
-from sagactl.bench.backlog import Sample, growth
-from sagactl.bench.load import Completions, LoadResult
-from sagactl.bench.observer import Observed, SagaObserver
-from sagactl.bench.saga import CHAIN, SagaBenchConfig, analyse
-from sagactl.bench.stats import percentile, summarize
 
 
 def test_nearest_rank_percentiles() -> None:
@@ -112,7 +112,7 @@ class _Stack:
 def test_a_cold_stack_gets_an_unmeasured_warm_up_and_a_running_one_none() -> None:
     import argparse
 
-    from sagactl.bench.cli import _warmup_seconds
+    from saga_harness.bench.cli import _warmup_seconds
 
     default = argparse.Namespace(warmup_load=None)
     assert _warmup_seconds(default, _Stack(running=False)) == 45.0

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from saga_runtime import KafkaSettings
-from sagactl.bench.cpu import (
+from saga_harness.bench.cpu import (
     CpuWindow,
     ProcStat,
     Reading,
@@ -23,10 +22,11 @@ from sagactl.bench.cpu import (
     read_process_table,
     take_readings,
 )
-from sagactl.bench.render import saga_summary
-from sagactl.bench.spawn import cpu_targets
-from sagactl.infra import LocalStack
-from sagactl.system import Process, System
+from saga_harness.bench.render import saga_summary
+from saga_harness.bench.spawn import cpu_targets
+from saga_harness.infra import LocalStack
+from saga_harness.system import Process, System
+from saga_runtime import KafkaSettings
 
 
 def stat_line(

@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 
-from sagactl.bench.cli import add_relay_parser
-from sagactl.bench.relay_figures import check_arrivals, commit_to_ack, per_second
-from sagactl.bench.relay_process import parse_overrides
-from sagactl.bench.render import relay_summary
+from saga_harness.bench.cli import add_relay_parser
+from saga_harness.bench.relay_figures import check_arrivals, commit_to_ack, per_second
+from saga_harness.bench.relay_process import parse_overrides
+from saga_harness.bench.render import relay_summary
 
 WRITTEN = {"e1": ("a", 0), "e2": ("a", 1), "e3": ("b", 0), "e4": ("a", 2)}
 
@@ -120,7 +120,7 @@ def test_the_summary_names_both_targets_and_what_was_seen():
 
 
 def test_the_steady_phase_leaves_out_more_seconds_only_when_it_meets_a_cold_broker_first() -> None:
-    from sagactl.bench.relay import default_steady_warmup
+    from saga_harness.bench.relay import default_steady_warmup
 
     assert default_steady_warmup(stack_was_running=False, phases=("steady",)) == 15.0
     assert default_steady_warmup(stack_was_running=True, phases=("steady",)) == 2.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from sagactl.chaos import harness
+from saga_harness.chaos import harness
 from sagactl.invariants import Violation
 from sagactl.ops.ledger import LedgerUnavailable
 

@@ -7,6 +7,7 @@ entrypoint), so drift between the two ways of running the system fails fast.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import re
 import shlex
@@ -16,11 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
-from sagactl.infra.kafka import DEFAULT_KAFKA_VERSION
+from saga_harness.infra.kafka import DEFAULT_KAFKA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_PACKAGES = ("orders", "stock", "payments", "shipments", "notifications")
 PUBLISHED_PORTS = {"orders": 8000, "stock": 8001}
+# Containers of the development harness's simulators: the Dockerfile's `dev` target; every
+# other project container runs the production image (the `product` target).
+SIMULATORS = ("provider", "smtp-sink")
+PRODUCT_TARGET, HARNESS_TARGET = "product", "dev"
 # Every project container needs these to find the infrastructure.
 ENV_VARS = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
 # Where the processes read their configuration from the environment.
@@ -28,8 +33,8 @@ SETTINGS_MODULES = (
     "saga_runtime.settings",
     *(f"{package}.settings" for package in SERVICE_PACKAGES),
     "outbox_relay.settings",
-    "payment_provider.settings",
-    "smtp_sink.server",
+    "simulators.payment_provider.settings",
+    "simulators.smtp_sink.server",
 )
 
 Service = dict[str, Any]
@@ -165,12 +170,72 @@ def test_every_env_var_compose_sets_is_read_by_the_code(services: dict[str, Serv
         assert not unknown, f"{name} sets {sorted(unknown)}, which no settings class reads"
 
 
+def dockerfile_stages() -> dict[str, str]:
+    """The Dockerfile's stages by name, each with its text (``FROM ... AS name`` on)."""
+    text = (REPO / "Dockerfile").read_text()
+    parts = re.split(r"^(FROM \S+ AS (\w+))$", text, flags=re.M)
+    return {parts[i + 1]: parts[i] + parts[i + 2] for i in range(1, len(parts), 3)}
+
+
 def test_image_entrypoint_is_sagactl(services: dict[str, Service]) -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert re.search(r'^ENTRYPOINT \["sagactl"\]$', dockerfile, re.M)
-    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    assert re.search(r"^FROM python:3\.11-slim AS base$", dockerfile, re.M)
+    for target in (PRODUCT_TARGET, HARNESS_TARGET):
+        assert re.search(r'^ENTRYPOINT \["sagactl"\]$', dockerfile_stages()[target], re.M)
     for name, service in project(services).items():
         assert _as_list(service.get("entrypoint")) == ["sagactl"], name
+
+
+def target(service: Service) -> str | None:
+    build = service["build"]
+    return None if isinstance(build, str) else build.get("target")
+
+
+def test_the_production_image_is_the_product_alone() -> None:
+    """The default target (the last stage) installs the product's wheel and nothing else; the
+    harness's wheel goes only into the ``dev`` target."""
+    stages = dockerfile_stages()
+    assert list(stages)[-1] == PRODUCT_TARGET, "docker build without --target builds the last"
+    product_wheel, harness_wheel = "/wheels/saga_outbox-*.whl", "/wheels/saga_outbox_harness-*.whl"
+    assert product_wheel in stages[PRODUCT_TARGET]
+    assert "harness" not in stages[PRODUCT_TARGET]
+    assert product_wheel in stages[HARNESS_TARGET] and harness_wheel in stages[HARNESS_TARGET]
+    assert "/src/harness" in stages["wheels"]
+
+
+def test_only_the_simulators_run_the_harness_image(services: dict[str, Service]) -> None:
+    for name, service in project(services).items():
+        expected = HARNESS_TARGET if name in SIMULATORS else PRODUCT_TARGET
+        assert target(service) == expected, name
+    assert {target(s) for s in project(services).values()} == {PRODUCT_TARGET, HARNESS_TARGET}
+    images = {name: s["image"] for name, s in project(services).items()}
+    assert len({images[n] for n in SIMULATORS}) == 1
+    assert not {images[n] for n in SIMULATORS} & {
+        image for n, image in images.items() if n not in SIMULATORS
+    }, "the two targets must not share an image tag"
+
+
+def test_every_container_runs_a_command_its_image_has(
+    services: dict[str, Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Product containers run product commands (``sagactl`` without the harness's entry
+    points); the simulators run commands that the harness adds."""
+    from sagactl import cli
+
+    def commands() -> set[str]:
+        parser = cli.build_parser()
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return set(sub.choices)
+
+    with_harness = commands()
+    monkeypatch.setattr(cli, "installed_command_groups", lambda: [])
+    product = commands()
+    for name, service in project(services).items():
+        command = argv(service)[1]
+        if name in SIMULATORS:
+            assert command in with_harness - product, name
+        else:
+            assert command in product, name
 
 
 def _default(settings_class: type[Any], field_name: str) -> int:
@@ -185,9 +250,9 @@ def test_every_process_container_is_health_checked_on_the_port_it_serves_readyz(
     from notifications.settings import NotificationsSettings
     from orders.settings import OrdersSettings
     from outbox_relay.settings import RelayProcessSettings
-    from payment_provider.settings import ProviderSettings
     from payments.settings import PaymentsSettings
     from shipments.settings import ShipmentsSettings
+    from simulators.payment_provider.settings import ProviderSettings
     from stock.settings import StockSettings
 
     served = {

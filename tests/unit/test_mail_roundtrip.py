@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from notifications.domain import Notification
 from notifications.errors import DeliveryRejected
 from notifications.mailer import MailAddress, outgoing
-from smtp_sink.mailbox import record_from_bytes
+from simulators.smtp_sink.mailbox import record_from_bytes
 
 # Printable text of any script (no control characters but the newline in bodies).
 _line = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=120)

@@ -11,8 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from sagactl.infra.proc import pid_alive, wait_until
-from sagactl.supervisor import (
+from saga_harness.checkout import PYTHONPATH, REPO
+from saga_harness.infra.proc import pid_alive, wait_until
+from saga_harness.supervisor import (
     ProcessSpec,
     Supervisor,
     stop_supervisor,
@@ -92,14 +93,15 @@ def test_stop_supervisor_from_another_process(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from sagactl.supervisor import ProcessSpec, Supervisor
+        from saga_harness.supervisor import ProcessSpec, Supervisor
         spec = ProcessSpec("sleeper", {SLEEPER!r})
         Supervisor([spec], Path({str(tmp_path / "logs")!r}), state_dir=Path({str(state)!r}),
                    log=lambda m: None).run_until_signalled()
         """
     )
-    repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=repo)
+    # This checkout's harness, whichever checkout the venv's editable install points at.
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env)
     try:
         assert wait_until(lambda: supervisor_pid(state) == proc.pid, timeout=15)
         log = tmp_path / "logs" / "sleeper.log"

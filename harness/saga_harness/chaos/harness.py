@@ -1,0 +1,211 @@
+"""One chaos run: start the system, drive orders, inject seeded faults, converge, audit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from saga_harness.chaos.driver import OrderDriver
+from saga_harness.chaos.faults import FAULTS, FaultContext
+from saga_harness.chaos.watchdog import Watchdog
+from saga_harness.infra import LocalStack
+from saga_harness.system import System, build_system, drop_system_database, drop_system_topics
+from saga_system import SYSTEM
+from sagactl.invariants import Violation
+from sagactl.ops.ledger import LedgerUnavailable
+
+# Each process dies by itself at these points now and then, on top of the faults.
+CRASH_POINTS = "payments.after_charge@0.05,relay.after_publish@0.02"
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    seed: int
+    duration: float = 120.0  # seconds of faults
+    fault_every: float = 10.0  # typical seconds between faults (at most 1.5x this)
+    order_rate: float = 2.0  # orders per second
+    converge_timeout: float = 240.0
+    faults: tuple[str, ...] = tuple(FAULTS)
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    orders: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    fault_log: list[str] = field(default_factory=list)
+    crash_points: dict[str, int] = field(default_factory=dict)
+    unexpected_exits: list[str] = field(default_factory=list)
+    seconds_to_converge: float | None = None
+    dead_letters: int = 0
+    expected_dead_letters: int = 0
+    violations: list[str] = field(default_factory=list)
+    orders_involved: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.violations
+            and not self.unexpected_exits
+            and self.seconds_to_converge is not None
+            and self.dead_letters == self.expected_dead_letters
+        )
+
+    def summary(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [
+            f"chaos run {verdict} (seed {self.seed})",
+            f"  orders accepted: {sum(self.orders.values())} {dict(self.orders)}",
+            f"  faults injected: {sum(self.faults.values())} {dict(self.faults)}",
+            f"  crash points hit: {dict(self.crash_points)}",
+            f"  converged {self.seconds_to_converge}s after the last fault"
+            if self.seconds_to_converge is not None
+            else "  did NOT converge",
+            f"  dead letters: {self.dead_letters} (injected poison accounts for "
+            f"{self.expected_dead_letters})",
+            f"  violations: {len(self.violations)}",
+            *(f"    {v}" for v in self.violations[:50]),
+            *(f"  unexpected exit: {u}" for u in self.unexpected_exits),
+        ]
+        if not self.passed:
+            lines.append(
+                f"  reproduce with --seed {self.seed}; orders involved: {self.orders_involved}"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "passed": self.passed}, indent=2)
+
+
+def _dead_letters(system: System) -> int:
+    total = 0
+    with psycopg.connect(system.database_url) as conn:
+        for service in SYSTEM.names:
+            query = sql.SQL("SELECT count(*) FROM {}.dead_letters").format(sql.Identifier(service))
+            row = conn.execute(query).fetchone()
+            total += int(row[0]) if row else 0
+    return total
+
+
+def _restock(system: System) -> None:
+    """Keep the fast-moving SKUs available during long runs (admin PUT, counted as received)."""
+    with httpx.Client(timeout=5) as client:
+        for sku in ("CABLE-C", "MOUSE-01", "KEYB-01"):
+            try:
+                product = client.get(f"{system.stock_url}/stock/{sku}").json()
+                if product["on_hand"] < 30:
+                    client.put(
+                        f"{system.stock_url}/stock/{sku}",
+                        json={"on_hand": product["on_hand"] + 100},
+                    )
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass  # the stock service is down right now: next time
+
+
+def run_chaos(
+    config: ChaosConfig, *, stack: LocalStack, log_dir: Path, log: object = print
+) -> ChaosReport:
+    """Run the whole experiment on ``stack`` (which the harness may kill and restart)."""
+    say = log if callable(log) else print
+    rng = random.Random(config.seed)
+    report = ChaosReport(seed=config.seed)
+    addresses = stack.addresses
+    system = build_system(
+        admin_database_url=addresses.admin_database_url,
+        kafka_bootstrap=addresses.kafka_bootstrap,
+        log_dir=log_dir,
+        relays=2,
+        extra_env={
+            "SAGA_CRASH_POINTS": CRASH_POINTS,
+            "ORDERS_PENDING_TIMEOUT": "30",
+            "PROVIDER_SLOW_SECONDS": "1",
+            "PAYMENTS_PROVIDER_TIMEOUT": "3",
+            # A carrier that books in 1.5 s (the e2e setting) cannot keep up with
+            # hours of orders; 0.1 s keeps a window for cancellations after approval.
+            "SHIPMENTS_BOOKING_SECONDS": "0.1",
+        },
+    )
+    watchdog = Watchdog(system)
+    driver = OrderDriver(system, random.Random(rng.random()), rate=config.order_rate)
+    ctx = FaultContext(system=system, stack=stack, watchdog=watchdog)
+    system.start()
+    try:
+        system.wait_ready()
+        watchdog.start()
+        driving = threading.Thread(target=driver.run, name="chaos-orders", daemon=True)
+        driving.start()
+        say(f"chaos: seed {config.seed}, {config.duration:.0f}s of faults, logs in {log_dir}")
+        started = time.monotonic()
+        next_restock = started + 30
+        schedule: list[str] = []
+        while time.monotonic() - started < config.duration:
+            # Gaps vary, but never exceed 1.5 x fault_every (a fault at least that often).
+            time.sleep(rng.uniform(0.25, 1.5) * config.fault_every)
+            if not schedule:
+                # Every kind of fault once, in a seeded order, then again.
+                schedule = rng.sample(config.faults, len(config.faults))
+            name = schedule.pop()
+            what = FAULTS[name](ctx, rng)
+            report.faults[name] = report.faults.get(name, 0) + 1
+            stamp = f"{time.monotonic() - started:7.1f}s {what}"
+            report.fault_log.append(stamp)
+            say(f"chaos: {stamp}")
+            if time.monotonic() >= next_restock:
+                _restock(system)
+                next_restock = time.monotonic() + 30
+        driver.stop()
+        driving.join(timeout=60)
+        last_fault = time.monotonic()
+        # Converge with the crash points still armed and the watchdog still reviving.
+        _ensure_infra(stack)
+        violations = _converge(system, config.converge_timeout)
+        if not violations:
+            report.seconds_to_converge = round(time.monotonic() - last_fault, 1)
+        report.violations = [str(v) for v in violations]
+        report.orders_involved = sorted({v.order_id for v in violations if v.order_id})
+        report.orders = dict(Counter(driver.accepted.values()))
+        report.crash_points = dict(watchdog.crash_points)
+        report.unexpected_exits = [f"{n} exited {c}" for n, c in watchdog.unexpected]
+        report.dead_letters = _dead_letters(system)
+        report.expected_dead_letters = ctx.expected_dead_letters
+        watchdog.stop()
+        return report
+    finally:
+        driver.stop()
+        watchdog.stop()
+        system.stop()
+        _ensure_infra(stack)
+        drop_system_database(addresses.admin_database_url, system.database_url)
+        drop_system_topics(system.kafka)
+
+
+def _ensure_infra(stack: LocalStack) -> None:
+    with contextlib.suppress(Exception):  # not paused, or not running: start handles it
+        stack.kafka.resume()
+    if not stack.kafka.is_running():
+        stack.kafka.start()
+    if not stack.postgres.is_running():
+        stack.postgres.start()
+
+
+def _converge(system: System, timeout: float) -> list[Violation]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            violations = system.audit()
+        except (httpx.HTTPError, psycopg.OperationalError, LedgerUnavailable) as exc:
+            # A process the last fault took down is still coming back.
+            violations = [Violation("audit", f"could not audit yet: {exc}")]
+        if not violations or time.monotonic() > deadline:
+            return violations
+        time.sleep(1.0)

@@ -1,0 +1,357 @@
+"""The whole system as separate OS processes: for the e2e tests, the chaos harness and benchmarks.
+
+Every process runs ``python -m sagactl ...`` with its own log file, against a
+database and a topic prefix of its own, so one system never sees another's data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from psycopg import sql
+
+from migrations import upgrade
+from saga_harness.checkout import PYTHONPATH, REPO
+from saga_runtime import KafkaSettings, ensure_topics
+from saga_system import SYSTEM
+from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
+from sagactl.ops.ledger import fetch_ledger
+from stock.catalogue import seed
+
+SERVICES = tuple(SYSTEM.names)
+TERMINAL = ("SHIPPED", "CANCELLED")
+# Services without an HTTP API: /healthz and /readyz on <SERVICE>_HEALTH_PORT.
+HEALTH_PORTED = ("payments", "shipments", "notifications")
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server as ``url``, another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    # Where it serves /healthz and /readyz (http://host:port), if it does.
+    health_url: str | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=log, cwd=REPO, start_new_session=True
+        )
+        log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive:
+            assert self.popen is not None
+            self.popen.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.alive:
+            return
+        assert self.popen is not None
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait()
+
+
+@dataclass
+class System:
+    """A running system; ``audit()`` runs the invariant checker over its data."""
+
+    database_url: str
+    kafka: KafkaSettings
+    log_dir: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def orders_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['orders']}"
+
+    @property
+    def stock_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['stock']}"
+
+    @property
+    def provider_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['provider']}"
+
+    @property
+    def mail_file(self) -> Path:
+        return Path(self.env["SMTP_SINK_FILE"])
+
+    def start(self, names: Iterable[str] | None = None) -> None:
+        for name in names or self.processes:
+            self.processes[name].start()
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until every started process with health endpoints answers ``/readyz`` with 200.
+
+        That is: its database answers and its consumers are in their groups and
+        fetching (a relay: each outbox active or on standby); the SMTP sink, which
+        has none, until it accepts connections.
+        """
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            if process.popen is None:
+                continue  # not started (a test that starts some of them)
+            while not self._ready(process):
+                dead = [p.name for p in self.processes.values() if p.popen and not p.alive]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"system not ready ({process.name}: {self.readiness(process.name)});"
+                        f" dead: {dead}\n{self.tail()}"
+                    )
+                time.sleep(0.2)
+
+    def readiness(self, name: str) -> str:
+        """What ``name``'s ``/readyz`` says now (its JSON body, or why there is none)."""
+        process = self.processes[name]
+        if process.health_url is None:
+            return "no health endpoints"
+        try:
+            return httpx.get(f"{process.health_url}/readyz", timeout=2).text
+        except httpx.HTTPError as exc:
+            return repr(exc)
+
+    def _ready(self, process: Process) -> bool:
+        if process.name == "smtp-sink":
+            with socket.socket() as sock:
+                sock.settimeout(2)
+                return sock.connect_ex(("127.0.0.1", self.ports["smtp"])) == 0
+        if process.health_url is None:
+            return process.alive
+        try:
+            return httpx.get(f"{process.health_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def tail(self, lines: int = 15) -> str:
+        out = []
+        for process in self.processes.values():
+            text = process.log_path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {process.name} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def place_order(self, client: httpx.Client, **overrides: Any) -> dict[str, Any]:
+        response = client.post(f"{self.orders_url}/orders", json=order_request(**overrides))
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def wait_for_order(
+        self,
+        client: httpx.Client,
+        order_id: str,
+        statuses: Iterable[str] = TERMINAL,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        wanted = set(statuses)
+        deadline = time.monotonic() + timeout
+        while True:
+            order = dict(client.get(f"{self.orders_url}/orders/{order_id}").json())
+            if order["status"] in wanted:
+                return order
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order {order_id} stuck at {order}\n{self.tail()}")
+            time.sleep(0.2)
+
+    def ledger(self) -> tuple[list[Charge], list[Refund]]:
+        """Approved charges and refunds (the same reading as ``sagactl audit``)."""
+        return fetch_ledger(self.provider_url)
+
+    def audit(self, *, require_drained: bool = True) -> list[Violation]:
+        charges, refunds = self.ledger()
+        with psycopg.connect(self.database_url) as conn:
+            return check(
+                load_snapshot(conn, charges=charges, refunds=refunds),
+                require_drained=require_drained,
+            )
+
+    def wait_quiet(self, timeout: float = 60.0) -> list[Violation]:
+        """Until the invariants hold (everything settled and drained), or the last violations."""
+        deadline = time.monotonic() + timeout
+        while True:
+            violations = self.audit()
+            if not violations or time.monotonic() > deadline:
+                return violations
+            time.sleep(0.5)
+
+
+def order_request(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customer_id": "cust-e2e",
+        "email": "ada@example.com",
+        "items": [{"sku": "KEYB-01", "quantity": 1}, {"sku": "CABLE-C", "quantity": 2}],
+        "payment": {"card_token": "tok_visa"},
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "12 St James's Square",
+            "city": "London",
+            "postal_code": "SW1Y 4JH",
+            "country": "GB",
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+def build_system(
+    *,
+    admin_database_url: str,
+    kafka_bootstrap: str,
+    log_dir: Path,
+    relays: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> System:
+    """Create a database and topics of its own, seed the catalogue, describe every process."""
+    name = f"saga_sys_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database_url = with_database(admin_database_url, name)
+    upgrade(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed(conn)
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}."
+    )
+    ensure_topics(kafka, SYSTEM.topics(kafka.topic_prefix))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ports = {
+        name: free_port()
+        for name in (
+            "orders",
+            "stock",
+            "provider",
+            "smtp",
+            *(f"relay-{n}" for n in range(relays)),
+            *HEALTH_PORTED,
+        )
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "RELAY_"))}
+    env.update(
+        PYTHONPATH=PYTHONPATH,
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        KAFKA_TOPIC_PREFIX=kafka.topic_prefix,
+        ORDERS_PORT=str(ports["orders"]),
+        ORDERS_PENDING_TIMEOUT="10",
+        ORDERS_DEADLINE_CHECK_INTERVAL="0.5",
+        STOCK_PORT=str(ports["stock"]),
+        PROVIDER_PORT=str(ports["provider"]),
+        PROVIDER_SLOW_SECONDS="13",
+        PAYMENTS_PROVIDER_URL=f"http://127.0.0.1:{ports['provider']}",
+        PAYMENTS_PROVIDER_TIMEOUT="20",
+        SMTP_SINK_PORT=str(ports["smtp"]),
+        SMTP_SINK_FILE=str(log_dir / "mail.jsonl"),
+        NOTIFICATIONS_SMTP_PORT=str(ports["smtp"]),
+        SHIPMENTS_BOOKING_SECONDS="1.5",
+        CONSUMER_BACKOFF_MAX="1.0",
+        RELAY_POLL_INTERVAL="0.5",
+        RELAY_LOCK_RETRY_INTERVAL="0.5",
+        DATABASE_POOL_MAX_SIZE="4",
+        **{f"{name.upper()}_HEALTH_PORT": str(ports[name]) for name in HEALTH_PORTED},
+    )
+    env.update(extra_env or {})
+    system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
+    base = [sys.executable, "-m", "sagactl"]
+
+    def add(name: str, argv: list[str], *, health: int | None, **more: str) -> None:
+        system.processes[name] = Process(
+            name,
+            argv,
+            {**env, **more},
+            log_dir / f"{name}.log",
+            health_url=None if health is None else f"http://127.0.0.1:{health}",
+        )
+
+    add("smtp-sink", [*base, "smtp-sink"], health=None)
+    add("provider", [*base, "provider"], health=ports["provider"])
+    for n in range(relays):
+        name = f"relay-{n}"
+        add(
+            name,
+            [*base, "relay"],
+            health=ports[name],
+            RELAY_NAME=name,
+            RELAY_HEALTH_PORT=str(ports[name]),
+        )
+    for service in SERVICES:
+        add(service, [*base, "run", service], health=ports[service])
+    return system
+
+
+def drop_system_topics(kafka: KafkaSettings, *, timeout: float = 30.0) -> None:
+    """Delete the topics of a system made by ``build_system`` (its own prefix), best effort.
+
+    A broker that keeps every past run's topics spends its CPU on them: a
+    benchmark stack grew to 600 partitions and lost throughput run after run.
+    """
+    if not kafka.topic_prefix:
+        return  # never touch a shared, unprefixed namespace
+    try:
+        admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+        names = [
+            t for t in admin.list_topics(timeout=timeout).topics if t.startswith(kafka.topic_prefix)
+        ]
+        for future in (
+            admin.delete_topics(names, operation_timeout=timeout).values() if names else []
+        ):
+            future.result(timeout=timeout)
+    except KafkaException:
+        pass
+
+
+def drop_system_database(admin_database_url: str, database_url: str) -> None:
+    name = database_url.rsplit("/", 1)[-1]
+    try:
+        with psycopg.connect(admin_database_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    except psycopg.OperationalError:
+        pass

@@ -1,0 +1,3 @@
+from simulators.payment_provider.bootstrap import main
+
+raise SystemExit(main())

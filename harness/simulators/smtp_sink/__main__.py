@@ -1,0 +1,3 @@
+from simulators.smtp_sink.server import main
+
+raise SystemExit(main())

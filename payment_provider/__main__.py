@@ -1,3 +1,0 @@
-from payment_provider.bootstrap import main
-
-raise SystemExit(main())

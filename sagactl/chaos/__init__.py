@@ -1,5 +1,0 @@
-"""Chaos harness: drive orders, inject faults mid-saga, converge, audit."""
-
-from sagactl.chaos.harness import ChaosConfig, ChaosReport, run_chaos
-
-__all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]

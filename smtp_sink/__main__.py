@@ -1,3 +1,0 @@
-from smtp_sink.server import main
-
-raise SystemExit(main())
