@@ -15,20 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from saga_system import SYSTEM
+
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "harness"
+# The runtime, the contracts, the definition, the relay, the migrations, the operator's tool,
+# and one package per service of the definition.
 PRODUCT_PACKAGES = {
     "saga_runtime",
     "contracts",
     "saga_system",
-    "orders",
-    "stock",
-    "payments",
-    "shipments",
-    "notifications",
     "outbox_relay",
     "migrations",
     "sagactl",
+    *SYSTEM.names,
 }
 HARNESS_PACKAGES = {"saga_harness", "simulators"}
 # What only the harness may contain: local provisioning with Debian's packages and Maven.

@@ -68,7 +68,7 @@ def cmd_graph(args: argparse.Namespace, out: Output) -> int:
         except NoRenderer as exc:
             raise Refusal(
                 str(exc),
-                "install graphviz or matplotlib (apt-get install graphviz, or "
+                "install graphviz or matplotlib (Debian's graphviz package, or "
                 "pip install matplotlib)",
             ) from exc
         out.note(f"wrote {args.png} ({used})")

@@ -1,16 +1,25 @@
-# Architecture contracts, checked by `lint-imports` (tests/unit/test_architecture.py runs it in
-# ./dev test). Every product package and the development harness are analysed.
+"""The architecture's import rules, generated from the system definition.
+
+``lint-imports`` (import-linter) checks them in ``./dev test`` (``test_architecture.py``):
+services never import each other; saga_system sits above the services, which sit above
+contracts, which sit above saga_runtime; the runtime knows no domain; the product never
+imports the development harness; the operator's tool reaches services through the
+definition; the simulators know nothing of the saga. The services are ``SYSTEM.names``,
+so a service added to the definition is held to the rules without editing them.
+Print them with ``python -m tests.architecture``.
+"""
+
+from __future__ import annotations
+
+from saga_system import SYSTEM
+
+TEMPLATE = """\
 [importlinter]
 root_packages =
     saga_runtime
     contracts
     saga_system
-    orders
-    stock
-    payments
-    shipments
-    notifications
-    outbox_relay
+{service_lines}    outbox_relay
     migrations
     sagactl
     saga_harness
@@ -20,15 +29,10 @@ root_packages =
 # point (`python -m <service>`) and its bootstrap's `build()` (for tests) start it from the one
 # definition, saga_system, which composes every service: those two reach back up on purpose.
 [importlinter:contract:services-independent]
-name = The five services never import each other
+name = The services never import each other
 type = independence
 modules =
-    orders
-    stock
-    payments
-    shipments
-    notifications
-ignore_imports =
+{service_lines}ignore_imports =
     *.__main__ -> saga_system
     *.bootstrap -> saga_system
 
@@ -37,7 +41,7 @@ name = saga_system above the services above contracts above saga_runtime
 type = layers
 layers =
     saga_system
-    orders | stock | payments | shipments | notifications
+    {service_layer}
     contracts
     saga_runtime
 ignore_imports =
@@ -52,12 +56,7 @@ source_modules =
 forbidden_modules =
     contracts
     saga_system
-    orders
-    stock
-    payments
-    shipments
-    notifications
-    outbox_relay
+{service_lines}    outbox_relay
     migrations
     sagactl
     saga_harness
@@ -70,12 +69,7 @@ source_modules =
     saga_runtime
     contracts
     saga_system
-    orders
-    stock
-    payments
-    shipments
-    notifications
-    outbox_relay
+{service_lines}    outbox_relay
     migrations
     sagactl
 forbidden_modules =
@@ -91,12 +85,7 @@ type = forbidden
 source_modules =
     sagactl
 forbidden_modules =
-    orders
-    stock
-    payments
-    shipments
-    notifications
-allow_indirect_imports = True
+{service_lines}allow_indirect_imports = True
 ignore_imports =
     sagactl.cli -> stock.catalogue
 
@@ -110,12 +99,21 @@ source_modules =
 forbidden_modules =
     contracts
     saga_system
-    orders
-    stock
-    payments
-    shipments
-    notifications
-    outbox_relay
+{service_lines}    outbox_relay
     migrations
     sagactl
     saga_harness
+"""
+
+
+def import_rules(services: list[str] | None = None) -> str:
+    """The import-linter configuration (INI) for ``services`` (default: the definition's)."""
+    names = list(SYSTEM.names if services is None else services)
+    return TEMPLATE.format(
+        service_lines="".join(f"    {name}\n" for name in names),
+        service_layer=" | ".join(names),
+    )
+
+
+if __name__ == "__main__":
+    print(import_rules(), end="")
