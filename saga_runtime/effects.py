@@ -1,7 +1,7 @@
 """Effects: calls to the outside world, recorded in the transaction that decides them.
 
-The outbox pattern applied to commands. A decision that needs a charge, a
-booking or an e-mail does not make the call: it requests an effect, a row
+The outbox pattern applied to commands. A decision that needs another system
+to act does not make the call: it requests an effect, a row
 written in the same transaction as its state change, so the call is made if and
 only if the decision commits. ``EffectExecutor`` makes the calls afterwards, out
 of any transaction, and feeds each outcome back to the service's ``on_outcome``.
