@@ -14,9 +14,14 @@ from saga_runtime.dead_letters import (
     DeadLetterStore,
     KafkaDeadLetterPublisher,
 )
+from saga_runtime.effect_executor import EffectExecutor
+from saga_runtime.effect_retry import RetryPolicy, is_retryable
+from saga_runtime.effects import Effect, EffectKind, EffectOutcome, Effects
+from saga_runtime.effects_schema import effects_ddl
 from saga_runtime.envelope import Envelope, Event
 from saga_runtime.errors import (
     ConfigurationError,
+    EffectUsageError,
     InvalidEnvelopeError,
     OutboxUsageError,
     PoisonMessageError,
@@ -57,6 +62,7 @@ from saga_runtime.service import ServiceRuntime
 from saga_runtime.settings import (
     ConsumerSettings,
     DatabaseSettings,
+    EffectSettings,
     KafkaSettings,
     LogSettings,
     RelaySettings,
@@ -115,6 +121,13 @@ __all__ = [
     "DeadLetterPublisher",
     "DeadLetterStore",
     "DefinitionError",
+    "Effect",
+    "EffectExecutor",
+    "EffectKind",
+    "EffectOutcome",
+    "EffectSettings",
+    "EffectUsageError",
+    "Effects",
     "Email",
     "Envelope",
     "Event",
@@ -139,6 +152,7 @@ __all__ = [
     "ProducerFatalError",
     "Reaction",
     "RelaySettings",
+    "RetryPolicy",
     "RetryUntilDoneError",
     "RetryableError",
     "SagaRuntimeError",
@@ -165,11 +179,13 @@ __all__ = [
     "crash_point",
     "create_pool",
     "dead_letter_topic",
+    "effects_ddl",
     "ensure_topics",
     "events_topic",
     "field_errors",
     "get_logger",
     "install_error_handlers",
+    "is_retryable",
     "is_transient_db_error",
     "notify_channel",
     "problem",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "EffectUsageError",
     "InvalidEnvelopeError",
     "OutboxUsageError",
     "PoisonMessageError",
@@ -59,3 +60,8 @@ class OutboxUsageError(SagaRuntimeError):
     Emitting an event outside that transaction would break the guarantee that
     an event exists if and only if its state change committed.
     """
+
+
+class EffectUsageError(SagaRuntimeError):
+    """An effect was requested outside a transaction, of an undeclared kind, or with a
+    key that already names a different effect: a bug in the caller."""

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ConsumerSettings",
     "DatabaseSettings",
+    "EffectSettings",
     "KafkaSettings",
     "LogSettings",
     "RelaySettings",
@@ -175,6 +176,26 @@ class RelaySettings(BaseSettings):
         if self.lock_retry_interval * 2 > self.lease:
             raise ValueError("RELAY_LEASE must be at least twice RELAY_LOCK_RETRY_INTERVAL")
         return self
+
+
+class EffectSettings(BaseSettings):
+    """How a service's effect executor claims, leases and runs calls to the outside world."""
+
+    model_config = SettingsConfigDict(env_prefix="EFFECTS_", extra="ignore")
+
+    # Calls in flight at once, each on a thread of its own: most of a call's time is
+    # spent waiting for the far side, so this is sized by latency, not by CPUs.
+    concurrency: PositiveInt = 32
+    # Effects claimed per statement (never more than the free threads).
+    claim_batch: PositiveInt = 100
+    # A claimed effect is the executor's for this long; after it another executor may
+    # take it over and call again with the same key. Longer than the slowest call.
+    lease: PositiveFloat = 60.0
+    # Fallback when no in-process nudge arrives (requests by other processes, retries).
+    poll_interval: PositiveFloat = 1.0
+    # While the database is unavailable, claims are retried with this backoff.
+    backoff_initial: PositiveFloat = 0.2
+    backoff_max: PositiveFloat = 5.0
 
 
 class LogSettings(BaseSettings):

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import timedelta
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from saga_runtime.effects import Effects
 from saga_runtime.envelope import Envelope, Event
+from saga_runtime.errors import EffectUsageError
 from saga_runtime.outbox import Outbox
 
 __all__ = ["UnitOfWork", "UnitOfWorkFactory"]
@@ -34,6 +37,8 @@ class UnitOfWork:
     # unit of work has no savepoints: rolling back to one would release locks taken
     # after it, so a handler that opens a nested transaction must not lock inside it.
     locked: set[str] = field(default_factory=set)
+    effects: Effects | None = None
+    requested: list[int] = field(default_factory=list)
 
     def lock(self, aggregate_id: str) -> None:
         """Take the aggregate's lock before reading its state (see ``Outbox.lock_aggregate``).
@@ -61,6 +66,36 @@ class UnitOfWork:
         self.emitted.append(envelope)
         return envelope
 
+    def request_effect(
+        self,
+        kind: str,
+        *,
+        aggregate_id: str,
+        key: str,
+        request: dict[str, Any],
+        deadline: timedelta | None = None,
+    ) -> int:
+        """Record a call to the outside world, made after this transaction commits.
+
+        Takes the aggregate's lock first (effects of one aggregate run in commit
+        order) and inherits the cause's saga; idempotent on ``key`` (see
+        ``Effects.request``). Returns the effect's id.
+        """
+        if self.effects is None:
+            raise EffectUsageError(f"{self.producer} has no effects table configured")
+        self.lock(aggregate_id)
+        effect_id = self.effects.request(
+            self.conn,
+            kind,
+            aggregate_id=aggregate_id,
+            key=key,
+            request=request,
+            correlation_id=self.cause.correlation_id if self.cause is not None else None,
+            deadline=deadline,
+        )
+        self.requested.append(effect_id)
+        return effect_id
+
 
 class Wakeup(Protocol):
     def poke(self) -> None: ...
@@ -71,20 +106,30 @@ class UnitOfWorkFactory:
     """Opens units of work on a service's pool (used by its API and its consumer).
 
     After a unit of work that emitted events commits, ``wakeup`` (if any) tells
-    the relay there is something to publish.
+    the relay there is something to publish; after one that requested effects,
+    ``effects`` wakes its executors.
     """
 
     pool: ConnectionPool
     outbox: Outbox
     producer: str
     wakeup: Wakeup | None = None
+    effects: Effects | None = None
 
     @contextmanager
     def begin(self, *, cause: Envelope | None = None) -> Iterator[UnitOfWork]:
         """Commit when the block ends normally, roll back if it raises."""
         with self.pool.connection() as conn:
             with conn.transaction():
-                uow = UnitOfWork(conn=conn, outbox=self.outbox, producer=self.producer, cause=cause)
+                uow = UnitOfWork(
+                    conn=conn,
+                    outbox=self.outbox,
+                    producer=self.producer,
+                    cause=cause,
+                    effects=self.effects,
+                )
                 yield uow
             if uow.emitted and self.wakeup is not None:
                 self.wakeup.poke()
+            if uow.requested and self.effects is not None:
+                self.effects.poke()
