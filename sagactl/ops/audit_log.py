@@ -43,7 +43,7 @@ class Change:
     """What one command is about to record."""
 
     actor: str
-    action: str  # outbox.replay, outbox.purge, inbox.purge, dlq.redrive, dlq.discard
+    action: str  # outbox.replay, …, dlq.discard, effects.retry, effects.abandon
     service: str | None
     reason: str | None
     target: dict[str, Any]  # which rows, and what became of them

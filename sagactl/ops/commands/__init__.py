@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sagactl.ops.commands import audit, dlq, graph, inbox, outbox, saga
+from sagactl.ops.commands import audit, dlq, effects, graph, inbox, outbox, saga
 
 __all__ = ["register"]
 
@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     outbox.register(sub)
     inbox.register(sub)
     dlq.register(sub)
+    effects.register(sub)
     saga.register(sub)
     audit.register(sub)
     graph.register(sub)

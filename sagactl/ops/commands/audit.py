@@ -65,6 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "inbox.purge",
             "dlq.redrive",
             "dlq.discard",
+            "effects.retry",
+            "effects.abandon",
         ),
         help="only this kind of change",
     )
