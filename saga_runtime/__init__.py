@@ -53,6 +53,12 @@ from saga_runtime.naming import (
 )
 from saga_runtime.outbox import Outbox
 from saga_runtime.relay import BatchResult, BrokerUnreachable, OutboxRelay, ProducerFatalError
+from saga_runtime.schema import (
+    RUNTIME_TABLES,
+    create_service_schema,
+    drop_service_schema,
+    service_schema_statements,
+)
 from saga_runtime.service import ServiceRuntime
 from saga_runtime.settings import (
     ConsumerSettings,
@@ -98,6 +104,7 @@ __all__ = [
     "PRINTABLE",
     "PRINTABLE_PATTERN",
     "RETRY_AFTER_SECONDS",
+    "RUNTIME_TABLES",
     "TRANSIENT_DB_ERRORS",
     "WHOLE_NUMBER",
     "Backoff",
@@ -164,7 +171,9 @@ __all__ = [
     "consumer_group",
     "crash_point",
     "create_pool",
+    "create_service_schema",
     "dead_letter_topic",
+    "drop_service_schema",
     "ensure_topics",
     "events_topic",
     "field_errors",
@@ -178,6 +187,7 @@ __all__ = [
     "reaction",
     "relay_lock_key",
     "run_service",
+    "service_schema_statements",
     "topic_retentions",
     "unavailable_response",
     "validate_service_name",
