@@ -94,7 +94,7 @@ from saga_runtime.web import (
     problem,
     unavailable_response,
 )
-from saga_runtime.workers import Worker, Workers
+from saga_runtime.workers import Worker, Workers, run_workers, stop_on_signals
 
 __all__ = [
     "EMAIL_DESCRIPTION",
@@ -187,7 +187,9 @@ __all__ = [
     "reaction",
     "relay_lock_key",
     "run_service",
+    "run_workers",
     "service_schema_statements",
+    "stop_on_signals",
     "topic_retentions",
     "unavailable_response",
     "validate_service_name",
