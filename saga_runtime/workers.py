@@ -25,6 +25,8 @@ __all__ = ["Worker", "Workers", "run_workers", "stop_on_signals"]
 
 log = get_logger(__name__)
 
+_SIGNAL_CHECK_INTERVAL = 0.5  # seconds: the longest a signal handler may wait to run
+
 
 def _nothing() -> None:
     pass
@@ -191,7 +193,10 @@ def run_workers(
         for worker in workers:
             watched.start(worker)
         if wait is None:
-            watched.wait()
+            # In slices: a signal that lands just as this thread starts blocking on the lock
+            # does not wake it, and its Python handler only runs when the wait returns.
+            while not watched.wait(_SIGNAL_CHECK_INTERVAL):
+                pass
         else:
             wait()
     finally:

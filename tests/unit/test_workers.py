@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -139,7 +138,9 @@ def test_sigterm_stops_every_worker_and_the_exit_code_is_0(restored_signal_handl
 
     def terminate_once_running() -> None:
         assert all(loop.started.wait(5) for loop in loops)
-        os.kill(os.getpid(), signal.SIGTERM)
+        # To the main thread itself: a process-wide kill sent from this thread may be taken
+        # by this thread, and then the main thread's lock wait is not interrupted.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
     threading.Thread(target=terminate_once_running, daemon=True).start()
     with capture_logs() as logs:
@@ -186,7 +187,7 @@ def test_a_custom_wait_returns_on_signal_or_on_a_dead_worker(
         serving.set()
 
     def serve() -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # on the main thread, which serves
         serving.wait(5)
 
     consumer = Loop()
