@@ -41,7 +41,13 @@ from saga_runtime.inbox_retention import (
     verify_inbox_retention,
 )
 from saga_runtime.kafka import consumer_config, ensure_topics, producer_config
-from saga_runtime.lifecycle import Composition, build_runtime, composition_root, run_service
+from saga_runtime.lifecycle import (
+    Composition,
+    CompositionRoot,
+    build_runtime,
+    composition_root,
+    run_service,
+)
 from saga_runtime.logs import configure_logging, get_logger
 from saga_runtime.naming import (
     consumer_group,
@@ -111,6 +117,7 @@ __all__ = [
     "BatchResult",
     "BrokerUnreachable",
     "Composition",
+    "CompositionRoot",
     "ConfigurationError",
     "ConsumerRunner",
     "ConsumerSettings",
