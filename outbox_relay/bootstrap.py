@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from functools import partial
-from types import FrameType
 
 from confluent_kafka import Producer
 
@@ -21,6 +19,7 @@ from saga_runtime import (
     configure_logging,
     get_logger,
     producer_config,
+    run_workers,
     verify_inbox_retention,
 )
 from saga_runtime.health import Probe
@@ -77,35 +76,25 @@ def main(settings: RelayProcessSettings | None = None) -> int:
     )
     stop = threading.Event()
     workers = Workers()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("relay.stopping", signal=signal.Signals(signum).name)
-        workers.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     relays = build_relays(settings)
     server: HealthServer | None = None
-    try:
-        if settings.health_port:
-            server = HealthServer(
-                health(settings, relays, workers),
-                host=settings.health_host,
-                port=settings.health_port,
-            )
-            workers.start(server.worker("relay-health"))
-        for relay in relays:
-            workers.start(
+    if settings.health_port:
+        server = HealthServer(
+            health(settings, relays, workers),
+            host=settings.health_host,
+            port=settings.health_port,
+        )
+    log.info("relay.started", outboxes=settings.outboxes)
+    return run_workers(
+        workers,
+        [
+            *([server.worker("relay-health")] if server is not None else []),
+            *(
                 Worker(name=f"relay-{relay.schema}", run=partial(relay.run, stop), stop=stop.set)
-            )
-        log.info("relay.started", outboxes=settings.outboxes)
-        workers.wait()
-    finally:
-        workers.stop()
-        workers.join(timeout=10)
-        if server is not None:
-            server.close()
-    if workers.failure is not None:
-        log.error("relay.exiting", reason=workers.failure, exit_code=1)
-        return 1
-    return 0
+                for relay in relays
+            ),
+        ],
+        name="relay",
+        join_timeout=10,
+        closers=[server.close] if server is not None else [],
+    )

@@ -46,7 +46,13 @@ from saga_runtime.inbox_retention import (
     verify_inbox_retention,
 )
 from saga_runtime.kafka import consumer_config, ensure_topics, producer_config
-from saga_runtime.lifecycle import Composition, build_runtime, composition_root, run_service
+from saga_runtime.lifecycle import (
+    Composition,
+    CompositionRoot,
+    build_runtime,
+    composition_root,
+    run_service,
+)
 from saga_runtime.logs import configure_logging, get_logger
 from saga_runtime.naming import (
     consumer_group,
@@ -58,6 +64,12 @@ from saga_runtime.naming import (
 )
 from saga_runtime.outbox import Outbox
 from saga_runtime.relay import BatchResult, BrokerUnreachable, OutboxRelay, ProducerFatalError
+from saga_runtime.schema import (
+    RUNTIME_TABLES,
+    create_service_schema,
+    drop_service_schema,
+    service_schema_statements,
+)
 from saga_runtime.service import ServiceRuntime
 from saga_runtime.settings import (
     ConsumerSettings,
@@ -94,7 +106,7 @@ from saga_runtime.web import (
     problem,
     unavailable_response,
 )
-from saga_runtime.workers import Worker, Workers
+from saga_runtime.workers import Worker, Workers, run_workers, stop_on_signals
 
 __all__ = [
     "EMAIL_DESCRIPTION",
@@ -104,12 +116,14 @@ __all__ = [
     "PRINTABLE",
     "PRINTABLE_PATTERN",
     "RETRY_AFTER_SECONDS",
+    "RUNTIME_TABLES",
     "TRANSIENT_DB_ERRORS",
     "WHOLE_NUMBER",
     "Backoff",
     "BatchResult",
     "BrokerUnreachable",
     "Composition",
+    "CompositionRoot",
     "ConfigurationError",
     "ConsumerRunner",
     "ConsumerSettings",
@@ -178,7 +192,9 @@ __all__ = [
     "consumer_group",
     "crash_point",
     "create_pool",
+    "create_service_schema",
     "dead_letter_topic",
+    "drop_service_schema",
     "effects_ddl",
     "ensure_topics",
     "events_topic",
@@ -194,6 +210,9 @@ __all__ = [
     "reaction",
     "relay_lock_key",
     "run_service",
+    "run_workers",
+    "service_schema_statements",
+    "stop_on_signals",
     "topic_retentions",
     "unavailable_response",
     "validate_service_name",

@@ -1,7 +1,8 @@
 """One service's life, from settings to exit code, for every service alike.
 
-A service's composition root (``<service>/bootstrap.py``) offers ``Settings`` (its settings
-class) and ``compose(settings) -> Composition``: the dependencies its handlers take, its
+A service's composition root (``<service>/bootstrap.py``, or the ``settings`` and ``compose``
+its ``Service`` names) offers ``Settings`` (its settings class) and
+``compose(settings) -> Composition``: the dependencies its handlers take, its
 HTTP API if it has one, and any extra worker threads. Everything else — logging, the pool,
 the consumers with their subscriptions from the system definition, health, signals and
 the exit code — is :func:`run_service`'s.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from saga_runtime.logs import configure_logging
@@ -21,7 +21,7 @@ from saga_runtime.settings import ServiceSettings
 from saga_runtime.system import DefinitionError, System
 from saga_runtime.workers import Worker
 
-__all__ = ["Composition", "build_runtime", "composition_root", "run_service"]
+__all__ = ["Composition", "CompositionRoot", "build_runtime", "composition_root", "run_service"]
 
 
 def _no_workers(_runtime: ServiceRuntime) -> Sequence[Worker]:
@@ -44,14 +44,25 @@ class Composition:
     closers: Sequence[Callable[[], object]] = ()
 
 
-def composition_root(system: System, name: str) -> ModuleType:
-    """The module ``<name>.bootstrap``, checked to offer ``Settings`` and ``compose``."""
-    system.service(name)  # an unknown name is a KeyError that lists the known ones
+@dataclass(frozen=True)
+class CompositionRoot:
+    """A service's ``Settings`` (its settings class) and ``compose(settings)``."""
+
+    Settings: Callable[[], Any]
+    compose: Callable[[Any], Composition]
+
+
+def composition_root(system: System, name: str) -> CompositionRoot:
+    """Service ``name``'s composition root: the ``settings`` and ``compose`` its definition
+    names, or else those of the module ``<name>.bootstrap`` (checked to offer both)."""
+    service = system.service(name)  # an unknown name is a KeyError that lists the known ones
+    if service.settings is not None and service.compose is not None:
+        return CompositionRoot(Settings=service.settings, compose=service.compose)
     module = importlib.import_module(f"{name}.bootstrap")
     for attribute in ("Settings", "compose"):
         if not hasattr(module, attribute):
             raise DefinitionError(f"{module.__name__} has no {attribute}")
-    return module
+    return CompositionRoot(Settings=module.Settings, compose=module.compose)
 
 
 def build_runtime(

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from types import FrameType
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -20,17 +17,14 @@ from saga_runtime.dead_letters import DeadLetterStore, KafkaDeadLetterPublisher
 from saga_runtime.health import DatabaseProbe, Health, HealthServer, Probe, add_health_routes
 from saga_runtime.inbox import Inbox
 from saga_runtime.kafka import consumer_config, producer_config
-from saga_runtime.logs import get_logger
 from saga_runtime.naming import consumer_group, dead_letter_topic, events_topic
 from saga_runtime.outbox import Outbox
 from saga_runtime.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
 from saga_runtime.unit_of_work import UnitOfWorkFactory
 from saga_runtime.wakeup import RelayWakeup
-from saga_runtime.workers import Worker, Workers
+from saga_runtime.workers import Worker, Workers, run_workers
 
 __all__ = ["ServiceRuntime"]
-
-log = get_logger(__name__)
 
 
 @dataclass
@@ -179,20 +173,21 @@ class ServiceRuntime:
         if self.runner is None:
             raise RuntimeError(f"service {self.service} has no handlers to consume with")
         watched = self._watch()
-        if install_signal_handlers:
-            self._stop_on_signals()
         server: HealthServer | None = None
-        try:
-            if health_port:
-                server = HealthServer(self.health(watched), host=health_host, port=health_port)
-                watched.start(server.worker(f"{self.service}-health"))
-            self._start_workers(watched, workers)
-            watched.wait()
-        finally:
-            self._stop_workers(watched)
-            if server is not None:
-                server.close()
-        return self._exit_code(watched)
+        if health_port:
+            server = HealthServer(self.health(watched), host=health_host, port=health_port)
+        return run_workers(
+            watched,
+            [
+                *([server.worker(f"{self.service}-health")] if server is not None else []),
+                *self._consumers(watched),
+                *workers,
+            ],
+            name="service",
+            on_signal=self.stop_consumers,
+            install_signal_handlers=install_signal_handlers,
+            closers=[server.close] if server is not None else [],
+        )
 
     def stop_consumers(self) -> None:
         """Stop every consumer and worker (signal-safe); ``run_*`` then return."""
@@ -233,54 +228,28 @@ class ServiceRuntime:
         # uvicorn takes SIGTERM/SIGINT while it serves, then puts these back and raises
         # the signal again: without them that second SIGTERM would kill the process
         # before the consumers finish their messages and leave the group.
-        self._stop_on_signals()
-        try:
-            self._start_workers(watched, workers)
-            server.run()
-        finally:
-            self._stop_workers(watched)
-        return self._exit_code(watched)
-
-    def _stop_on_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("service.stopping", signal=signal.Signals(signum).name)
-            self.stop_consumers()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        return run_workers(
+            watched,
+            [*self._consumers(watched), *workers],
+            name="service",
+            on_signal=self.stop_consumers,
+            wait=server.run,
+        )
 
     def _watch(self, *, on_failure: Callable[[str], None] | None = None) -> Workers:
         self._workers = Workers(on_failure=on_failure)
         return self._workers
 
-    def _start_workers(self, watched: Workers, workers: Sequence[Worker]) -> None:
-        for n, runner in enumerate(self.runners):
-            watched.start(
-                Worker(
-                    name=f"{self.service}-consumer-{n}",
-                    run=partial(_consume, runner, watched),
-                    stop=runner.stop,
-                )
+    def _consumers(self, watched: Workers) -> list[Worker]:
+        """A watched worker per consumer runner; one stopped on purpose stops them all."""
+        return [
+            Worker(
+                name=f"{self.service}-consumer-{n}",
+                run=partial(_consume, runner, watched),
+                stop=runner.stop,
             )
-        for worker in workers:
-            watched.start(worker)
-
-    def _stop_workers(self, watched: Workers) -> None:
-        watched.stop()
-        for runner in self.runners:
-            runner.stop()
-        still = watched.join(timeout=30)
-        if still:
-            log.warning("service.workers_still_running", workers=still)
-
-    def _exit_code(self, watched: Workers) -> int:
-        if watched.failure is None:
-            return 0
-        log.error("service.exiting", reason=watched.failure, exit_code=1)
-        return 1
+            for n, runner in enumerate(self.runners)
+        ]
 
     def close(self) -> None:
         for closer in self._closers:

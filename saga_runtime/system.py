@@ -166,8 +166,9 @@ class System:
                 return s
         raise KeyError(f"no service {name!r} (one of: {', '.join(self.names)})")
 
-    def with_service(self, service: Service) -> System:
-        """This system and one service more (checked like any definition)."""
+    def with_service(self, service: Service, *, terminal: Iterable[EventClass] = ()) -> System:
+        """This system and one service more (checked like any definition); ``terminal``
+        names the new service's events that no service needs to handle."""
         return System(
             services=(*self.services, service),
             start=self.start,
@@ -175,7 +176,7 @@ class System:
             cancelled=self.cancelled,
             compensations=self.compensations,
             no_effect=self.no_effect,
-            terminal=self.terminal,
+            terminal=(*self.terminal, *terminal),
         )
 
     def events(self) -> dict[str, EventClass]:

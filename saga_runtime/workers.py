@@ -12,16 +12,20 @@ up``, compose, systemd) then starts a fresh one.
 from __future__ import annotations
 
 import contextvars
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import FrameType
 
 from saga_runtime.logs import get_logger
 
-__all__ = ["Worker", "Workers"]
+__all__ = ["Worker", "Workers", "run_workers", "stop_on_signals"]
 
 log = get_logger(__name__)
+
+_SIGNAL_CHECK_INTERVAL = 0.5  # seconds: the longest a signal handler may wait to run
 
 
 def _nothing() -> None:
@@ -142,3 +146,67 @@ class Workers:
                 self._on_failure(name)
             except Exception:
                 log.exception("worker.on_failure_failed", worker=name)
+
+
+def stop_on_signals(stop: Callable[[], None], *, name: str) -> None:
+    """On SIGTERM/SIGINT, log ``<name>.stopping`` and call ``stop`` (it must be signal-safe).
+
+    Only the main thread can take signals; elsewhere (a test, or an embedder that runs a
+    process's parts on a thread of its own and stops them itself) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info(f"{name}.stopping", signal=signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def run_workers(
+    watched: Workers,
+    workers: Iterable[Worker],
+    *,
+    name: str,
+    on_signal: Callable[[], None] | None = None,
+    wait: Callable[[], object] | None = None,
+    install_signal_handlers: bool = True,
+    join_timeout: float = 30.0,
+    closers: Iterable[Callable[[], object]] = (),
+) -> int:
+    """A process's life on watched threads: start ``workers``, wait, stop, join; the exit code.
+
+    SIGTERM/SIGINT call ``on_signal`` (default: ``watched.stop``), which must make the
+    wait return. ``wait`` blocks this thread until the process should end; by default
+    until a stop or a worker's failure, or else e.g. an HTTP server's serving loop (one
+    that takes the signals itself while it serves, and that the caller's
+    ``Workers(on_failure=...)`` makes return when a worker dies). Then every worker is
+    stopped and joined for up to ``join_timeout`` seconds in all, and ``closers`` run.
+    The exit code is 0 after a requested stop and 1 when a worker died (logged as
+    ``<name>.exiting``), so the supervisor starts the process again.
+    """
+    if install_signal_handlers:
+        stop_on_signals(on_signal if on_signal is not None else watched.stop, name=name)
+    try:
+        for worker in workers:
+            watched.start(worker)
+        if wait is None:
+            # In slices: a signal that lands just as this thread starts blocking on the lock
+            # does not wake it, and its Python handler only runs when the wait returns.
+            while not watched.wait(_SIGNAL_CHECK_INTERVAL):
+                pass
+        else:
+            wait()
+    finally:
+        watched.stop()
+        still = watched.join(timeout=join_timeout)
+        if still:
+            log.warning(f"{name}.workers_still_running", workers=still)
+        for close in closers:
+            close()
+    if watched.failure is None:
+        return 0
+    log.error(f"{name}.exiting", reason=watched.failure, exit_code=1)
+    return 1

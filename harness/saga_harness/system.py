@@ -27,7 +27,7 @@ from psycopg import sql
 
 from migrations import upgrade
 from saga_harness.checkout import PYTHONPATH, REPO
-from saga_runtime import KafkaSettings, ensure_topics
+from saga_runtime import KafkaSettings, composition_root, ensure_topics
 from saga_system import SYSTEM
 from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
 from sagactl.ops.ledger import fetch_ledger
@@ -35,8 +35,15 @@ from stock.catalogue import seed
 
 SERVICES = tuple(SYSTEM.names)
 TERMINAL = ("SHIPPED", "CANCELLED")
+
+
+def _has_api(service: str) -> bool:
+    settings: Any = composition_root(SYSTEM, service).Settings
+    return "port" in settings.model_fields
+
+
 # Services without an HTTP API: /healthz and /readyz on <SERVICE>_HEALTH_PORT.
-HEALTH_PORTED = ("payments", "shipments", "notifications")
+HEALTH_PORTED = tuple(name for name in SERVICES if not _has_api(name))
 
 
 def with_database(url: str, name: str) -> str:

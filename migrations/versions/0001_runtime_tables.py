@@ -3,20 +3,25 @@
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-21
+
+Frozen history: the DDL stays written out here, so that what this migration did in
+deployed databases never changes. A service added later takes the same tables, in
+their current shape, from ``saga_runtime.create_service_schema`` in a migration of
+its own.
 """
 
 from alembic import op
+
+from migrations.history import FIRST_SERVICES
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
-
 
 def upgrade() -> None:
-    for service in SERVICES:
+    for service in FIRST_SERVICES:
         # Roles are cluster-wide and may exist already (another database on
         # the same server); schemas and tables belong to this database.
         op.execute(
@@ -104,5 +109,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Roles are left in place: they are shared by every database on the server.
-    for service in reversed(SERVICES):
+    for service in reversed(FIRST_SERVICES):
         op.execute(f"DROP SCHEMA IF EXISTS {service} CASCADE")

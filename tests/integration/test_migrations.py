@@ -1,4 +1,9 @@
-"""Migrations on a real, empty PostgreSQL database: up to head, back down, up again."""
+"""Migrations on a real, empty PostgreSQL database: up to head, back down, up again.
+
+Also: the schemas with runtime tables are exactly the services of the definition (a
+service declared without its migration fails here), and ``create_service_schema``, which
+a new service's migration uses, creates what the historical migrations created.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ import pytest
 from psycopg import sql
 
 from migrations import downgrade, upgrade
-from tests.fixtures.database import RUNTIME_TABLES, SERVICES, with_database
+from migrations.history import FIRST_SERVICES
+from saga_runtime import RUNTIME_TABLES, create_service_schema, drop_service_schema
+from saga_system import SYSTEM
+from tests.fixtures.database import SERVICES, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +59,7 @@ def test_empty_database_to_head_and_back_down(empty_database: str) -> None:
     assert all(schema == owner for schema, _, owner in at_head), "a service owns all its tables"
 
     downgrade(empty_database, "0001")
-    assert tables(empty_database) == {(s, t, s) for s in SERVICES for t in RUNTIME_TABLES}
+    assert tables(empty_database) == {(s, t, s) for s in FIRST_SERVICES for t in RUNTIME_TABLES}
     downgrade(empty_database, "base")
     assert tables(empty_database) == set()
 
@@ -66,3 +74,62 @@ def test_a_service_role_cannot_touch_another_services_tables(empty_database: str
         conn.execute("SELECT count(*) FROM stock.outbox")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT count(*) FROM orders.outbox")
+
+
+def test_the_schemas_with_runtime_tables_are_exactly_the_services_of_the_definition(
+    empty_database: str,
+) -> None:
+    upgrade(empty_database)
+    holding = {schema for schema, table, _ in tables(empty_database) if table in RUNTIME_TABLES}
+    assert holding == set(SYSTEM.names), (
+        "each service of saga_system.SYSTEM needs a migration that creates its schema "
+        "(saga_runtime.create_service_schema), and each such schema a service"
+    )
+
+
+def shape(conn: psycopg.Connection, schema: str, table: str) -> dict[str, object]:
+    """What the catalog says about ``schema.table``, with the schema's name taken out."""
+
+    def rows(query: str) -> list[tuple[object, ...]]:
+        return sorted(
+            tuple(str(v).replace(f"{schema}.", "<schema>.") for v in row)
+            for row in conn.execute(query, {"schema": schema, "table": table})
+        )
+
+    return {
+        "columns": rows(
+            "SELECT ordinal_position, column_name, data_type, is_nullable, column_default,"
+            " is_identity, identity_generation FROM information_schema.columns"
+            " WHERE table_schema = %(schema)s AND table_name = %(table)s"
+        ),
+        "constraints": rows(
+            "SELECT c.conname, c.contype, pg_get_constraintdef(c.oid) FROM pg_constraint c"
+            " WHERE c.conrelid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass"
+        ),
+        "indexes": rows(
+            "SELECT indexname, indexdef FROM pg_indexes"
+            " WHERE schemaname = %(schema)s AND tablename = %(table)s"
+        ),
+        "owner": rows(
+            "SELECT tableowner = schemaname FROM pg_tables"
+            " WHERE schemaname = %(schema)s AND tablename = %(table)s"
+        ),
+    }
+
+
+def test_the_runtime_helper_creates_the_runtime_tables_the_migrations_created(
+    empty_database: str,
+) -> None:
+    """A later service's tables (from the helper) match the first five's (migrations 0001-0005):
+    a migration that changes every service's runtime tables must change the helper too."""
+    upgrade(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        create_service_schema(conn.execute, "runtime_helper_check")
+        for table in RUNTIME_TABLES:
+            for service in FIRST_SERVICES:
+                assert shape(conn, "runtime_helper_check", table) == shape(conn, service, table), (
+                    f"{table}: the helper's shape differs from {service}'s"
+                )
+        drop_service_schema(conn.execute, "runtime_helper_check")
+        conn.commit()
+    assert "runtime_helper_check" not in {schema for schema, _, _ in tables(empty_database)}

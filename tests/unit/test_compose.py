@@ -18,9 +18,12 @@ import pytest
 import yaml
 
 from saga_harness.infra.kafka import DEFAULT_KAFKA_VERSION
+from saga_runtime import composition_root
+from saga_system import SYSTEM
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICE_PACKAGES = ("orders", "stock", "payments", "shipments", "notifications")
+# From the definition: a service added there without its container fails here.
+SERVICE_PACKAGES = tuple(SYSTEM.names)
 PUBLISHED_PORTS = {"orders": 8000, "stock": 8001}
 # Containers of the development harness's simulators: the Dockerfile's `dev` target; every
 # other project container runs the production image (the `product` target).
@@ -242,25 +245,22 @@ def _default(settings_class: type[Any], field_name: str) -> int:
     return int(settings_class.model_fields[field_name].default)
 
 
+def _readyz_port(service: str) -> int:
+    """Where a service serves /readyz by default: its API's port, or else a port of its own."""
+    settings: Any = composition_root(SYSTEM, service).Settings
+    return _default(settings, "port" if "port" in settings.model_fields else "health_port")
+
+
 def test_every_process_container_is_health_checked_on_the_port_it_serves_readyz(
     services: dict[str, Service],
 ) -> None:
     """The healthcheck fetches /readyz where the process serves it (its settings' defaults),
     with python (the image has no curl); a refused connection or a 503 fails it."""
-    from notifications.settings import NotificationsSettings
-    from orders.settings import OrdersSettings
     from outbox_relay.settings import RelayProcessSettings
-    from payments.settings import PaymentsSettings
-    from shipments.settings import ShipmentsSettings
     from simulators.payment_provider.settings import ProviderSettings
-    from stock.settings import StockSettings
 
-    served = {
-        ("run", "orders"): _default(OrdersSettings, "port"),
-        ("run", "stock"): _default(StockSettings, "port"),
-        ("run", "payments"): _default(PaymentsSettings, "health_port"),
-        ("run", "shipments"): _default(ShipmentsSettings, "health_port"),
-        ("run", "notifications"): _default(NotificationsSettings, "health_port"),
+    served = {("run", name): _readyz_port(name) for name in SERVICE_PACKAGES}
+    served |= {
         # Off by default (an active relay and its standby may share a host): compose sets it.
         ("relay",): _default(RelayProcessSettings, "health_port"),
         ("provider",): _default(ProviderSettings, "port"),

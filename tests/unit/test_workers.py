@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+from collections.abc import Iterator
 
 import pytest
 from structlog.testing import capture_logs
 
-from saga_runtime import Worker, Workers
+from saga_runtime import Worker, Workers, run_workers
 from saga_runtime.faults import CrashPointError
 
 
@@ -115,3 +117,91 @@ def test_a_failing_stop_hook_does_not_keep_the_others_running() -> None:
     workers.start(loop.worker("good"))
     workers.stop()
     assert workers.join(timeout=5) == []
+
+
+# --- run_workers: one process's life, shared by the services and the relay ----------------------
+
+
+@pytest.fixture
+def restored_signal_handlers() -> Iterator[None]:
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_sigterm_stops_every_worker_and_the_exit_code_is_0(restored_signal_handlers: None) -> None:
+    loops = [Loop(), Loop()]
+    closed: list[str] = []
+
+    def terminate_once_running() -> None:
+        assert all(loop.started.wait(5) for loop in loops)
+        # To the main thread itself: a process-wide kill sent from this thread may be taken
+        # by this thread, and then the main thread's lock wait is not interrupted.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_running, daemon=True).start()
+    with capture_logs() as logs:
+        code = run_workers(
+            Workers(),
+            [loop.worker(f"loop-{n}") for n, loop in enumerate(loops)],
+            name="relay",
+            closers=[lambda: closed.append("health")],
+        )
+
+    assert code == 0
+    assert all(loop.stop_event.is_set() for loop in loops)
+    assert closed == ["health"]
+    assert [e["signal"] for e in logs if e["event"] == "relay.stopping"] == ["SIGTERM"]
+
+
+def test_a_dead_worker_stops_the_others_and_the_exit_code_is_1() -> None:
+    healthy = Loop()
+    closed: list[str] = []
+    with capture_logs() as logs:
+        code = run_workers(
+            Workers(),
+            [healthy.worker("healthy"), Worker(name="sweeper", run=lambda: None)],
+            name="service",
+            install_signal_handlers=False,
+            closers=[lambda: closed.append("health")],
+        )
+
+    assert code == 1
+    assert healthy.stop_event.is_set() and closed == ["health"]
+    [exiting] = [e for e in logs if e["event"] == "service.exiting"]
+    assert exiting["reason"] == "sweeper returned while the process was running"
+
+
+def test_a_custom_wait_returns_on_signal_or_on_a_dead_worker(
+    restored_signal_handlers: None,
+) -> None:
+    """As with uvicorn: its serving loop is the wait; a signal or a worker's death ends it."""
+    serving = threading.Event()
+    signalled: list[str] = []
+
+    def on_signal() -> None:
+        signalled.append("stop")
+        serving.set()
+
+    def serve() -> None:
+        signal.raise_signal(signal.SIGINT)  # on the main thread, which serves
+        serving.wait(5)
+
+    consumer = Loop()
+    code = run_workers(
+        Workers(), [consumer.worker("consumer-0")], name="service", on_signal=on_signal, wait=serve
+    )
+    assert code == 0 and signalled == ["stop"] and consumer.stop_event.is_set()
+
+    serving.clear()
+    code = run_workers(
+        Workers(on_failure=lambda _name: serving.set()),
+        [Worker(name="consumer-0", run=lambda: None)],
+        name="service",
+        install_signal_handlers=False,
+        wait=lambda: serving.wait(5),
+    )
+    assert code == 1 and serving.is_set()

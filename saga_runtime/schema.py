@@ -1,0 +1,139 @@
+"""A service's database role, schema and runtime tables (outbox, inbox, dead_letters).
+
+The runtime reads and writes these tables for every service alike, so their shape is
+the runtime's, and a new service's migration takes them from here instead of copying
+DDL: ``create_service_schema(op.execute, "loyalty", LOYALTY_TABLE)``.
+
+The statements are the tables' current shape: migration 0001 as amended by 0004 (the
+inbox's ``processed_at`` index). Those two migrations keep their own frozen copy,
+because an applied migration must never change what it does; an integration test
+checks that what this module creates is what they created. A later migration that
+changes every service's runtime tables changes this module in the same commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from saga_runtime.naming import validate_service_name
+
+__all__ = [
+    "RUNTIME_TABLES",
+    "create_service_schema",
+    "drop_service_schema",
+    "service_schema_statements",
+]
+
+RUNTIME_TABLES = ("outbox", "inbox", "dead_letters")
+
+Execute = Callable[[str], object]
+
+
+def _role(service: str) -> str:
+    # Roles are cluster-wide and may exist already (another database on the same
+    # server). An admin that is no superuser must be a member of the role to create
+    # the schema for it and to SET ROLE to it.
+    return f"""
+            DO $$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{service}') THEN
+                CREATE ROLE {service} NOLOGIN;
+              END IF;
+              IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                EXECUTE 'GRANT {service} TO ' || quote_ident(current_user);
+              END IF;
+            END $$
+            """
+
+
+def _tables(service: str) -> list[str]:
+    return [
+        f"""
+            CREATE TABLE {service}.outbox (
+                id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                event_id       uuid NOT NULL UNIQUE,
+                event_type     text NOT NULL,
+                aggregate_id   text NOT NULL,
+                correlation_id uuid NOT NULL,
+                topic          text NOT NULL,
+                envelope       jsonb NOT NULL,
+                created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+                published_at   timestamptz,
+                failed_at      timestamptz,
+                last_error     text,
+                attempts       integer NOT NULL DEFAULT 0
+            )
+            """,
+        # What the relay reads next, one aggregate's history, and what purging removes.
+        f"CREATE INDEX outbox_pending_idx ON {service}.outbox (id)"
+        " WHERE published_at IS NULL AND failed_at IS NULL",
+        f"CREATE INDEX outbox_aggregate_idx ON {service}.outbox (aggregate_id, id)",
+        f"CREATE INDEX outbox_published_at_idx ON {service}.outbox (published_at)"
+        " WHERE published_at IS NOT NULL",
+        f"""
+            CREATE TABLE {service}.inbox (
+                event_id         uuid PRIMARY KEY,
+                event_type       text NOT NULL,
+                source_topic     text,
+                source_partition integer,
+                source_offset    bigint,
+                processed_at     timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+        # For purging old rows (INBOX_RETENTION) without scanning the whole inbox.
+        f"CREATE INDEX inbox_processed_at_idx ON {service}.inbox (processed_at)",
+        f"""
+            CREATE TABLE {service}.dead_letters (
+                id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                source_topic     text NOT NULL,
+                source_partition integer NOT NULL,
+                source_offset    bigint NOT NULL,
+                message_key      bytea,
+                message_value    bytea,
+                headers          jsonb NOT NULL DEFAULT '[]',
+                error_type       text NOT NULL,
+                error            text NOT NULL,
+                attempts         integer NOT NULL DEFAULT 1,
+                event_id         uuid,
+                event_type       text,
+                aggregate_id     text,
+                status           text NOT NULL DEFAULT 'pending'
+                                 CHECK (status IN ('pending', 'redriven', 'discarded')),
+                created_at       timestamptz NOT NULL DEFAULT now(),
+                resolved_at      timestamptz,
+                resolution       text,
+                UNIQUE (source_topic, source_partition, source_offset)
+            )
+            """,
+    ]
+
+
+def service_schema_statements(service: str, *own_tables: str) -> list[str]:
+    """The SQL that creates ``service``'s role, schema and runtime tables, then ``own_tables``.
+
+    The role is NOLOGIN (services connect as a login user and ``SET ROLE``); the schema
+    belongs to it, and every table is created under it (``SET LOCAL ROLE``), so the
+    service owns its tables and no other service's role can touch them. Run the
+    statements in one transaction, as Alembic runs a migration.
+    """
+    validate_service_name(service)  # it becomes an identifier in every statement
+    return [
+        _role(service),
+        f"CREATE SCHEMA {service} AUTHORIZATION {service}",
+        f"SET LOCAL ROLE {service}",
+        *_tables(service),
+        *own_tables,
+        "RESET ROLE",
+    ]
+
+
+def create_service_schema(execute: Execute, service: str, *own_tables: str) -> None:
+    """Run :func:`service_schema_statements` with ``execute``: ``op.execute`` in an
+    Alembic migration, ``connection.execute`` on a psycopg connection in a transaction."""
+    for statement in service_schema_statements(service, *own_tables):
+        execute(statement)
+
+
+def drop_service_schema(execute: Execute, service: str) -> None:
+    """Drop ``service``'s schema with all its tables. The role stays: roles are shared by
+    every database on the server, and another database may still use it."""
+    execute(f"DROP SCHEMA IF EXISTS {validate_service_name(service)} CASCADE")
