@@ -57,6 +57,11 @@ class EffectOutcome:
     def to_json(self) -> JSON:
         return {"ok": self.ok, "result": self.result, "error": self.error}
 
+    @classmethod
+    def from_json(cls, data: JSON) -> EffectOutcome:
+        """The outcome ``to_json`` stored (read back to decide a recorded effect)."""
+        return cls(ok=bool(data["ok"]), result=data.get("result") or {}, error=data.get("error"))
+
 
 # ``call(request, idempotency_key) -> result``: blocking, and safe to repeat with the
 # same key (the far side answers a repeated key with its first result). Raises
