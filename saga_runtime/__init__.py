@@ -14,6 +14,7 @@ from saga_runtime.dead_letters import (
     DeadLetterStore,
     KafkaDeadLetterPublisher,
 )
+from saga_runtime.effect_declarations import EffectDeclaration, effect
 from saga_runtime.effect_executor import EffectExecutor
 from saga_runtime.effect_retry import RetryPolicy, is_retryable
 from saga_runtime.effects import Effect, EffectKind, EffectOutcome, Effects
@@ -122,6 +123,7 @@ __all__ = [
     "DeadLetterStore",
     "DefinitionError",
     "Effect",
+    "EffectDeclaration",
     "EffectExecutor",
     "EffectKind",
     "EffectOutcome",
@@ -179,6 +181,7 @@ __all__ = [
     "crash_point",
     "create_pool",
     "dead_letter_topic",
+    "effect",
     "effects_ddl",
     "ensure_topics",
     "events_topic",
