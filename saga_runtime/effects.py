@@ -67,8 +67,10 @@ class EffectOutcome:
 # same key (the far side answers a repeated key with its first result). Raises
 # ``RetryableError`` for a failure that may pass; any other exception is terminal.
 Call = Callable[[JSON, str], JSON]
-# ``on_outcome(uow, effect, outcome)``: the service's decision about the outcome, in
-# the transaction that records it; it may emit events and request further effects.
+# ``on_outcome(uow, effect, outcome)``: the service's decision about the outcome, in a
+# transaction of its own once the outcome is recorded (so a decision that fails is made
+# again without calling again), holding the aggregate's lock and continuing the
+# effect's saga; it may emit events and request further effects.
 OnOutcome = Callable[["UnitOfWork", Effect, EffectOutcome], None]
 
 
