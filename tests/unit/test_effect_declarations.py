@@ -124,3 +124,12 @@ def test_a_service_with_effects_gets_its_table_and_an_executor_from_its_settings
         assert runtime.executor.uow_factory is runtime.uow_factory
     finally:
         runtime.close()
+
+
+def test_the_executor_settings_come_from_the_effects_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EFFECTS_CONCURRENCY", "5")
+    monkeypatch.setenv("EFFECTS_LEASE", "90")
+    effects = ServiceSettings().effects
+    assert (effects.concurrency, effects.lease, effects.decision_attempts) == (5, 90.0, 3)
