@@ -14,6 +14,7 @@ from saga_runtime.dead_letters import (
     DeadLetterStore,
     KafkaDeadLetterPublisher,
 )
+from saga_runtime.effect_declarations import EffectDeclaration, effect
 from saga_runtime.effect_executor import EffectExecutor
 from saga_runtime.effect_retry import RetryPolicy, is_retryable
 from saga_runtime.effects import Effect, EffectKind, EffectOutcome, Effects
@@ -136,6 +137,7 @@ __all__ = [
     "DeadLetterStore",
     "DefinitionError",
     "Effect",
+    "EffectDeclaration",
     "EffectExecutor",
     "EffectKind",
     "EffectOutcome",
@@ -195,6 +197,7 @@ __all__ = [
     "create_service_schema",
     "dead_letter_topic",
     "drop_service_schema",
+    "effect",
     "effects_ddl",
     "ensure_topics",
     "events_topic",

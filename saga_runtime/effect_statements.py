@@ -8,7 +8,12 @@ __all__ = ["ExecutorStatements"]
 
 
 class ExecutorStatements:
-    """The executor's SQL for one schema, composed once."""
+    """The executor's SQL for one schema, composed once.
+
+    An effect is ``running`` while its call is made, ``recorded`` once its outcome is
+    stored and until the service's decision about it commits (``done``/``failed``),
+    ``undecided`` when that decision kept failing (see ``effects_schema``).
+    """
 
     def __init__(self, schema: str) -> None:
         table = sql.Identifier(schema, "effects")
@@ -17,33 +22,46 @@ class ExecutorStatements:
             return sql.SQL(text).format(t=table).as_string()
 
         # An aggregate's head is its oldest unfinished effect; only heads are claimed,
-        # so its effects run one at a time and in order. The conditions on ``e`` are
+        # so its effects run one at a time and in order (a decision included: the next
+        # call waits for the previous outcome's decision). The conditions on ``e`` are
         # checked again on the newest row version after the lock is taken (READ
         # COMMITTED), so an effect another executor claimed or finished meanwhile
-        # is skipped; a stale head (already finished) only claims nothing.
+        # is skipped; a stale head (already finished) only claims nothing. A
+        # ``recorded`` effect is claimed for its decision alone: no call, no attempt.
         self.claim = compose(
             "WITH heads AS ("
             "  SELECT DISTINCT ON (aggregate_id) id FROM {t}"
-            "  WHERE status IN ('pending', 'running') ORDER BY aggregate_id, id"
+            "  WHERE status IN ('pending', 'running', 'recorded', 'undecided')"
+            "  ORDER BY aggregate_id, id"
             "), due AS ("
             "  SELECT e.id FROM {t} e JOIN heads USING (id)"
             "  WHERE (e.status = 'pending' AND e.next_attempt_at <= now())"
-            "     OR (e.status = 'running' AND e.lease_until <= now())"
+            "     OR (e.status IN ('running', 'recorded')"
+            "         AND coalesce(e.lease_until <= now(), true))"
             "  ORDER BY e.next_attempt_at, e.id LIMIT %s"
             "  FOR UPDATE OF e SKIP LOCKED"
-            ") UPDATE {t} e SET status = 'running', lease_owner = %s,"
-            "  lease_until = now() + %s, attempts = e.attempts + 1, updated_at = now()"
+            ") UPDATE {t} e SET"
+            "  status = CASE WHEN e.status = 'recorded' THEN 'recorded' ELSE 'running' END,"
+            "  attempts = e.attempts + CASE WHEN e.status = 'recorded' THEN 0 ELSE 1 END,"
+            "  lease_owner = %s, lease_until = now() + %s, updated_at = now()"
             " FROM due WHERE e.id = due.id"
             " RETURNING e.id, e.aggregate_id, e.kind, e.idempotency_key, e.request,"
-            "  e.attempts, e.correlation_id"
+            "  e.attempts, e.correlation_id, e.status, e.outcome"
+        )
+        # The heartbeat: leases of effects still in this executor's hands last longer.
+        self.renew = compose(
+            "UPDATE {t} SET lease_until = now() + %s"
+            " WHERE id = ANY(%s) AND lease_owner = %s AND status IN ('running', 'recorded')"
+            " RETURNING id"
         )
         self.owned = compose(
             "SELECT now() >= deadline_at FROM {t}"
             " WHERE id = %s AND lease_owner = %s AND status = 'running' FOR UPDATE"
         )
+        # The lease is kept (and extended) for the decision that follows.
         self.record = compose(
-            "UPDATE {t} SET status = %s, outcome = %s, last_error = %s,"
-            " lease_owner = NULL, lease_until = NULL, updated_at = now()"
+            "UPDATE {t} SET status = 'recorded', outcome = %s, last_error = %s,"
+            " lease_until = now() + %s, updated_at = now()"
             " WHERE id = %s AND lease_owner = %s AND status = 'running' RETURNING id"
         )
         self.retry = compose(
@@ -51,4 +69,17 @@ class ExecutorStatements:
             " next_attempt_at = LEAST(now() + %s, deadline_at),"
             " lease_owner = NULL, lease_until = NULL, updated_at = now()"
             " WHERE id = %s AND lease_owner = %s AND status = 'running'"
+        )
+        self.deciding = compose(
+            "SELECT outcome FROM {t}"
+            " WHERE id = %s AND lease_owner = %s AND status = 'recorded' FOR UPDATE"
+        )
+        self.decided = compose(
+            "UPDATE {t} SET status = %s, lease_owner = NULL, lease_until = NULL,"
+            " decided_at = now(), updated_at = now() WHERE id = %s"
+        )
+        self.undecided = compose(
+            "UPDATE {t} SET status = 'undecided', last_error = %s,"
+            " lease_owner = NULL, lease_until = NULL, updated_at = now()"
+            " WHERE id = %s AND lease_owner = %s AND status = 'recorded'"
         )

@@ -57,13 +57,20 @@ class EffectOutcome:
     def to_json(self) -> JSON:
         return {"ok": self.ok, "result": self.result, "error": self.error}
 
+    @classmethod
+    def from_json(cls, data: JSON) -> EffectOutcome:
+        """The outcome ``to_json`` stored (read back to decide a recorded effect)."""
+        return cls(ok=bool(data["ok"]), result=data.get("result") or {}, error=data.get("error"))
+
 
 # ``call(request, idempotency_key) -> result``: blocking, and safe to repeat with the
 # same key (the far side answers a repeated key with its first result). Raises
 # ``RetryableError`` for a failure that may pass; any other exception is terminal.
 Call = Callable[[JSON, str], JSON]
-# ``on_outcome(uow, effect, outcome)``: the service's decision about the outcome, in
-# the transaction that records it; it may emit events and request further effects.
+# ``on_outcome(uow, effect, outcome)``: the service's decision about the outcome, in a
+# transaction of its own once the outcome is recorded (so a decision that fails is made
+# again without calling again), holding the aggregate's lock and continuing the
+# effect's saga; it may emit events and request further effects.
 OnOutcome = Callable[["UnitOfWork", Effect, EffectOutcome], None]
 
 

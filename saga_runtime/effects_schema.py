@@ -9,10 +9,13 @@ from saga_runtime.naming import validate_service_name
 
 __all__ = ["EFFECT_STATUSES", "UNFINISHED", "effects_ddl"]
 
-# pending: waiting for its next attempt; running: leased to an executor; done, failed:
-# the outcome is recorded; abandoned: an operator gave up on it (nothing runs it again).
-EFFECT_STATUSES = ("pending", "running", "done", "failed", "abandoned")
-UNFINISHED = ("pending", "running")
+# pending: waiting for its next attempt; running: leased to an executor, its call in
+# flight; recorded: the call's outcome is stored, the service's decision about it not yet
+# committed (never called again); done, failed: the outcome is stored and decided;
+# undecided: the decision kept failing (a bug), the effect waits for an operator, and so
+# do its aggregate's later effects; abandoned: an operator gave up on it.
+EFFECT_STATUSES = ("pending", "running", "recorded", "undecided", "done", "failed", "abandoned")
+UNFINISHED = ("pending", "running", "recorded", "undecided")
 
 
 def effects_ddl(schema: str) -> list[str]:
@@ -43,6 +46,7 @@ def effects_ddl(schema: str) -> list[str]:
             last_error text,
             created_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now(),
+            decided_at timestamptz,
             CHECK (status <> 'running' OR (lease_owner IS NOT NULL AND lease_until IS NOT NULL))
         )
         """,

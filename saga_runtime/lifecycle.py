@@ -71,8 +71,10 @@ def build_runtime(
     settings: ServiceSettings,
     dependencies: Mapping[str, object] | None = None,
 ) -> ServiceRuntime:
-    """The service's runtime: its handlers bound to ``dependencies``, its subscriptions
-    and side-effecting handlers as the system definition declares them."""
+    """The service's runtime: its handlers and effects bound to ``dependencies``, its
+    subscriptions and side-effecting handlers as the system definition declares them.
+    A service that declares effects gets its effects table and an executor
+    (``settings.effects``), run on a watched worker beside the consumers."""
     service = system.service(name)
     return ServiceRuntime.build(
         service=name,
@@ -84,6 +86,8 @@ def build_runtime(
         subscribes_to=system.subscriptions(name),
         side_effecting=service.side_effecting,
         emits=[event.event_type for event in service.emits],
+        effects=service.effect_kinds(dependencies),
+        effect_settings=settings.effects,
     )
 
 

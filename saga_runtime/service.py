@@ -14,12 +14,19 @@ from saga_runtime.consumer import ConsumerFactory, ConsumerRunner, Handler
 from saga_runtime.consumer_health import StatsCallback
 from saga_runtime.db import create_pool
 from saga_runtime.dead_letters import DeadLetterStore, KafkaDeadLetterPublisher
+from saga_runtime.effect_executor import EffectExecutor
+from saga_runtime.effects import EffectKind, Effects
 from saga_runtime.health import DatabaseProbe, Health, HealthServer, Probe, add_health_routes
 from saga_runtime.inbox import Inbox
 from saga_runtime.kafka import consumer_config, producer_config
 from saga_runtime.naming import consumer_group, dead_letter_topic, events_topic
 from saga_runtime.outbox import Outbox
-from saga_runtime.settings import ConsumerSettings, DatabaseSettings, KafkaSettings
+from saga_runtime.settings import (
+    ConsumerSettings,
+    DatabaseSettings,
+    EffectSettings,
+    KafkaSettings,
+)
 from saga_runtime.unit_of_work import UnitOfWorkFactory
 from saga_runtime.wakeup import RelayWakeup
 from saga_runtime.workers import Worker, Workers, run_workers
@@ -45,6 +52,9 @@ class ServiceRuntime:
     runners: list[ConsumerRunner] = field(default_factory=list)
     ready_grace: float = 30.0
     wakeup: RelayWakeup | None = None
+    # The service's effects table and the executor that runs them (None: it has none).
+    effects: Effects | None = None
+    executor: EffectExecutor | None = None
     _closers: list[object] = field(default_factory=list)
     _workers: Workers | None = None
 
@@ -61,6 +71,8 @@ class ServiceRuntime:
         consumers: int = 1,
         side_effecting: Collection[str] = (),
         emits: Collection[str] | None = None,
+        effects: Sequence[EffectKind] = (),
+        effect_settings: EffectSettings | None = None,
     ) -> ServiceRuntime:
         """Open the pool and, when the service consumes, its Kafka consumers.
 
@@ -72,12 +84,17 @@ class ServiceRuntime:
         database (mail, webhooks): each such message is applied in a transaction
         of its own, so another message's failure never makes it run again.
         ``emits`` are the only event types the outbox takes (None: any).
+        ``effects`` are the kinds of effects the service declares: its units of work
+        may then request them, and an executor (``effect_settings``) runs them
+        beside the consumers.
         """
         pool = create_pool(
             database,
             role=service,
             name=service,
-            max_size=database.pool_max_size + max(0, consumers - 1),
+            # The executor claims and settles on connections of its own, so that its
+            # bookkeeping does not wait behind the consumers' transactions.
+            max_size=database.pool_max_size + max(0, consumers - 1) + (2 if effects else 0),
         )
         outbox = Outbox(
             schema=service,
@@ -85,7 +102,10 @@ class ServiceRuntime:
             event_types=emits,
         )
         wakeup = RelayWakeup(database, schema=service, name=service)
-        uow_factory = UnitOfWorkFactory(pool=pool, outbox=outbox, producer=service, wakeup=wakeup)
+        store = Effects(schema=service, kinds=effects) if effects else None
+        uow_factory = UnitOfWorkFactory(
+            pool=pool, outbox=outbox, producer=service, wakeup=wakeup, effects=store
+        )
         runtime = cls(
             service=service,
             kafka=kafka,
@@ -93,7 +113,12 @@ class ServiceRuntime:
             outbox=outbox,
             uow_factory=uow_factory,
             database=database,
+            effects=store,
         )
+        if store is not None:
+            runtime.executor = EffectExecutor(
+                effects=store, uow_factory=uow_factory, settings=effect_settings
+            )
         runtime.wakeup = wakeup
         runtime._closers.append(wakeup)
         if handlers and subscribes_to:
@@ -241,8 +266,9 @@ class ServiceRuntime:
         return self._workers
 
     def _consumers(self, watched: Workers) -> list[Worker]:
-        """A watched worker per consumer runner; one stopped on purpose stops them all."""
-        return [
+        """A watched worker per consumer runner (one stopped on purpose stops them all), and
+        the effect executor's when the service has effects."""
+        found = [
             Worker(
                 name=f"{self.service}-consumer-{n}",
                 run=partial(_consume, runner, watched),
@@ -250,6 +276,11 @@ class ServiceRuntime:
             )
             for n, runner in enumerate(self.runners)
         ]
+        if self.executor is not None:
+            # Watched like a consumer: an executor that dies takes the process down,
+            # rather than leaving effects nobody runs.
+            found.append(self.executor.worker())
+        return found
 
     def close(self) -> None:
         for closer in self._closers:

@@ -193,9 +193,12 @@ class EffectSettings(BaseSettings):
     lease: PositiveFloat = 60.0
     # Fallback when no in-process nudge arrives (requests by other processes, retries).
     poll_interval: PositiveFloat = 1.0
-    # While the database is unavailable, claims are retried with this backoff.
+    # While the database is unavailable, claims and recordings are retried with this backoff.
     backoff_initial: PositiveFloat = 0.2
     backoff_max: PositiveFloat = 5.0
+    # A decision about an outcome that raises (a bug, not the database) is tried this many
+    # times, then the effect is left ``undecided`` for an operator; never called again.
+    decision_attempts: PositiveInt = 3
 
 
 class LogSettings(BaseSettings):
@@ -219,6 +222,7 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    effects: EffectSettings = Field(default_factory=EffectSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Consumers of the service's group in this process, each on a thread of its own
     # (``<SERVICE>_CONSUMERS``): Kafka gives each some of the partitions, and while

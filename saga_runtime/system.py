@@ -11,14 +11,15 @@ to build, so a typo is an error at start-up rather than an event silently ignore
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from saga_runtime.binding import DefinitionError, bind
+from saga_runtime.effect_declarations import EffectDeclaration, effect_kinds, effect_problems
+from saga_runtime.effects import EffectKind
 from saga_runtime.envelope import Event
-from saga_runtime.errors import ConfigurationError
 from saga_runtime.naming import consumer_group, dead_letter_topic, events_topic
 from saga_runtime.saga_checks import saga_problems
 
@@ -26,10 +27,6 @@ __all__ = ["DefinitionError", "Reaction", "Service", "System", "reaction"]
 
 Handler = Callable[..., None]
 EventClass = type[Event]
-
-
-class DefinitionError(ConfigurationError):
-    """The system definition contradicts itself (found when it is built)."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +51,12 @@ def reaction(handler: Handler, *emits: EventClass, side_effecting: bool = False)
 
 @dataclass(frozen=True)
 class Service:
-    """One service: its name (schema, topic, consumer group), events and reactions.
+    """One service: its name (schema, topic, consumer group), events, reactions and effects.
 
     ``commands`` are the events the service emits on its own initiative (an API call, a
-    timer) rather than in reaction to an event. ``settings`` and ``compose`` are its
+    timer) rather than in reaction to an event. ``effects`` are the kinds of calls to the
+    outside world its handlers may request (``effect(...)`` per kind name), made by an
+    executor in its process (see ``saga_runtime.effects``). ``settings`` and ``compose`` are its
     composition root: ``compose(settings)`` returns the ``Composition`` that
     ``run_service`` runs (dependencies for the handlers, an HTTP API, extra workers).
     """
@@ -68,11 +67,13 @@ class Service:
     commands: tuple[EventClass, ...] = ()
     settings: Callable[[], Any] | None = None
     compose: Callable[[Any], Any] | None = None
+    effects: Mapping[str, EffectDeclaration] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "emits", tuple(self.emits))
         object.__setattr__(self, "commands", tuple(self.commands))
         object.__setattr__(self, "handles", MappingProxyType(dict(self.handles)))
+        object.__setattr__(self, "effects", MappingProxyType(dict(self.effects)))
 
     @property
     def handled_types(self) -> list[str]:
@@ -90,38 +91,17 @@ class Service:
         that no dependency fills is an error now, not a ``TypeError`` per message later.
         """
         given = dict(dependencies or {})
-        bound: dict[str, Handler] = {}
-        for event, react in self.handles.items():
-            bound[event.event_type] = _bind(self.name, event, react.handler, given)
-        return bound
+        return {
+            event.event_type: bind(
+                react.handler, given, what=f"{self.name}: the handler of {event.event_type}"
+            )
+            for event, react in self.handles.items()
+        }
 
-
-def _bind(
-    service: str, event: EventClass, handler: Handler, given: Mapping[str, object]
-) -> Handler:
-    parameters = inspect.signature(handler).parameters.values()
-    wanted = {p.name: p for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    missing = [
-        name
-        for name, p in wanted.items()
-        if name not in given and p.default is inspect.Parameter.empty
-    ]
-    if missing:
-        raise DefinitionError(
-            f"{service}: the handler of {event.event_type} "
-            f"({getattr(handler, '__qualname__', handler)}) needs {', '.join(missing)}, "
-            "which the composition root does not provide"
-        )
-    kwargs = {name: given[name] for name in wanted if name in given}
-    if not kwargs:
-        return handler
-
-    def bound(uow: Any, envelope: Any) -> None:
-        handler(uow, envelope, **kwargs)
-
-    bound.__qualname__ = getattr(handler, "__qualname__", repr(handler))
-    bound.__wrapped__ = handler  # type: ignore[attr-defined]
-    return bound
+    def effect_kinds(self, dependencies: Mapping[str, object] | None = None) -> list[EffectKind]:
+        """Every declared effect kind, its call and decision bound to ``dependencies`` by
+        keyword-only parameter name, as ``handlers`` binds handlers."""
+        return effect_kinds(self.name, self.effects, dict(dependencies or {}))
 
 
 @dataclass(frozen=True)
@@ -260,6 +240,7 @@ class System:
             for out in s.commands:
                 if out not in s.emits:
                     problems.append(f"{s.name}: command event {_n(out)} is not among its events")
+            problems += effect_problems(s.name, s.effects, s.emits)
         handled = {e for s in self.services for e in s.handles}
         for event in emitted - handled - set(self.terminal):
             problems.append(f"{_n(event)} is emitted but no service handles it (nor is terminal)")

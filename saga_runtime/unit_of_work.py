@@ -39,6 +39,9 @@ class UnitOfWork:
     locked: set[str] = field(default_factory=set)
     effects: Effects | None = None
     requested: list[int] = field(default_factory=list)
+    # The saga of a unit of work without a cause (an effect's outcome): what it emits
+    # and requests belongs to it, instead of starting a new saga.
+    correlation_id: UUID | None = None
 
     def lock(self, aggregate_id: str) -> None:
         """Take the aggregate's lock before reading its state (see ``Outbox.lock_aggregate``).
@@ -54,7 +57,10 @@ class UnitOfWork:
     def emit(
         self, event: Event, *, aggregate_id: str, correlation_id: UUID | None = None
     ) -> Envelope:
-        """Record ``event`` in the outbox; causation and saga come from the cause."""
+        """Record ``event`` in the outbox; causation and saga come from the cause (the
+        saga from the unit of work's ``correlation_id`` when it has no cause)."""
+        if correlation_id is None and self.cause is None:
+            correlation_id = self.correlation_id
         envelope = Envelope.new(
             event,
             aggregate_id=aggregate_id,
@@ -90,7 +96,9 @@ class UnitOfWork:
             aggregate_id=aggregate_id,
             key=key,
             request=request,
-            correlation_id=self.cause.correlation_id if self.cause is not None else None,
+            correlation_id=(
+                self.cause.correlation_id if self.cause is not None else self.correlation_id
+            ),
             deadline=deadline,
         )
         self.requested.append(effect_id)
@@ -117,8 +125,14 @@ class UnitOfWorkFactory:
     effects: Effects | None = None
 
     @contextmanager
-    def begin(self, *, cause: Envelope | None = None) -> Iterator[UnitOfWork]:
-        """Commit when the block ends normally, roll back if it raises."""
+    def begin(
+        self, *, cause: Envelope | None = None, correlation_id: UUID | None = None
+    ) -> Iterator[UnitOfWork]:
+        """Commit when the block ends normally, roll back if it raises.
+
+        ``cause`` is the event being applied; without one, ``correlation_id`` names
+        the saga the unit of work continues (see ``UnitOfWork.correlation_id``).
+        """
         with self.pool.connection() as conn:
             with conn.transaction():
                 uow = UnitOfWork(
@@ -127,6 +141,7 @@ class UnitOfWorkFactory:
                     producer=self.producer,
                     cause=cause,
                     effects=self.effects,
+                    correlation_id=correlation_id,
                 )
                 yield uow
             if uow.emitted and self.wakeup is not None:

@@ -3,7 +3,10 @@
 * retry   - failed or abandoned effects go back to pending, with their attempts reset and
   a fresh deadline; the executor claims them at its next poll and calls again with the
   same idempotency key (the far side answers a repeated key with its first result).
-* abandon - pending or failed effects become abandoned: nothing calls them again.
+  An undecided effect (its outcome is recorded, the service's decision on it kept
+  failing) goes back to recorded: the executor makes the decision again, never the call.
+* abandon - pending, failed or undecided effects become abandoned: nothing calls them or
+  decides on them again.
 
 Never a running effect: its executor holds a lease and may be in the middle of the call,
 and it records the outcome only while it still holds the lease. Never a done one: its
@@ -24,7 +27,15 @@ from psycopg import sql
 from sagactl.ops.audit_log import Change, record
 from sagactl.ops.effects import COLUMNS, EffectFilter, EffectRow
 
-__all__ = ["ABANDON", "RETRY", "Action", "ChangePlan", "apply_change", "plan_change"]
+__all__ = [
+    "ABANDON",
+    "RETRY",
+    "Action",
+    "ChangePlan",
+    "apply_change",
+    "becomes",
+    "plan_change",
+]
 
 
 @dataclass(frozen=True)
@@ -34,8 +45,16 @@ class Action:
     becomes: str  # the status the effects get
 
 
-RETRY = Action("retry", ("failed", "abandoned"), "pending")
-ABANDON = Action("abandon", ("pending", "failed"), "abandoned")
+RETRY = Action("retry", ("failed", "abandoned", "undecided"), "pending")
+
+
+def becomes(action: Action, status: str) -> str:
+    """The status an effect in ``status`` gets from ``action`` (a retried undecided one is
+    decided again, not called again)."""
+    return "recorded" if action is RETRY and status == "undecided" else action.becomes
+
+
+ABANDON = Action("abandon", ("pending", "failed", "undecided"), "abandoned")
 
 # Why each status is refused (a status not named here is one this tool does not know).
 WHY_NOT = {
@@ -45,6 +64,8 @@ WHY_NOT = {
     "pending": "it is already waiting for its next attempt",
     "abandoned": "it was abandoned already",
     "failed": "it failed already",
+    "recorded": "its outcome is recorded and the executor is deciding on it",
+    "undecided": "its outcome is recorded; retry makes the decision again",
 }
 
 
@@ -122,11 +143,17 @@ def _update(service: str, action: Action) -> sql.Composed:
     if action is RETRY:
         # A fresh start: no attempts, due now, a new deadline. The last error stays
         # until the next attempt replaces it (the audit entry keeps it anyway).
+        # An undecided effect keeps its outcome and only the decision runs again: the
+        # outside world already answered, and must not be asked twice.
         return sql.SQL(
-            "UPDATE {t} SET status = 'pending', attempts = 0, next_attempt_at = now(),"
-            " deadline_at = now() + %(deadline)s, outcome = NULL, lease_owner = NULL,"
-            " lease_until = NULL, updated_at = now()"
-            " WHERE id = ANY(%(ids)s) AND status = ANY(%(from)s)"
+            "UPDATE {t} SET"
+            " status = CASE WHEN status = 'undecided' THEN 'recorded' ELSE 'pending' END,"
+            " attempts = CASE WHEN status = 'undecided' THEN attempts ELSE 0 END,"
+            " deadline_at = CASE WHEN status = 'undecided' THEN deadline_at"
+            " ELSE now() + %(deadline)s END,"
+            " outcome = CASE WHEN status = 'undecided' THEN outcome END,"
+            " next_attempt_at = now(), lease_owner = NULL, lease_until = NULL,"
+            " updated_at = now() WHERE id = ANY(%(ids)s) AND status = ANY(%(from)s)"
         ).format(t=table)
     return sql.SQL(
         "UPDATE {t} SET status = %(to)s, lease_owner = NULL, lease_until = NULL,"

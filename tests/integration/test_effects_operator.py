@@ -305,3 +305,30 @@ def test_running_done_and_unknown_effects_are_refused_and_abandon_is_audited(
     # An abandoned effect can be taken back.
     back = sagactl("effects", "retry", "--service", SERVICE, "--status", "abandoned")
     assert [e["id"] for e in back.data["would_retry"]] == [pending]
+
+
+def test_an_undecided_effect_is_retried_by_deciding_again_never_by_calling_again(
+    effects_table: str, sagactl: Sagactl, admin: psycopg.Connection[dict[str, Any]]
+) -> None:
+    undecided = insert(admin, order="o-6", status="undecided", attempts=1, last_error="bug")
+    admin.execute(
+        sql.SQL("UPDATE {} SET outcome = %s::jsonb WHERE id = %s").format(TABLE),
+        (json.dumps({"ok": True, "result": {"charge": "ch-1"}}), undecided),
+    )
+    audited = len(audit_entries(admin, "effects.retry"))
+    dry = sagactl("effects", "retry", "--service", SERVICE, str(undecided))
+    assert dry.code == 0 and dry.data["dry_run"] is True
+    assert rows(admin)[0]["status"] == "undecided"
+
+    done = sagactl(
+        "effects", "retry", "--service", SERVICE, str(undecided), "--yes", "--reason", "fixed"
+    )
+    assert done.code == 0, done.stderr
+    assert [r["status"] for r in done.data["pending"]] == ["recorded"]
+    (row,) = rows(admin)
+    # The outside world answered already: its outcome and the attempt count are kept, and
+    # the executor will only make the decision again.
+    assert row["status"] == "recorded"
+    assert row["outcome"] == {"ok": True, "result": {"charge": "ch-1"}}
+    assert row["attempts"] == 1 and row["lease_owner"] is None
+    assert len(audit_entries(admin, "effects.retry")) == audited + 1

@@ -20,7 +20,15 @@ from sagactl.ops.commands.effects_inspect import (
 )
 from sagactl.ops.connection import open_database, require_audit_log
 from sagactl.ops.effects import EffectFilter
-from sagactl.ops.effects_change import ABANDON, RETRY, Action, ChangePlan, apply_change, plan_change
+from sagactl.ops.effects_change import (
+    ABANDON,
+    RETRY,
+    Action,
+    ChangePlan,
+    apply_change,
+    becomes,
+    plan_change,
+)
 from sagactl.ops.errors import Refusal
 from sagactl.ops.parsing import format_age
 from sagactl.ops.render import Output
@@ -89,11 +97,12 @@ def _dry_run(plan: ChangePlan, out: Output, extra: dict[str, Any], notes: list[s
             **extra,
         }
     )
+    outcomes = ", ".join(sorted({becomes(plan.action, r.status) for r in plan.effects}))
     out.table(
         COLUMNS,
         [row_cells(r) for r in plan.effects],
         title=f"would {plan.action.name} {len(plan.effects)} {plan.service} effects "
-        f"(they become {plan.action.becomes})",
+        f"(they become {outcomes})",
         widths={"error": 80},
     )
     for note in notes:
@@ -161,7 +170,9 @@ def _apply(
         {
             "dry_run": False,
             "service": args.service,
-            action.becomes: [r.as_dict() | {"status": action.becomes} for r in plan.effects],
+            action.becomes: [
+                r.as_dict() | {"status": becomes(action, r.status)} for r in plan.effects
+            ],
             "was": {str(r.id): r.status for r in plan.effects},
             "audit_id": audit_id,
         }

@@ -1,0 +1,193 @@
+"""How an effect is settled after its call, on the real PostgreSQL: a slow call keeps its
+lease, an outcome is recorded before it is decided (a failing decision never calls again),
+a database error while recording is retried, and the decision continues the saga."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from saga_runtime import (
+    Effect,
+    EffectExecutor,
+    EffectOutcome,
+    Effects,
+    Envelope,
+    Event,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    faults,
+)
+from tests.integration.effects_stack import (
+    OutsideWorld,
+    Stack,
+    effects_stack,
+    fast,
+    request,
+    running,
+)
+from tests.support import wait_until
+
+__all__ = ["effects_stack"]  # the fixture, imported for pytest
+
+pytestmark = pytest.mark.integration
+
+
+class Pinged(Event):
+    event_type = "Pinged"
+    key: str
+
+
+def test_a_call_slower_than_its_lease_keeps_it_by_heartbeat(effects_stack: Stack):
+    def answer(request: dict[str, Any], key: str) -> dict[str, Any]:
+        time.sleep(2.0)
+        return {}
+
+    world = OutsideWorld(answer=answer)
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    factory = effects_stack.factory(effects)
+    request(factory, "ping", aggregate_id="a-1", key="k-1")
+    slow = EffectExecutor(effects=effects, uow_factory=factory, settings=fast(lease=0.6))
+    heir = EffectExecutor(effects=effects, uow_factory=factory, settings=fast(lease=0.6))
+    with running(slow):
+        wait_until(lambda: effects_stack.statuses() == ["running"], timeout=10)
+        with running(heir):  # would take the effect over once its first lease expired
+            wait_until(lambda: effects_stack.statuses() == ["done"], timeout=10)
+    assert world.keys_called() == ["k-1"]
+    assert effects_stack.rows()[0]["attempts"] == 1
+
+
+def test_a_decision_that_fails_once_is_made_again_without_calling_again(effects_stack: Stack):
+    world = OutsideWorld()
+    failures = iter([RuntimeError("a passing bug")])
+
+    def decide(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
+        world.on_outcome(uow, effect, outcome)
+        uow.emit(Pinged(key=effect.key), aggregate_id=effect.aggregate_id)
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind(on_outcome=decide)])
+    factory = effects_stack.factory(effects)
+    request(factory, "ping", aggregate_id="a-1", key="k-1")
+    with running(EffectExecutor(effects=effects, uow_factory=factory, settings=fast())):
+        wait_until(lambda: effects_stack.statuses() == ["done"], timeout=10)
+    assert world.keys_called() == ["k-1"]
+    assert world.keys_heard() == ["k-1", "k-1"]
+    assert effects_stack.outbox_types() == ["Pinged"]  # the failed decision rolled back
+    [row] = effects_stack.rows()
+    assert (row["attempts"], row["lease_owner"]) == (1, None)
+    assert row["decided_at"] is not None
+
+
+def test_a_decision_that_keeps_failing_leaves_the_effect_undecided_and_its_aggregate_waiting(
+    effects_stack: Stack,
+):
+    world = OutsideWorld()
+
+    def decide(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
+        world.on_outcome(uow, effect, outcome)
+        if effect.key == "k-1":
+            raise KeyError("a bug")
+
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind(on_outcome=decide)])
+    factory = effects_stack.factory(effects)
+    request(factory, "ping", aggregate_id="a-1", key="k-1")
+    request(factory, "ping", aggregate_id="a-1", key="k-2")
+    request(factory, "ping", aggregate_id="b-1", key="k-3")
+    executor = EffectExecutor(
+        effects=effects, uow_factory=factory, settings=fast(decision_attempts=2)
+    )
+    with running(executor):
+        wait_until(lambda: effects_stack.statuses() == ["undecided", "pending", "done"], timeout=10)
+        time.sleep(0.5)  # a few more polls: nothing else happens to a-1
+    assert sorted(world.keys_called()) == ["k-1", "k-3"]
+    assert world.keys_heard().count("k-1") == 2
+    first = effects_stack.rows()[0]
+    assert first["outcome"]["ok"] is True  # the call's result is kept for the operator
+    assert "on_outcome raised KeyError('a bug')" in first["last_error"]
+    assert (first["attempts"], first["lease_owner"]) == (1, None)
+
+
+def test_after_a_crash_between_record_and_decision_only_the_decision_is_made_again(
+    effects_stack: Stack, monkeypatch: pytest.MonkeyPatch
+):
+    world = OutsideWorld()
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    factory = effects_stack.factory(effects)
+    request(factory, "ping", aggregate_id="a-1", key="k-1")
+    monkeypatch.setattr(faults, "_POINTS", {"raise:effects.after_record": 1.0})
+    dying = EffectExecutor(effects=effects, uow_factory=factory, settings=fast(lease=1.0))
+    with running(dying) as workers:
+        wait_until(lambda: workers.failure, timeout=10, what="the executor to die")
+    assert effects_stack.statuses() == ["recorded"]
+    monkeypatch.setattr(faults, "_POINTS", {})
+    heir = EffectExecutor(effects=effects, uow_factory=factory, settings=fast())
+    with running(heir):
+        wait_until(lambda: effects_stack.statuses() == ["done"], timeout=10)
+    assert world.keys_called() == ["k-1"]
+    assert world.keys_heard() == ["k-1"]
+    assert effects_stack.rows()[0]["attempts"] == 1
+
+
+@dataclass(frozen=True)
+class FlakyFactory(UnitOfWorkFactory):
+    """Its first ``failures`` transactions fail as a dropped connection would."""
+
+    failures: list[int] = field(default_factory=lambda: [1])
+
+    @contextmanager
+    def begin(self, **options: Any) -> Iterator[UnitOfWork]:
+        if self.failures[0] > 0:
+            self.failures[0] -= 1
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        with super().begin(**options) as uow:
+            yield uow
+
+
+def test_a_database_error_while_recording_is_retried_without_calling_again(
+    effects_stack: Stack,
+):
+    world = OutsideWorld()
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    factory = effects_stack.factory(effects)
+    request(factory, "ping", aggregate_id="a-1", key="k-1")
+    flaky = FlakyFactory(
+        pool=factory.pool, outbox=factory.outbox, producer=factory.producer, effects=effects
+    )
+    # The lease is short: without retries it would expire and the call be made again.
+    executor = EffectExecutor(effects=effects, uow_factory=flaky, settings=fast(lease=1.0))
+    with running(executor):
+        wait_until(lambda: effects_stack.statuses() == ["done"], timeout=10)
+        time.sleep(1.5)  # past the lease: nothing more is called
+    assert flaky.failures == [0]
+    assert world.keys_called() == ["k-1"]
+    assert effects_stack.rows()[0]["attempts"] == 1
+
+
+def test_the_decision_about_an_outcome_continues_the_requesting_saga(effects_stack: Stack):
+    def decide(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
+        uow.emit(Pinged(key=effect.key), aggregate_id=effect.aggregate_id)
+
+    world = OutsideWorld()
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind(on_outcome=decide)])
+    factory = effects_stack.factory(effects)
+    cause = Envelope.new(Pinged(key="start"), aggregate_id="a-1", producer="elsewhere")
+    with factory.begin(cause=cause) as uow:
+        uow.request_effect("ping", aggregate_id="a-1", key="k-1", request={})
+    with running(EffectExecutor(effects=effects, uow_factory=factory, settings=fast())):
+        wait_until(lambda: effects_stack.outbox_types() == ["Pinged"], timeout=10)
+    query = sql.SQL("SELECT correlation_id FROM {}").format(
+        sql.Identifier(effects_stack.schema, "outbox")
+    )
+    [(correlation_id,)] = effects_stack.admin.execute(query).fetchall()
+    assert correlation_id == cause.correlation_id
+    assert effects_stack.rows()[0]["correlation_id"] == cause.correlation_id
