@@ -12,7 +12,7 @@ import pytest
 from sagactl.cli import main
 from sagactl.ops.commands.effects_inspect import next_step, parse_statuses, row_cells
 from sagactl.ops.effects import KNOWN_STATUSES, EffectFilter, EffectRow, StatusCounts
-from sagactl.ops.effects_change import ABANDON, RETRY, ChangePlan
+from sagactl.ops.effects_change import ABANDON, RETRY, ChangePlan, becomes
 
 WHEN = datetime(2026, 11, 21, 20, 0, 13, 966000, tzinfo=UTC)
 ROW = EffectRow(
@@ -91,9 +91,13 @@ def test_counts_list_the_known_statuses_then_any_other_the_table_holds() -> None
     }
 
 
-def test_retry_takes_failed_and_abandoned_abandon_pending_and_failed_never_running() -> None:
-    assert RETRY.applies_to == ("failed", "abandoned") and RETRY.becomes == "pending"
-    assert ABANDON.applies_to == ("pending", "failed") and ABANDON.becomes == "abandoned"
+def test_retry_takes_failed_abandoned_and_undecided_abandon_never_running() -> None:
+    assert RETRY.applies_to == ("failed", "abandoned", "undecided")
+    assert RETRY.becomes == "pending"
+    # An undecided effect's outcome is recorded: retrying it decides again, never calls again.
+    assert becomes(RETRY, "undecided") == "recorded" and becomes(RETRY, "failed") == "pending"
+    assert ABANDON.applies_to == ("pending", "failed", "undecided")
+    assert ABANDON.becomes == "abandoned" and becomes(ABANDON, "undecided") == "abandoned"
     plan = ChangePlan("payments", RETRY)
     assert "lease" in plan.why_not(replace(ROW, status="running"))
     assert "decided on" in plan.why_not(replace(ROW, status="done"))
