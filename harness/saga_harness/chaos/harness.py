@@ -49,6 +49,8 @@ class ChaosReport:
     seconds_to_converge: float | None = None
     dead_letters: int = 0
     expected_dead_letters: int = 0
+    # One line per dead letter (service, source, error), for telling poison from a defect.
+    dead_letter_log: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     orders_involved: list[str] = field(default_factory=list)
 
@@ -73,6 +75,11 @@ class ChaosReport:
             else "  did NOT converge",
             f"  dead letters: {self.dead_letters} (injected poison accounts for "
             f"{self.expected_dead_letters})",
+            *(
+                f"    {line}"
+                for line in self.dead_letter_log[:20]
+                if self.dead_letters != self.expected_dead_letters
+            ),
             f"  violations: {len(self.violations)}",
             *(f"    {v}" for v in self.violations[:50]),
             *(f"  unexpected exit: {u}" for u in self.unexpected_exits),
@@ -87,14 +94,21 @@ class ChaosReport:
         return json.dumps({**asdict(self), "passed": self.passed}, indent=2)
 
 
-def _dead_letters(system: System) -> int:
-    total = 0
+def _dead_letters(system: System) -> list[str]:
+    """Every dead letter of every service: who, from where, and the error's first line."""
+    found: list[str] = []
     with psycopg.connect(system.database_url) as conn:
         for service in SYSTEM.names:
-            query = sql.SQL("SELECT count(*) FROM {}.dead_letters").format(sql.Identifier(service))
-            row = conn.execute(query).fetchone()
-            total += int(row[0]) if row else 0
-    return total
+            query = sql.SQL(
+                "SELECT source_topic, source_partition, source_offset, event_type, error_type,"
+                " split_part(error, E'\\n', 1) FROM {}.dead_letters ORDER BY id"
+            ).format(sql.Identifier(service))
+            for topic, partition, offset, event_type, error_type, error in conn.execute(query):
+                found.append(
+                    f"{service}: {topic}[{partition}]@{offset} {event_type or '?'}"
+                    f" {error_type}: {error[:200]}"
+                )
+    return found
 
 
 def _restock(system: System) -> None:
@@ -176,8 +190,9 @@ def run_chaos(
         report.orders = dict(Counter(driver.accepted.values()))
         report.crash_points = dict(watchdog.crash_points)
         report.unexpected_exits = [f"{n} exited {c}" for n, c in watchdog.unexpected]
-        report.dead_letters = _dead_letters(system)
-        report.expected_dead_letters = ctx.expected_dead_letters
+        report.dead_letter_log = _dead_letters(system)
+        report.dead_letters = len(report.dead_letter_log)
+        report.expected_dead_letters = ctx.expected_dead_letters()
         watchdog.stop()
         return report
     finally:
