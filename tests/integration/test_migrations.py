@@ -16,7 +16,12 @@ from psycopg import sql
 
 from migrations import downgrade, upgrade
 from migrations.history import FIRST_SERVICES
-from saga_runtime import RUNTIME_TABLES, create_service_schema, drop_service_schema
+from saga_runtime import (
+    RUNTIME_TABLES,
+    create_service_schema,
+    drop_service_schema,
+    effects_ddl,
+)
 from saga_system import SYSTEM
 from tests.fixtures.database import SERVICES, with_database
 
@@ -133,3 +138,18 @@ def test_the_runtime_helper_creates_the_runtime_tables_the_migrations_created(
         drop_service_schema(conn.execute, "runtime_helper_check")
         conn.commit()
     assert "runtime_helper_check" not in {schema for schema, _, _ in tables(empty_database)}
+
+
+def test_effects_ddl_creates_the_effects_tables_migration_0006_created(
+    empty_database: str,
+) -> None:
+    """0006 keeps a frozen copy of ``effects_ddl``: a change to one must go with a migration."""
+    upgrade(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        create_service_schema(conn.execute, "effects_ddl_check", *effects_ddl("effects_ddl_check"))
+        for service in ("payments", "shipments", "notifications"):
+            assert shape(conn, "effects_ddl_check", "effects") == shape(conn, service, "effects"), (
+                f"effects_ddl's table differs from {service}'s (migration 0006)"
+            )
+        drop_service_schema(conn.execute, "effects_ddl_check")
+        conn.commit()
