@@ -31,18 +31,27 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
+from uuid import UUID
 
 import psycopg
 
 from saga_runtime.consumer import Handler, Outcome
+from saga_runtime.effects import Effect, EffectOutcome, Effects
 from saga_runtime.envelope import Envelope
 from saga_runtime.inbox import Inbox, apply_once
 from saga_runtime.naming import events_topic
 from saga_runtime.outbox import Outbox
 from saga_runtime.system import Reaction, Service
+from saga_runtime.testing_effects import EffectSettler, UndeclaredEffectEventError
 from saga_runtime.unit_of_work import UnitOfWork
 
-__all__ = ["Delivery", "HandlerRunner", "RecordingUnitOfWorkFactory", "UndeclaredEventError"]
+__all__ = [
+    "Delivery",
+    "HandlerRunner",
+    "RecordingUnitOfWorkFactory",
+    "UndeclaredEffectEventError",
+    "UndeclaredEventError",
+]
 
 T = TypeVar("T")
 
@@ -64,6 +73,8 @@ class RecordingUnitOfWorkFactory:
     producer: str
     outbox: Outbox
     emitted: list[Envelope] = field(default_factory=list)
+    # The service's effects table, when it declares effects: ``request_effect`` writes there.
+    effects: Effects | None = None
 
     @classmethod
     def for_service(
@@ -74,11 +85,18 @@ class RecordingUnitOfWorkFactory:
         return cls(conn=conn, producer=service, outbox=outbox)
 
     @contextmanager
-    def begin(self, *, cause: Envelope | None = None) -> Iterator[UnitOfWork]:
+    def begin(
+        self, *, cause: Envelope | None = None, correlation_id: UUID | None = None
+    ) -> Iterator[UnitOfWork]:
         """Commit (or release the savepoint) when the block ends normally; roll back on error."""
         with self.conn.transaction():
             uow = UnitOfWork(
-                conn=self.conn, outbox=self.outbox, producer=self.producer, cause=cause
+                conn=self.conn,
+                outbox=self.outbox,
+                producer=self.producer,
+                cause=cause,
+                effects=self.effects,
+                correlation_id=correlation_id,
             )
             yield uow
         self.emitted.extend(uow.emitted)
@@ -86,10 +104,12 @@ class RecordingUnitOfWorkFactory:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What one delivery did: applied, a duplicate, or ignored; and the events it emitted."""
+    """What one delivery did: applied, a duplicate, or ignored; the events it emitted and the
+    effects it requested (as stored; a request repeated by key names the first effect)."""
 
     outcome: Outcome
     emitted: tuple[Envelope, ...] = ()
+    effects: tuple[Effect, ...] = ()
 
     @property
     def event_types(self) -> list[str]:
@@ -116,6 +136,8 @@ class HandlerRunner:
             conn, service.name, topic_prefix=topic_prefix
         )
         self.inbox = Inbox(schema=service.name)
+        self.settler = EffectSettler(service, self.units, dependencies)
+        self.units.effects = self.settler.store
         self._handlers = service.handlers(dependencies)
         self._reactions: dict[str, Reaction] = {
             event.event_type: react for event, react in service.handles.items()
@@ -143,7 +165,7 @@ class HandlerRunner:
             applied = apply_once(self.inbox, uow, envelope, handler)
             self._check_declared(envelope, uow.emitted)
         outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE
-        return Delivery(outcome, tuple(uow.emitted))
+        return Delivery(outcome, tuple(uow.emitted), self.settler.by_ids(uow.requested))
 
     def apply(self, envelope: Envelope) -> Delivery:
         """Run the handler on ``envelope`` without the inbox, in a unit of work of its own.
@@ -157,7 +179,32 @@ class HandlerRunner:
         with self.units.begin(cause=envelope) as uow:
             handler(uow, envelope)
             self._check_declared(envelope, uow.emitted)
-        return Delivery(Outcome.APPLIED, tuple(uow.emitted))
+        return Delivery(Outcome.APPLIED, tuple(uow.emitted), self.settler.by_ids(uow.requested))
+
+    def due_effects(self) -> list[Effect]:
+        """Each aggregate's oldest unfinished effect, oldest first (what an executor may run)."""
+        return self.settler.due()
+
+    def settle(
+        self, effect: Effect | None = None, outcome: EffectOutcome | None = None
+    ) -> Delivery:
+        """Settle one effect as the executor would, then decide its outcome.
+
+        ``effect`` defaults to the oldest due one; ``outcome`` to making the declared call
+        with this runner's dependencies (see ``saga_runtime.testing_effects``). The
+        decision's events are held to the effect's declared ``emits``.
+        """
+        _, _, emitted, requested = self.settler.settle(effect, outcome)
+        return Delivery(Outcome.APPLIED, emitted, requested)
+
+    def settle_all(self, limit: int = 100) -> list[Delivery]:
+        """Settle due effects, by making their calls, until none is left (at most ``limit``)."""
+        settled: list[Delivery] = []
+        while self.due_effects():
+            if len(settled) >= limit:
+                raise AssertionError(f"effects still due after settling {limit}")
+            settled.append(self.settle())
+        return settled
 
     def run(self, command: Callable[[UnitOfWork], T]) -> T:
         """Run ``command`` (an API call, a timer's work) in a unit of work; its result."""

@@ -36,6 +36,7 @@ from saga_runtime import (
     faults,
     reaction,
 )
+from saga_runtime.testing import HandlerRunner
 from tests.fixtures.kafka import produce
 from tests.integration.effects_stack import OutsideWorld
 from tests.support import wait_until
@@ -71,7 +72,8 @@ def on_pinged(
     uow: UnitOfWork, effect: Effect, outcome: EffectOutcome, *, world: OutsideWorld
 ) -> None:
     world.on_outcome(uow, effect, outcome)
-    uow.emit(Ponged(answer=str(outcome.result["answer"])), aggregate_id=effect.aggregate_id)
+    answer = outcome.result["answer"] if outcome.ok else f"failed: {outcome.error}"
+    uow.emit(Ponged(answer=str(answer)), aggregate_id=effect.aggregate_id)
 
 
 def toy_system(name: str) -> System:
@@ -211,3 +213,37 @@ def test_a_dead_executor_takes_the_service_down(
     assert running.exit_code == 1
     assert world.keys_called() != []
     assert toy.select("outbox", "event_type") == []
+
+
+def test_the_handler_runner_records_effects_and_settles_them_as_the_executor_would(
+    toy: Toy, database: DatabaseSettings
+) -> None:
+    """``saga_runtime.testing``: a reaction's effects land in the real table; ``settle``
+    makes the declared call and decides its outcome in the effect's saga."""
+    world = OutsideWorld(answer=lambda request, key: {"answer": request["target"].upper()})
+    service = toy_system(toy.name).service(toy.name)
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(toy.name)))
+        runner = HandlerRunner(service, conn, dependencies={"world": world})
+        envelope = Envelope.new(PingRequested(target="x"), aggregate_id="a-1", producer="pinger")
+
+        delivered = runner.deliver(envelope)
+        assert [(e.kind, e.request) for e in delivered.effects] == [("ping", {"target": "x"})]
+        assert delivered.emitted == () and world.keys_called() == []
+        assert runner.apply(envelope).effects == delivered.effects, "requested once per key"
+
+        settled = runner.settle()
+        assert world.keys_called() == [f"ping:{envelope.event_id}"]
+        assert settled.event_types == ["Ponged"]
+        assert settled.emitted[0].correlation_id == envelope.correlation_id
+        assert runner.due_effects() == []
+        assert toy.select("effects", "status") == [("done",)]
+
+        runner.deliver(Envelope.new(PingRequested(target="y"), aggregate_id="a-2", producer="p"))
+        failed = runner.settle(outcome=EffectOutcome(ok=False, error="gave up"))
+        assert failed.event_types == ["Ponged"]
+        assert toy.select("effects", "status, last_error") == [
+            ("done", None),
+            ("failed", "gave up"),
+        ]
+        assert runner.settle_all() == []
