@@ -181,6 +181,10 @@ class HandlerRunner:
             self._check_declared(envelope, uow.emitted)
         return Delivery(Outcome.APPLIED, tuple(uow.emitted), self.settler.by_ids(uow.requested))
 
+    def effects(self) -> list[tuple[str, str, str]]:
+        """(kind, idempotency key, status) of every effect the service has, oldest first."""
+        return self.settler.table()
+
     def due_effects(self) -> list[Effect]:
         """Each aggregate's oldest unfinished effect, oldest first (what an executor may run)."""
         return self.settler.due()

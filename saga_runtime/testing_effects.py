@@ -63,6 +63,9 @@ class EffectSettler:
             "SELECT DISTINCT ON (aggregate_id) " + columns + " FROM {} WHERE status IN ({})"
             " ORDER BY aggregate_id, id"
         ).format(table, unfinished)
+        self._all = sql.SQL("SELECT kind, idempotency_key, status FROM {} ORDER BY id").format(
+            table
+        )
         self._decided = sql.SQL(
             "UPDATE {} SET status = %s, outcome = %s, last_error = %s, attempts = attempts + %s,"
             " decided_at = now(), updated_at = now() WHERE id = %s"
@@ -76,6 +79,12 @@ class EffectSettler:
         if not ids:
             return ()
         return tuple(_effect(row) for row in self.conn.execute(self._select, (ids,)))
+
+    def table(self) -> list[tuple[str, str, str]]:
+        """(kind, key, status) of every effect in the table, in the order requested."""
+        if self.store is None:
+            return []
+        return [(str(k), str(key), str(st)) for k, key, st in self.conn.execute(self._all)]
 
     def due(self) -> list[Effect]:
         """Each aggregate's oldest unfinished effect, oldest first: what an executor may run."""

@@ -10,7 +10,12 @@ the consumer applies messages:
 2. every order in which the events could arrive settles alike (all of them are played:
    every permutation that respects what each event requires, see ``contract.scenario``);
 3. every event a reaction emits is among those its declaration lists (the runner checks
-   each delivery and raises ``UndeclaredEventError``).
+   each delivery and raises ``UndeclaredEventError``), and so is every event a decision
+   about an effect's outcome emits;
+4. for a service with effects (calls to the outside world, made after the transaction),
+   every arrival order settles alike whether the calls come back at once (each effect
+   settled right after the delivery that requested it) or only after every event has
+   arrived (a slow outside world); and a redelivery requests no effect again.
 
 Each play runs in a transaction of its own that is rolled back, so plays cost a few
 milliseconds and leave nothing behind.
@@ -54,7 +59,7 @@ def anonymous(state: State, saga: Saga) -> Any:
 
 def assert_no_op(runner: HandlerRunner, envelope: Envelope, state: Callable[[], State]) -> None:
     """``envelope`` once more through the inbox, then to its handler alone: no effect."""
-    before = state()
+    before = state(), runner.effects()
     again = runner.deliver(envelope)
     assert again.outcome is Outcome.DUPLICATE
     assert again.emitted == ()
@@ -63,8 +68,9 @@ def assert_no_op(runner: HandlerRunner, envelope: Envelope, state: Callable[[], 
     assert alone.emitted == (), (
         f"{envelope.event_type} handled again without the inbox emitted {alone.event_types}"
     )
-    assert state() == before, (
+    assert (state(), runner.effects()) == before, (
         f"{envelope.event_type} handled again without the inbox changed the state"
+        " or requested an effect again"
     )
 
 
@@ -75,11 +81,15 @@ def play(
     order: Sequence[int],
     *,
     redeliver: bool = False,
+    eager: bool = True,
 ) -> Any:
     """Deliver the scenario's events in ``order``; what settled (see ``Contract.settled``).
 
     With ``redeliver``, every event is delivered again right after it was applied, and
-    all of them once more at the end, each time to no effect (``assert_no_op``).
+    all of them once more at the end, each time to no effect (``assert_no_op``). The
+    service's effects are settled (their calls made, their outcomes decided) right after
+    each delivery when ``eager``, otherwise only once every event has arrived; and in
+    either case at the end, until none is due.
     """
     dependencies = contract.dependencies()
     with open_runner(contract.service, dependencies) as runner:
@@ -97,11 +107,15 @@ def play(
             delivery = runner.deliver(envelope)
             assert delivery.outcome is Outcome.APPLIED, f"{steps[index].label}: {delivery}"
             delivered.append(envelope)
+            if eager:
+                runner.settle_all()
             if redeliver:
                 assert_no_op(runner, envelope, state)
+        runner.settle_all()
         if redeliver:
             for envelope in delivered:
                 assert_no_op(runner, envelope, state)
+        assert runner.due_effects() == []
         return anonymous(contract.settled(state()), saga)
 
 
@@ -145,10 +159,13 @@ def test_every_arrival_order_settles_alike(
 ) -> None:
     declared, *others = arrival_orders(scenario)
     expected = play(handler_runner, contract, scenario, declared)
+    timings = [True, False] if SYSTEM.service(contract.service).effects else [True]
     differing = {
-        labels(scenario, order): settled
-        for order in others
-        if (settled := play(handler_runner, contract, scenario, order)) != expected
+        labels(scenario, order) + ("" if eager else " (calls answered late)"): settled
+        for order in [declared, *others]
+        for eager in timings
+        if (order, eager) != (declared, True)
+        if (settled := play(handler_runner, contract, scenario, order, eager=eager)) != expected
     }
     assert not differing, (
         f"{len(differing)} of {len(others) + 1} orders settle otherwise than "
