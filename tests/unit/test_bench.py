@@ -119,3 +119,15 @@ def test_a_cold_stack_gets_an_unmeasured_warm_up_and_a_running_one_none() -> Non
     assert _warmup_seconds(default, _Stack(running=True)) == 0.0
     assert _warmup_seconds(argparse.Namespace(warmup_load=10), _Stack(running=True)) == 10.0
     assert _warmup_seconds(argparse.Namespace(warmup_load=0), _Stack(running=False)) == 0.0
+
+
+def test_bench_saga_takes_settings_of_the_system_under_test() -> None:
+    from saga_harness.bench.cli import _settings
+
+    assert _settings(["SHIPMENTS_BOOKING_SECONDS=2", "PROVIDER_LATENCY_SECONDS=0.3"]) == {
+        "SHIPMENTS_BOOKING_SECONDS": "2",
+        "PROVIDER_LATENCY_SECONDS": "0.3",
+    }
+    for wrong in ("SHIPMENTS_BOOKING_SECONDS", "=2", "lower=1", "A B=1"):
+        with pytest.raises(SystemExit, match="NAME=VALUE"):
+            _settings([wrong])

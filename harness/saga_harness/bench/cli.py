@@ -48,6 +48,17 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def _settings(assignments: list[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` options as the system's environment (over BENCH_ENV)."""
+    settings: dict[str, str] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name or not name.replace("_", "").isalnum() or name != name.upper():
+            raise SystemExit(f"--set takes NAME=VALUE with an upper-case NAME, not {assignment!r}")
+        settings[name] = value
+    return settings
+
+
 def cmd_saga(args: argparse.Namespace) -> int:
     from saga_harness.bench.render import saga_summary
     from saga_harness.bench.saga import SagaBenchConfig
@@ -66,7 +77,7 @@ def cmd_saga(args: argparse.Namespace) -> int:
     warmup = _warmup_seconds(args, stack)
     log_dir = args.state_dir / "bench" / f"saga-{int(time.time())}"
     try:
-        with bench_system(stack, log_dir) as system:
+        with bench_system(stack, log_dir, env=_settings(args.set)) as system:
             warmed = _warm_up(system, warmup)
             result = _one_run(system, stack, config, log_dir, audit=args.audit)
             result["warmup_load"] = warmed
@@ -93,7 +104,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     warmed: dict[str, Any] = {}
     try:
-        with bench_system(stack, log_dir) as system:
+        with bench_system(stack, log_dir, env=_settings(args.set)) as system:
             warmed = _warm_up(system, warmup)
             for rate in rates:
                 config = SagaBenchConfig(
@@ -219,7 +230,17 @@ def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool
         k: v
         for k, v in system.env.items()
         if k.startswith(
-            ("SHIPMENTS_", "ORDERS_", "RELAY_", "CONSUMER_", "DATABASE_POOL", "PAYMENTS_")
+            (
+                "SHIPMENTS_",
+                "ORDERS_",
+                "RELAY_",
+                "CONSUMER_",
+                "DATABASE_POOL",
+                "PAYMENTS_",
+                "NOTIFICATIONS_",
+                "EFFECTS_",
+                "PROVIDER_LATENCY",
+            )
         )
         and "URL" not in k
     }
@@ -256,6 +277,13 @@ def register(sub: Any) -> None:
         "--no-audit", dest="audit", action="store_false", help="skip the invariant audit"
     )
     saga.add_argument("--keep-infra", action="store_true", help="leave the bench stack running")
+    saga.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the system under test, e.g. SHIPMENTS_BOOKING_SECONDS=2 (repeatable)",
+    )
     saga.set_defaults(func=cmd_saga)
 
     sweep = kinds.add_parser(
@@ -276,6 +304,13 @@ def register(sub: Any) -> None:
     sweep.add_argument("--plot", type=Path, help="write the latency-versus-rate PNG here")
     sweep.add_argument("--no-audit", dest="audit", action="store_false", help="skip the audit")
     sweep.add_argument("--keep-infra", action="store_true", help="leave the bench stack running")
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the system under test, e.g. SHIPMENTS_BOOKING_SECONDS=2 (repeatable)",
+    )
     sweep.set_defaults(func=cmd_sweep)
 
     add_relay_parser(kinds)

@@ -22,6 +22,7 @@ from saga_runtime import (
     problem,
     unavailable_response,
 )
+from simulators.payment_provider.latency import add_latency
 from simulators.payment_provider.ledger import ChargeRecord, RefundRecord, VoidRecord, ensure_schema
 from simulators.payment_provider.processing import (
     ChargeRequest,
@@ -177,6 +178,7 @@ def create_app(settings: ProviderSettings) -> FastAPI:
     )
     app.router.route_class = JsonBodyRoute
     install_error_handlers(app, unavailable="the provider's ledger")
+    add_latency(app, settings.latency_seconds)
 
     @app.exception_handler(ProviderError)
     async def refused(_request: Request, exc: ProviderError) -> JSONResponse:

@@ -14,6 +14,8 @@ class ProviderSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8010, ge=0, le=65535)
     slow_seconds: NonNegativeFloat = 2.0
+    # Every charge, void and refund waits this long first (a real network's latency).
+    latency_seconds: NonNegativeFloat = 0.0
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:55432/saga",
         validation_alias=AliasChoices("PROVIDER_DATABASE_URL", "DATABASE_URL", "database_url"),
