@@ -12,7 +12,7 @@ Addresses are sent as the customer wrote them, internationalized ones included:
 - display names and subjects that are not ASCII become RFC 2047 encoded words.
 
 Failures: no connection, a timeout, a dropped connection or a 4xx reply raise
-RetryableError (the consumer retries); a 5xx reply to the sender, the recipient
+RetryableError (the effect executor tries again later); a 5xx reply to the sender, the recipient
 or the data, an address that cannot be written on the wire, or a missing
 SMTPUTF8 raise DeliveryRejected.
 """
@@ -192,33 +192,47 @@ def _text(value: str) -> str:
 
 
 class SmtpMailer:
-    """Sends over one SMTP connection, kept open between messages.
+    """Sends over a few SMTP connections, kept open between messages.
 
-    Connecting and greeting costs more than sending a short message, so the
-    connection is reused. One the server dropped meanwhile (idle timeout,
-    restart) is replaced once, at once; a failure on a fresh connection is a
-    RetryableError. Consumers on several threads (``NOTIFICATIONS_CONSUMERS``)
-    take turns on the connection.
+    Connecting and greeting costs more than sending a short message, so connections
+    are reused. The effect executor sends many notifications at once: each send
+    takes an idle connection or opens one, with at most ``connections`` open (the
+    server's limit per client, and ours); a send beyond them waits for one. A
+    connection the server dropped while idle (idle timeout, restart) is replaced
+    once, at once; a failure on a fresh connection is a RetryableError.
     """
 
-    def __init__(self, *, host: str, port: int, sender: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        timeout: float = 10.0,
+        connections: int = 8,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         self.host = host
         self.port = port
         self.sender = sender
         self.timeout = timeout
-        self._smtp: smtplib.SMTP | None = None
-        self._turn = threading.Lock()
+        self._idle: list[smtplib.SMTP] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(connections)
 
     def send(self, notification: Notification) -> None:
         """Hand the message to the server; see the module for what is retried."""
         message = outgoing(notification, sender=self.sender)
-        with self._turn:
+        with self._slots:
             self._send(message)
 
     def _send(self, message: Outgoing) -> None:
+        held: list[smtplib.SMTP] = []  # the connection in use, once there is one
         try:
-            self._send_on_any_connection(message)
+            self._send_on_any_connection(message, held)
         except smtplib.SMTPNotSupportedError as exc:
+            self._give_back(held)
             needs = [a for a in (message.recipient, message.sender) if not a.isascii()]
             raise DeliveryRejected(
                 f"the SMTP server {self.host}:{self.port} does not offer SMTPUTF8 (RFC 6531),"
@@ -226,39 +240,45 @@ class SmtpMailer:
                 " this message cannot be delivered through it"
             ) from exc
         except smtplib.SMTPRecipientsRefused as exc:
+            self._give_back(held)  # the refusal reset the transaction
             _raise_for_codes([code for code, _ in exc.recipients.values()], exc)
         except (smtplib.SMTPConnectError, smtplib.SMTPHeloError) as exc:
             # The server, not this message: it may accept again later.
-            self.close()
+            _close(held)
             raise RetryableError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
         except smtplib.SMTPResponseException as exc:
+            self._give_back(held)
             _raise_for_codes([exc.smtp_code], exc)
         except (OSError, smtplib.SMTPException) as exc:
             # Refused, reset or timed-out connections and disconnects: the server may be back.
-            self.close()
+            _close(held)
             raise RetryableError(f"SMTP {self.host}:{self.port} unavailable: {exc!r}") from exc
+        else:
+            self._give_back(held)
 
-    def _send_on_any_connection(self, message: Outgoing) -> None:
-        reused = self._smtp is not None
-        try:
-            self._transaction(self._connection(), message)
-            return
-        except smtplib.SMTPServerDisconnected:
-            if not reused:
-                raise
-        except smtplib.SMTPException:
-            raise  # a reply from a live server (SMTPException is an OSError too)
-        except OSError:
-            if not reused:
-                raise
-        # Dropped while idle (idle timeout, server restart): once more on a fresh one.
-        self.close()
-        self._transaction(self._connection(), message)
+    def _send_on_any_connection(self, message: Outgoing, held: list[smtplib.SMTP]) -> None:
+        idle = self._take_idle()
+        if idle is not None:
+            held.append(idle)
+            try:
+                self._transaction(idle, message)
+                return
+            except smtplib.SMTPServerDisconnected:
+                pass
+            except smtplib.SMTPException:
+                raise  # a reply from a live server (SMTPException is an OSError too)
+            except OSError:
+                pass
+            # Dropped while idle (idle timeout, server restart): once more on a fresh one.
+            _close(held)
+        fresh = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        held.append(fresh)
+        self._transaction(fresh, message)
 
     def _transaction(self, smtp: smtplib.SMTP, message: Outgoing) -> None:
         """MAIL, RCPT, DATA with the envelope as built (smtplib would re-parse the addresses).
 
-        A refusal resets the transaction, so the shared connection stays usable.
+        A refusal resets the transaction, so the connection stays usable.
         """
         smtp.ehlo_or_helo_if_needed()
         options = ""
@@ -283,18 +303,31 @@ class SmtpMailer:
         finally:
             smtp.command_encoding = "ascii"
 
-    def close(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            try:
-                smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                smtp.close()
+    def _take_idle(self) -> smtplib.SMTP | None:
+        # The most recently used first: the least likely to have been dropped meanwhile.
+        with self._lock:
+            return self._idle.pop() if self._idle else None
 
-    def _connection(self) -> smtplib.SMTP:
-        if self._smtp is None:
-            self._smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-        return self._smtp
+    def _give_back(self, held: list[smtplib.SMTP]) -> None:
+        with self._lock:
+            self._idle.extend(held)
+        held.clear()
+
+    def close(self) -> None:
+        """Close the idle connections (those in use are closed by their sends' failures)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        _close(idle)
+
+
+def _close(connections: list[smtplib.SMTP]) -> None:
+    """QUIT and close each of ``connections`` (emptied), however they fail."""
+    while connections:
+        smtp = connections.pop()
+        try:
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            smtp.close()
 
 
 def _reset(smtp: smtplib.SMTP) -> None:
