@@ -41,6 +41,7 @@ from saga_runtime import (
     dead_letter_topic,
     ensure_topics,
     events_topic,
+    faults,
 )
 from saga_system import SYSTEM
 from simulators.smtp_sink import SmtpSink, read_mail
@@ -184,6 +185,7 @@ def settings(
     smtp_port: int,
     webhook_url: str | None = None,
     max_attempts: int = 5,
+    lease: float = 10.0,
 ) -> NotificationsSettings:
     """``max_attempts`` is the consumer's retry budget: before effects, each attempt at an
     event tried to send its mail, so an outage of more attempts dead-lettered it."""
@@ -195,7 +197,7 @@ def settings(
         kafka=kafka,
         database=database,
         consumer=ConsumerSettings(backoff_initial=0.05, backoff_max=0.3, max_attempts=max_attempts),
-        effects=EffectSettings(poll_interval=0.1, lease=10.0),
+        effects=EffectSettings(poll_interval=0.1, lease=lease),
     )
 
 
@@ -507,6 +509,43 @@ def test_an_smtp_outage_longer_than_the_old_retry_budget_dead_letters_nothing_an
         ("ord-5", "order_cancelled", "ord-5@example.com", ["email"])
     ]
     assert dead_letters(admin_conn) == []
+
+
+def test_a_crash_between_the_send_and_its_recording_sends_again_with_the_same_message_id(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The executor dies after the mail went out, before recording it: its lease expires,
+    the next executor sends again, and the receiver can tell the copy by its Message-ID."""
+    event = wrap(approved("ord-c1"), "ord-c1")
+    produce(kafka, source, [(b"ord-c1", event.to_bytes())])
+
+    config = settings(database, kafka, smtp_port=sink.port, lease=1.0)
+    monkeypatch.setattr(faults, "_POINTS", {"raise:effects.after_call": 1.0})
+    with consuming(build(config)) as crashed:
+        # The executor's death takes the service down, as a crash would.
+        wait_until(lambda: not crashed.thread.is_alive(), what="the service to stop")
+    assert [m["message_id"] for m in read_mail(mail_file)] == [
+        "<ord-c1.order_approved@saga-outbox>"
+    ]
+    [send] = effects(admin_conn)
+    assert (send.status, customer_notified(admin_conn)) == ("running", []), "not recorded"
+
+    monkeypatch.setattr(faults, "_POINTS", {})
+    with consuming(build(config)):
+        wait_until(lambda: customer_notified(admin_conn), what="the customer notified")
+
+    assert [m["message_id"] for m in read_mail(mail_file)] == [
+        "<ord-c1.order_approved@saga-outbox>"
+    ] * 2
+    [send] = effects(admin_conn)
+    assert (send.status, send.attempts) == ("done", 2)
+    assert len(customer_notified(admin_conn)) == 1
 
 
 def test_a_batch_in_which_one_message_fails_sends_each_other_mail_exactly_once(
