@@ -7,7 +7,7 @@ from pydantic_settings import SettingsConfigDict
 
 from notifications.errors import DeliveryRejected
 from notifications.handlers import DELIVERY_DEADLINE
-from notifications.mailer import MailAddress
+from notifications.message import MailAddress
 from saga_runtime import ServiceSettings
 
 

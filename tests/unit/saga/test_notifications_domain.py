@@ -18,7 +18,7 @@ from notifications import channels, domain
 from notifications.domain import Delivery, Notification
 from notifications.errors import DeliveryRejected
 from notifications.handlers import DeliveryPlan
-from notifications.mailer import build_message
+from notifications.message import build_message
 from saga_runtime import RetryableError
 
 ADDRESS = Address(
