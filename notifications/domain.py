@@ -1,11 +1,14 @@
-"""Notifications: what the customer is told about an order, and under which identity."""
+"""Notifications: what the customer is told about an order, under which identity, and
+when a notification counts as told (each channel's outcome, decided once)."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_args
 
-from contracts.notifications import NotificationKind
+from contracts.notifications import CustomerNotified, NotificationKind
 from contracts.orders import Address, OrderApproved, OrderCancelled, OrderShipped
 
 # Fixed namespace so that a notification's delivery id is the same in every process and run.
@@ -29,6 +32,79 @@ class Notification:
     def delivery_id(self) -> str:
         """The webhook's idempotency key: stable across resends, like ``message_id``."""
         return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{self.order_id}:{self.kind}"))
+
+    def to_request(self) -> dict[str, str]:
+        """What an effect sending this notification stores: everything the call needs."""
+        return {
+            "order_id": self.order_id,
+            "kind": self.kind,
+            "recipient": self.recipient,
+            "subject": self.subject,
+            "body": self.body,
+        }
+
+    @classmethod
+    def from_request(cls, request: Mapping[str, Any]) -> Notification:
+        kind = request["kind"]
+        if kind not in get_args(NotificationKind):
+            raise ValueError(f"not a notification kind: {kind!r}")
+        return cls(
+            order_id=str(request["order_id"]),
+            kind=kind,
+            recipient=str(request["recipient"]),
+            subject=str(request["subject"]),
+            body=str(request["body"]),
+        )
+
+
+def effect_key(order_id: str, kind: NotificationKind, channel: str) -> str:
+    """The idempotency key of sending one notification on one channel."""
+    return f"notifications:{order_id}:{kind}:{channel}"
+
+
+ChannelOutcome = Literal["delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where one notification stands: each channel's outcome, and whether it was announced.
+
+    A channel is ``delivered`` for good once it was; ``failed`` (failed for good, or
+    its deadline passed) until a later attempt, which an operator may start, delivers
+    it. CustomerNotified is announced once, when every channel has an outcome and at
+    least one was delivered, listing those delivered; a notification that no channel
+    delivered is not announced (nobody was told) unless a later attempt delivers it.
+    """
+
+    order_id: str
+    kind: NotificationKind
+    channels: tuple[str, ...]
+    outcomes: Mapping[str, ChannelOutcome] = field(default_factory=dict)
+    notified: bool = False
+
+    @property
+    def delivered(self) -> list[str]:
+        return [c for c in self.channels if self.outcomes.get(c) == "delivered"]
+
+    @property
+    def settled(self) -> bool:
+        """Every channel has an outcome."""
+        return all(c in self.outcomes for c in self.channels)
+
+    def record(self, channel: str, *, delivered: bool) -> tuple[Delivery, CustomerNotified | None]:
+        """This delivery with ``channel``'s outcome, and the event to emit (None: none now)."""
+        if channel not in self.channels:
+            raise ValueError(
+                f"{channel!r} is not among the channels of {self.order_id}'s {self.kind}"
+                f" notification ({', '.join(self.channels)})"
+            )
+        was = self.outcomes.get(channel)
+        outcome: ChannelOutcome = "delivered" if delivered or was == "delivered" else "failed"
+        after = replace(self, outcomes={**self.outcomes, channel: outcome})
+        if self.notified or not after.settled or not after.delivered:
+            return after, None
+        told = CustomerNotified(order_id=self.order_id, kind=self.kind, channels=after.delivered)
+        return replace(after, notified=True), told
 
 
 def message_id(order_id: str, kind: NotificationKind) -> str:

@@ -14,6 +14,7 @@ class DeliveryRejected(NotificationsError):
     address that needs SMTPUTF8 (a UTF-8 local part) on a server that does not
     offer it, an address that cannot be written on the wire (its domain does
     not IDNA-encode to a host name), and a webhook answering a 4xx other than
-    408/425/429 or a redirect. Not retryable, so the consumer dead-letters the
-    event at once, with this message as the reason, where an operator sees it.
+    408/425/429 or a redirect. Not retryable: the channel's effect fails at once,
+    with this message as its error, where an operator sees it (``sagactl effects``)
+    and may retry it once the cause is fixed.
     """

@@ -1,9 +1,10 @@
-"""SQL for the notifications tables.
+"""SQL for the notifications table: one row per order and kind (UNIQUE (order_id, kind)).
 
-``notifications``: one row per order and kind (UNIQUE (order_id, kind)), claimed
-in the event's transaction. ``deliveries``: the channels an attempt delivered
-before a later channel failed and rolled that transaction back; written outside
-it, so that the retry skips them.
+The row is claimed in the event's transaction, with the channels to send on, and the
+same transaction requests one effect per channel. Each channel's outcome is recorded
+on the row (``outcomes``: channel -> delivered or failed) by the decision about its
+effect; ``notified_at`` is when CustomerNotified was emitted (NULL: not yet).
+``sent_at`` is when the row was claimed, i.e. when sending was decided.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import psycopg
+from psycopg.types.json import Jsonb
 
-from notifications.domain import Notification
+from contracts.notifications import NotificationKind
+from notifications.domain import ChannelOutcome, Delivery, Notification
 
 
 class NotificationRepository:
@@ -20,11 +23,7 @@ class NotificationRepository:
         self.conn = conn
 
     def claim(self, notification: Notification, channels: Sequence[str]) -> bool:
-        """Insert the (order, kind) row; False when it exists, i.e. it was already sent.
-
-        Runs in the handler's transaction: if sending fails, the row rolls back
-        with it and the retry claims it again.
-        """
+        """Insert the (order, kind) row; False when it exists (it was decided already)."""
         row = self.conn.execute(
             "INSERT INTO notifications.notifications (order_id, kind, recipient, subject, channels)"
             " VALUES (%s, %s, %s, %s, %s)"
@@ -39,25 +38,25 @@ class NotificationRepository:
         ).fetchone()
         return row is not None
 
-    def delivered(self, notification: Notification) -> set[str]:
-        """The channels already delivered for the notification's order and kind."""
-        rows = self.conn.execute(
-            "SELECT channel FROM notifications.deliveries WHERE order_id = %s AND kind = %s",
-            (notification.order_id, notification.kind),
-        ).fetchall()
-        return {r[0] for r in rows}
+    def delivery(self, order_id: str, kind: NotificationKind) -> Delivery | None:
+        """Where the (order, kind) notification stands; None if it was never claimed.
 
-    def record_delivered(self, notification: Notification, channels: Sequence[str]) -> None:
-        """Record ``channels`` as delivered for the notification's order and kind.
-
-        Meant for a connection of its own in autocommit mode: the handler's
-        transaction is about to roll back, and this record must outlive it.
+        The caller holds the order's lock, so nobody changes the row meanwhile.
         """
+        row = self.conn.execute(
+            "SELECT channels, outcomes, notified_at IS NOT NULL"
+            " FROM notifications.notifications WHERE order_id = %s AND kind = %s",
+            (order_id, kind),
+        ).fetchone()
+        return None if row is None else _delivery(order_id, kind, *row)
+
+    def save(self, delivery: Delivery) -> None:
+        """Store the channels' outcomes, and when the notification was first announced."""
         self.conn.execute(
-            "INSERT INTO notifications.deliveries (order_id, kind, channel)"
-            " SELECT %s, %s, unnest(%s::text[])"
-            " ON CONFLICT (order_id, kind, channel) DO NOTHING",
-            (notification.order_id, notification.kind, list(channels)),
+            "UPDATE notifications.notifications SET outcomes = %s,"
+            " notified_at = CASE WHEN %s THEN coalesce(notified_at, now()) END"
+            " WHERE order_id = %s AND kind = %s",
+            (Jsonb(dict(delivery.outcomes)), delivery.notified, delivery.order_id, delivery.kind),
         )
 
     def kinds(self, order_id: str) -> set[str]:
@@ -65,3 +64,28 @@ class NotificationRepository:
             "SELECT kind FROM notifications.notifications WHERE order_id = %s", (order_id,)
         ).fetchall()
         return {r[0] for r in rows}
+
+    def deliveries(self, order_id: str) -> dict[str, Delivery]:
+        """Every notification of the order by kind, as ``delivery`` reads one."""
+        rows = self.conn.execute(
+            "SELECT kind, channels, outcomes, notified_at IS NOT NULL"
+            " FROM notifications.notifications WHERE order_id = %s",
+            (order_id,),
+        ).fetchall()
+        return {r[0]: _delivery(order_id, *r) for r in rows}
+
+
+def _delivery(
+    order_id: str,
+    kind: NotificationKind,
+    channels: list[str],
+    outcomes: dict[str, ChannelOutcome],
+    notified: bool,
+) -> Delivery:
+    return Delivery(
+        order_id=order_id,
+        kind=kind,
+        channels=tuple(channels),
+        outcomes=dict(outcomes),
+        notified=bool(notified),
+    )

@@ -6,7 +6,8 @@ from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr,
 from pydantic_settings import SettingsConfigDict
 
 from notifications.errors import DeliveryRejected
-from notifications.mailer import MailAddress
+from notifications.handlers import DELIVERY_DEADLINE
+from notifications.message import MailAddress
 from saga_runtime import ServiceSettings
 
 
@@ -17,9 +18,11 @@ class NotificationsSettings(ServiceSettings):
     ``NOTIFICATIONS_WEBHOOK_SECRET`` to sign the requests. While rotating it,
     ``NOTIFICATIONS_WEBHOOK_PREVIOUS_SECRET`` adds a second ``v1`` signature
     with the old secret, so receivers can switch at their own pace.
-    ``NOTIFICATIONS_WEBHOOK_ATTEMPTS`` x ``_TIMEOUT`` bounds the in-line retries
-    (the handler holds its transaction meanwhile); longer outages are waited
-    out by the consumer's own retries.
+
+    Sends are effects: ``NOTIFICATIONS_DELIVERY_DEADLINE`` (seconds) is how long
+    each channel's send is retried through an outage before it fails for good;
+    ``EFFECTS_CONCURRENCY`` how many go at once, over at most
+    ``NOTIFICATIONS_SMTP_CONNECTIONS`` SMTP connections.
     """
 
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
@@ -30,6 +33,7 @@ class NotificationsSettings(ServiceSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=2525, ge=1, le=65535)
     smtp_timeout: PositiveFloat = 10.0
+    smtp_connections: PositiveInt = 8
     sender: str = Field(
         default="Saga Shop <orders@saga-outbox.local>",
         validation_alias=AliasChoices("NOTIFICATIONS_FROM", "sender"),
@@ -37,10 +41,8 @@ class NotificationsSettings(ServiceSettings):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_previous_secret: SecretStr | None = None
-    webhook_attempts: PositiveInt = Field(default=2, le=5)
     webhook_timeout: PositiveFloat = Field(default=5.0, le=30.0)
-    webhook_backoff_initial: PositiveFloat = 0.2
-    webhook_backoff_max: PositiveFloat = 1.0
+    delivery_deadline: PositiveFloat = DELIVERY_DEADLINE.total_seconds()
 
     @field_validator("sender")
     @classmethod

@@ -9,9 +9,9 @@ carries one ``v1`` per secret. ``X-Saga-Delivery`` is the same for every resend
 of one notification, so a receiver deduplicates on it.
 
 Delivery: 2xx is done; a transient failure (no answer, timeout, 408, 425, 429,
-5xx) is retried a few times within the call, then raises RetryableError so
-the consumer retries the event later; any other status (4xx, a redirect) is a
-permanent refusal, DeliveryRejected, which dead-letters the event at once.
+5xx) raises RetryableError at once, and the effect executor tries again later
+(same body and delivery id, a fresh timestamp and signature); any other status
+(4xx, a redirect) is a permanent refusal, DeliveryRejected.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from notifications.domain import Notification
 from notifications.errors import DeliveryRejected, NotificationsError
-from saga_runtime import Backoff, RetryableError, get_logger
+from saga_runtime import RetryableError
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -52,8 +52,6 @@ _MAX_HEADER = 4096  # far more than a few signatures need; bounds the work on ga
 
 # (url, body, headers, timeout) -> HTTP status; raises OSError when no answer came.
 Transport = Callable[[str, bytes, Mapping[str, str], float], int]
-
-log = get_logger(__name__)
 
 
 class SignatureError(NotificationsError):
@@ -211,15 +209,12 @@ def retryable_status(status: int) -> bool:
 
 
 class WebhookClient:
-    """POSTs a notification, retrying transient failures briefly within the call.
+    """POSTs a notification once per call.
 
-    The in-line retries only ride out a blip: the handler holds its transaction
-    and the order's lock meanwhile, so at most ``attempts`` tries of at most
-    ``timeout`` seconds each, with short pauses. After them it raises
-    RetryableError and the consumer retries the whole event later, with its own
-    longer backoff (same body and delivery id, a fresh timestamp and signature).
-    A 4xx other than 408/425/429, or a redirect, is a permanent refusal:
-    DeliveryRejected, which the consumer dead-letters at once.
+    No retries within the call: the effect executor retries a transient failure
+    (RetryableError) with its own backoff until the delivery deadline, holding no
+    transaction, lock or thread meanwhile. A 4xx other than 408/425/429, or a
+    redirect, is a permanent refusal: DeliveryRejected.
     """
 
     def __init__(
@@ -228,26 +223,16 @@ class WebhookClient:
         url: str,
         secret: str,
         previous_secrets: Iterable[str] = (),
-        attempts: int = 2,
         timeout: float = 5.0,
-        backoff_initial: float = 0.2,
-        backoff_max: float = 1.0,
         transport: Transport = urllib_transport,
-        sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
         if not secret:
             raise ValueError("a webhook secret is required")
         self.url = url
         self._secrets = [secret, *(s for s in previous_secrets if s and s != secret)]
-        self.attempts = attempts
         self.timeout = timeout
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
         self._transport = transport
-        self._sleep = sleep
         self._clock = clock
 
     def headers(self, notification: Notification, body: bytes) -> dict[str, str]:
@@ -262,24 +247,12 @@ class WebhookClient:
 
     def post(self, notification: Notification) -> None:
         body = payload(notification)
-        backoff = Backoff(self._backoff_initial, self._backoff_max)
-        last = ""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                status = self._transport(
-                    self.url, body, self.headers(notification, body), self.timeout
-                )
-            except OSError as exc:
-                last = f"no answer: {exc!r}"
-            else:
-                if 200 <= status < 300:
-                    return
-                if not retryable_status(status):
-                    raise DeliveryRejected(
-                        f"webhook {self.url} refused the delivery for good: HTTP {status}"
-                    )
-                last = f"HTTP {status}"
-            log.warning("webhook.attempt_failed", attempt=attempt, error=last)
-            if attempt < self.attempts:
-                self._sleep(backoff.next_delay())
-        raise RetryableError(f"webhook {self.url} failed {self.attempts} times, last: {last}")
+        try:
+            status = self._transport(self.url, body, self.headers(notification, body), self.timeout)
+        except OSError as exc:
+            raise RetryableError(f"webhook {self.url} gave no answer: {exc!r}") from exc
+        if 200 <= status < 300:
+            return
+        if retryable_status(status):
+            raise RetryableError(f"webhook {self.url} failed: HTTP {status}")
+        raise DeliveryRejected(f"webhook {self.url} refused the delivery for good: HTTP {status}")

@@ -24,10 +24,11 @@ from contracts.stock import (
     StockRestocked,
     StockSold,
 )
+from notifications import channels as notification_channels
 from notifications import handlers as notifications
 from orders import handlers as orders
 from payments import handlers as payments
-from saga_runtime import Service, System, reaction
+from saga_runtime import Service, System, effect, reaction
 from shipments import handlers as shipments
 from stock import handlers as stock
 
@@ -92,13 +93,28 @@ SHIPMENTS = Service(
 NOTIFICATIONS = Service(
     name="notifications",
     emits=(CustomerNotified,),
-    # Every reaction sends mail: never rolled back (and resent) with another's failure.
+    # Each reaction claims the notification and requests its sends, one effect per
+    # channel; the decision about the last channel's outcome emits CustomerNotified
+    # (declared on the reactions too: it is what they lead to).
     handles={
-        event: reaction(handler, CustomerNotified, side_effecting=True)
+        event: reaction(handler, CustomerNotified)
         for event, handler in (
             (OrderApproved, notifications.on_order_approved),
             (OrderShipped, notifications.on_order_shipped),
             (OrderCancelled, notifications.on_order_cancelled),
+        )
+    },
+    effects={
+        channel: effect(
+            call,
+            notifications.on_delivered,
+            emits=(CustomerNotified,),
+            deadline=notifications.DELIVERY_DEADLINE,  # each request sets its own
+            retry=notifications.DELIVERY_RETRY,
+        )
+        for channel, call in (
+            ("email", notification_channels.send_email),
+            ("webhook", notification_channels.post_webhook),
         )
     },
 )

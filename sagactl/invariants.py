@@ -53,6 +53,8 @@ class Snapshot:
     reservations: dict[str, dict[str, Any]] = field(default_factory=dict)  # order id -> row
     shipments: dict[str, str] = field(default_factory=dict)  # order id -> status
     notifications: list[tuple[str, str]] = field(default_factory=list)  # (order id, kind)
+    # Claimed notifications not announced yet: a send still due, or failed on every channel.
+    unannounced: list[tuple[str, str]] = field(default_factory=list)  # (order id, kind)
     charges: list[Charge] = field(default_factory=list)
     refunds: list[Refund] = field(default_factory=list)
     pending_outbox: dict[str, int] = field(default_factory=dict)  # service -> rows
@@ -80,9 +82,12 @@ def load_snapshot(
     snap.shipments = dict(
         conn.execute("SELECT order_id, status FROM shipments.shipments").fetchall()
     )
-    snap.notifications = [
-        (r[0], r[1]) for r in conn.execute("SELECT order_id, kind FROM notifications.notifications")
-    ]
+    for order_id, kind, announced in conn.execute(
+        "SELECT order_id, kind, notified_at IS NOT NULL FROM notifications.notifications"
+    ):
+        snap.notifications.append((order_id, kind))
+        if not announced:
+            snap.unannounced.append((order_id, kind))
     for service in SYSTEM.names:
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM {}.outbox WHERE published_at IS NULL").format(
@@ -236,6 +241,9 @@ def _notifications(snap: Snapshot) -> list[Violation]:
         for kind in expected.get(status, []):
             if (order_id, kind) not in sent:
                 out.append(Violation("notified", f"no {kind} notification", order_id))
+    # Sent by effects after the row is claimed: only CustomerNotified says a channel delivered.
+    for order_id, kind in snap.unannounced:
+        out.append(Violation("notified", f"the {kind} notification is not delivered", order_id))
     return out
 
 

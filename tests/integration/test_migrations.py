@@ -59,8 +59,9 @@ def test_empty_database_to_head_and_back_down(empty_database: str) -> None:
     assert {
         ("orders", "orders", "orders"),
         ("stock", "products", "stock"),
-        ("notifications", "deliveries", "notifications"),
+        ("notifications", "notifications", "notifications"),
     } <= at_head
+    assert ("notifications", "deliveries", "notifications") not in at_head, "gone in 0007"
     assert all(schema == owner for schema, _, owner in at_head), "a service owns all its tables"
 
     downgrade(empty_database, "0001")
@@ -153,3 +154,40 @@ def test_effects_ddl_creates_the_effects_tables_migration_0006_created(
             )
         drop_service_schema(conn.execute, "effects_ddl_check")
         conn.commit()
+
+
+def test_0007_marks_the_notifications_sent_before_it_as_delivered_and_announced(
+    empty_database: str,
+) -> None:
+    """Before effects, a notification's row committed with every channel sent and
+    CustomerNotified emitted; 0007 records it so, and the way back restores the table of
+    partial deliveries that the code before it needs."""
+    upgrade(empty_database, "0006")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO notifications.notifications (order_id, kind, recipient, subject,"
+            " channels, sent_at) VALUES ('o-1', 'order_approved', 'a@example.com', 's',"
+            " '{email,webhook}', '2026-01-02T03:04:05Z'), ('o-2', 'order_shipped',"
+            " 'b@example.com', 's', '{}', now())"
+        )
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT order_id, outcomes, notified_at = sent_at FROM notifications.notifications"
+            " ORDER BY order_id"
+        ).fetchall()
+        assert rows == [
+            ("o-1", {"email": "delivered", "webhook": "delivered"}, True),
+            ("o-2", {}, True),
+        ]
+    downgrade(empty_database, "0006")
+    assert ("notifications", "deliveries", "notifications") in tables(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = 'notifications' AND table_name = 'notifications'"
+            )
+        }
+    assert not columns & {"outcomes", "notified_at"}

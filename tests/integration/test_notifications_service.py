@@ -1,13 +1,21 @@
-"""The notifications service on the real runtime, database and broker, mailing the real sink."""
+"""The notifications service on the real runtime, database and broker, mailing the real sink.
+
+Its sends are effects: the consumer only claims the notification and requests them; the
+service's executor sends, retrying transient failures with the backoff of the system
+definition (shortened here, ``FAST``), and decides on each outcome.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,21 +24,26 @@ import psycopg
 import pytest
 
 from contracts.orders import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
-from notifications import bootstrap, domain, handlers
+from notifications import bootstrap, domain
 from notifications.settings import NotificationsSettings
 from notifications.webhook import verify
 from saga_runtime import (
     ConsumerSettings,
     DatabaseSettings,
+    EffectSettings,
     Envelope,
     Event,
     KafkaSettings,
-    RetryableError,
+    RetryPolicy,
     ServiceRuntime,
+    System,
+    build_runtime,
     dead_letter_topic,
     ensure_topics,
     events_topic,
+    faults,
 )
+from saga_system import SYSTEM
 from simulators.smtp_sink import SmtpSink, read_mail
 from tests.fixtures.kafka import produce
 from tests.support import ThreadedRunner, wait_until
@@ -146,6 +159,25 @@ class Receiver:
         self._thread.join(10)
 
 
+# The definition's retry policy (1 s doubling to 30 s between attempts), shortened so that
+# an outage of many attempts lasts a second.
+FAST = RetryPolicy(
+    initial_interval=timedelta(milliseconds=50), maximum_interval=timedelta(milliseconds=200)
+)
+
+
+def fast_retries(system: System) -> System:
+    service = system.service("notifications")
+    effects = {name: dataclasses.replace(e, retry=FAST) for name, e in service.effects.items()}
+    fast = dataclasses.replace(service, effects=effects)
+    return dataclasses.replace(
+        system, services=tuple(fast if s.name == service.name else s for s in system.services)
+    )
+
+
+FAST_SYSTEM = fast_retries(SYSTEM)
+
+
 def settings(
     database: DatabaseSettings,
     kafka: KafkaSettings,
@@ -153,23 +185,31 @@ def settings(
     smtp_port: int,
     webhook_url: str | None = None,
     max_attempts: int = 5,
+    lease: float = 10.0,
 ) -> NotificationsSettings:
+    """``max_attempts`` is the consumer's retry budget: before effects, each attempt at an
+    event tried to send its mail, so an outage of more attempts dead-lettered it."""
     return NotificationsSettings(
         smtp_port=smtp_port,
         sender=SENDER,
         webhook_url=webhook_url,
         webhook_secret=SECRET if webhook_url else None,  # type: ignore[arg-type]
-        webhook_attempts=2,
-        webhook_backoff_initial=0.01,
-        webhook_backoff_max=0.02,
         kafka=kafka,
         database=database,
         consumer=ConsumerSettings(backoff_initial=0.05, backoff_max=0.3, max_attempts=max_attempts),
+        effects=EffectSettings(poll_interval=0.1, lease=lease),
+    )
+
+
+def build(config: NotificationsSettings) -> ServiceRuntime:
+    """The service as ``bootstrap.build`` builds it, with ``FAST`` retries."""
+    return build_runtime(
+        FAST_SYSTEM, "notifications", config, bootstrap.compose(config).dependencies
     )
 
 
 def consuming(runtime: ServiceRuntime) -> ThreadedRunner:
-    assert runtime.runner is not None
+    """The consumers and the effect executor, until the block ends."""
 
     def run() -> None:
         try:
@@ -177,7 +217,7 @@ def consuming(runtime: ServiceRuntime) -> ThreadedRunner:
         finally:
             runtime.close()
 
-    return ThreadedRunner(run, runtime.runner.stop)
+    return ThreadedRunner(run, runtime.stop_consumers)
 
 
 def applied(conn: psycopg.Connection, envelope: Envelope) -> bool:
@@ -204,14 +244,14 @@ def notification_rows(conn: psycopg.Connection) -> list[tuple[str, str, str, lis
     ]
 
 
-def recorded_deliveries(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
-    return [
-        (r[0], r[1], r[2])
-        for r in conn.execute(
-            "SELECT order_id, kind, channel FROM notifications.deliveries"
-            " ORDER BY order_id, kind, channel"
-        )
-    ]
+def outcomes(conn: psycopg.Connection, order_id: str) -> tuple[dict[str, str], bool]:
+    """The order's one notification: each channel's outcome, and whether it was announced."""
+    [row] = conn.execute(
+        "SELECT outcomes, notified_at IS NOT NULL FROM notifications.notifications"
+        " WHERE order_id = %s",
+        (order_id,),
+    ).fetchall()
+    return row[0], row[1]
 
 
 def customer_notified(conn: psycopg.Connection) -> list[tuple[str, dict[str, Any]]]:
@@ -220,6 +260,34 @@ def customer_notified(conn: psycopg.Connection) -> list[tuple[str, dict[str, Any
         for r in conn.execute(
             "SELECT aggregate_id, envelope FROM notifications.outbox"
             " WHERE event_type = 'CustomerNotified' ORDER BY id"
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class EffectRow:
+    id: int
+    key: str
+    status: str
+    attempts: int
+    last_error: str | None
+
+
+def effects(conn: psycopg.Connection) -> list[EffectRow]:
+    return [
+        EffectRow(*r)
+        for r in conn.execute(
+            "SELECT id, idempotency_key, status, attempts, last_error FROM notifications.effects"
+            " ORDER BY id"
+        )
+    ]
+
+
+def dead_letters(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    return [
+        (r[0], r[1], r[2])
+        for r in conn.execute(
+            "SELECT aggregate_id, error_type, error FROM notifications.dead_letters ORDER BY id"
         )
     ]
 
@@ -243,12 +311,12 @@ def test_one_mail_per_order_and_kind_despite_redeliveries_and_a_second_cancellat
     deliveries += [(b"ord-2", e.to_bytes()) for e in (declined, declined, timed_out)]
     produce(kafka, source, deliveries)
 
-    runtime = bootstrap.build(settings(database, kafka, smtp_port=sink.port))
-    with consuming(runtime):
+    with consuming(build(settings(database, kafka, smtp_port=sink.port))):
         # Each order's events share a partition and are applied in order, so once the last
         # one committed, every redelivery before it has been handled too.
         wait_until(lambda: applied(admin_conn, shipped_again), what="ord-1's last event")
         wait_until(lambda: applied(admin_conn, timed_out), what="ord-2's last event")
+        wait_until(lambda: len(customer_notified(admin_conn)) == 3, what="three notified")
 
     mails = read_mail(mail_file)
     assert sorted(m["message_id"] for m in mails) == [
@@ -278,8 +346,13 @@ def test_one_mail_per_order_and_kind_despite_redeliveries_and_a_second_cancellat
         ("ord-1", "order_shipped"),
         ("ord-2", "order_cancelled"),
     ]
+    assert sorted((e.key, e.status, e.attempts) for e in effects(admin_conn)) == [
+        ("notifications:ord-1:order_approved:email", "done", 1),
+        ("notifications:ord-1:order_shipped:email", "done", 1),
+        ("notifications:ord-2:order_cancelled:email", "done", 1),
+    ]
     assert scalar(admin_conn, "SELECT count(*) FROM notifications.inbox") == 5
-    assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
+    assert dead_letters(admin_conn) == []
 
 
 def test_the_webhook_receives_a_correctly_signed_post(
@@ -294,11 +367,9 @@ def test_the_webhook_receives_a_correctly_signed_post(
     produce(kafka, source, [(b"ord-7", event.to_bytes())])
 
     with Receiver() as receiver:
-        runtime = bootstrap.build(
-            settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
-        )
-        with consuming(runtime):
-            wait_until(lambda: applied(admin_conn, event), what="the approval handled")
+        config = settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
+        with consuming(build(config)):
+            wait_until(lambda: customer_notified(admin_conn), what="the customer notified")
 
     [delivery] = receiver.deliveries
     signature = delivery.headers["x-saga-signature"]
@@ -321,7 +392,7 @@ def test_the_webhook_receives_a_correctly_signed_post(
     assert notified["channels"] == ["email", "webhook"]
 
 
-def test_a_failing_receiver_fails_the_handler_with_a_retryable_error_and_commits_nothing(
+def test_a_failing_receiver_is_retried_without_holding_the_event_and_mails_once(
     database: DatabaseSettings,
     kafka: KafkaSettings,
     source: str,
@@ -329,59 +400,24 @@ def test_a_failing_receiver_fails_the_handler_with_a_retryable_error_and_commits
     mail_file: Path,
     admin_conn: psycopg.Connection,
 ) -> None:
-    event = wrap(approved("ord-8"), "ord-8")
-    with Receiver(failures=100) as receiver:
-        config = settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
-        runtime = bootstrap.build(config)
-        try:
-            with (
-                pytest.raises(RetryableError, match="HTTP 503"),
-                runtime.uow_factory.begin(cause=event) as uow,
-            ):
-                handlers.on_order_approved(uow, event, notifier=bootstrap.notifier(config))
-        finally:
-            runtime.close()
-
-    assert [d.status for d in receiver.deliveries] == [503, 503], "retried within the call"
-    assert notification_rows(admin_conn) == [], "rolled back: the retry will claim it again"
-    assert customer_notified(admin_conn) == []
-    assert [m["message_id"] for m in read_mail(mail_file)] == ["<ord-8.order_approved@saga-outbox>"]
-    assert recorded_deliveries(admin_conn) == [("ord-8", "order_approved", "email")], (
-        "committed outside the rolled-back transaction: the retry will not mail again"
-    )
-
-
-def test_a_failing_receiver_is_retried_until_it_accepts_and_the_customer_is_mailed_once(
-    database: DatabaseSettings,
-    kafka: KafkaSettings,
-    source: str,
-    sink: SmtpSink,
-    mail_file: Path,
-    admin_conn: psycopg.Connection,
-) -> None:
-    """The consumer retries the event while the receiver is down. Each retry used to
-    mail the customer again (the mail went out, then the webhook failed and rolled
-    the attempt back): one outage, a copy of the mail per retry."""
+    """The receiver answers 503 four times. The event committed at once: only the webhook's
+    send is retried, by the executor; the mail, sent before, does not go again."""
     event = wrap(approved("ord-9"), "ord-9")
     produce(kafka, source, [(b"ord-9", event.to_bytes())])
 
-    # Two attempts per handler call: three calls fail (503 twice each), the fourth gets 200.
-    with Receiver(failures=6, success=200) as receiver:
-        runtime = bootstrap.build(
-            settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
-        )
-        with consuming(runtime):
-            wait_until(lambda: applied(admin_conn, event), what="the approval handled")
+    with Receiver(failures=4, success=200) as receiver:
+        config = settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
+        with consuming(build(config)):
+            wait_until(lambda: customer_notified(admin_conn), what="the customer notified")
 
-    assert [d.status for d in receiver.deliveries] == [503] * 6 + [200]
+    assert applied(admin_conn, event)
+    assert [d.status for d in receiver.deliveries] == [503] * 4 + [200]
     assert len({(d.body, d.headers["x-saga-delivery"]) for d in receiver.deliveries}) == 1
     assert all(verify(d.body, SECRET, d.headers["x-saga-signature"]) for d in receiver.deliveries)
-    mails = read_mail(mail_file)
-    assert [m["message_id"] for m in mails] == ["<ord-9.order_approved@saga-outbox>"], (
-        "mailed once, by the first attempt; the retries only called the webhook"
-    )
-    assert notification_rows(admin_conn) == [
-        ("ord-9", "order_approved", "ord-9@example.com", ["email", "webhook"])
+    assert [m["message_id"] for m in read_mail(mail_file)] == ["<ord-9.order_approved@saga-outbox>"]
+    assert [(e.key, e.status, e.attempts) for e in effects(admin_conn)] == [
+        ("notifications:ord-9:order_approved:email", "done", 1),
+        ("notifications:ord-9:order_approved:webhook", "done", 5),
     ]
     [(order, notified)] = customer_notified(admin_conn)
     assert (order, notified["kind"], notified["channels"]) == (
@@ -389,11 +425,10 @@ def test_a_failing_receiver_is_retried_until_it_accepts_and_the_customer_is_mail
         "order_approved",
         ["email", "webhook"],
     )
-    assert recorded_deliveries(admin_conn) == [("ord-9", "order_approved", "email")]
-    assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
+    assert dead_letters(admin_conn) == []
 
 
-def test_a_webhook_refused_for_good_then_redriven_does_not_mail_again(
+def test_a_webhook_refused_for_good_is_left_out_and_retried_by_an_operator_without_mailing_again(
     database: DatabaseSettings,
     kafka: KafkaSettings,
     source: str,
@@ -402,46 +437,51 @@ def test_a_webhook_refused_for_good_then_redriven_does_not_mail_again(
     admin_conn: psycopg.Connection,
     operator_cli: Callable[..., Any],
 ) -> None:
-    """The receiver refuses the first POST (400: dead-lettered at once), after the mail
-    went out; once it is fixed, the operator redrives the letter. The redrive used to
-    mail the customer a second time."""
+    """The receiver refuses the first POST (400: the webhook's send fails at once), after
+    the mail went out: the customer is told by e-mail. Once the receiver is fixed, the
+    operator retries the failed send: the webhook goes, the mail does not go again, and the
+    customer is not announced as told a second time."""
     event = wrap(approved("ord-10"), "ord-10")
     produce(kafka, source, [(b"ord-10", event.to_bytes())])
 
     with Receiver(failures=1, failure=400, success=200) as receiver:
         config = settings(database, kafka, smtp_port=sink.port, webhook_url=receiver.url)
-        with consuming(bootstrap.build(config)):
-            wait_until(lambda: dead_letters(admin_conn), what="the refused one dead-lettered")
-        [(order, error_type, _)] = dead_letters(admin_conn)
-        assert (order, error_type) == ("ord-10", "DeliveryRejected")
-        assert recorded_deliveries(admin_conn) == [("ord-10", "order_approved", "email")]
+        with consuming(build(config)):
+            wait_until(lambda: customer_notified(admin_conn), what="the customer notified")
+        email, webhook = effects(admin_conn)
+        assert (email.status, webhook.status) == ("done", "failed")
+        assert webhook.attempts == 1, "a refusal is not retried"
+        assert webhook.last_error is not None and "HTTP 400" in webhook.last_error
+        assert outcomes(admin_conn, "ord-10") == ({"email": "delivered", "webhook": "failed"}, True)
 
-        # While no consumer runs: their logs would mix with the command's output.
-        redriven = operator_cli(
-            "dlq", "redrive", "notifications", "--all-pending", "--yes", "--reason", "fixed"
-        )
-        assert [o["result"] for o in redriven["outcomes"]] == ["redriven"]
-        with consuming(bootstrap.build(config)):
-            wait_until(lambda: customer_notified(admin_conn), what="the redriven one notified")
+        # While the service is stopped: its logs would mix with the command's output.
+        retried = operator_cli(
+            "effects", "retry", "--service", "notifications", str(webhook.id),
+            "--yes", "--reason", "receiver fixed",
+        )  # fmt: skip
+        assert (retried["dry_run"], retried["was"]) == (False, {str(webhook.id): "failed"})
+        with consuming(build(config)):
+            wait_until(lambda: effects(admin_conn)[1].status == "done", what="the retry")
 
     assert [d.status for d in receiver.deliveries] == [400, 200]
     assert [m["message_id"] for m in read_mail(mail_file)] == [
         "<ord-10.order_approved@saga-outbox>"
-    ], "mailed once, before the refusal; the redrive only called the webhook"
-    assert notification_rows(admin_conn) == [
-        ("ord-10", "order_approved", "ord-10@example.com", ["email", "webhook"])
-    ]
+    ], "mailed once; the retry only called the webhook"
     [(_, notified)] = customer_notified(admin_conn)
-    assert notified["channels"] == ["email", "webhook"]
+    assert notified["channels"] == ["email"], "announced once, with what was delivered then"
+    assert outcomes(admin_conn, "ord-10") == ({"email": "delivered", "webhook": "delivered"}, True)
+    assert dead_letters(admin_conn) == []
 
 
-def test_an_unreachable_smtp_server_is_retried_until_it_is_back(
+def test_an_smtp_outage_longer_than_the_old_retry_budget_dead_letters_nothing_and_mails_once(
     database: DatabaseSettings,
     kafka: KafkaSettings,
     source: str,
     mail_file: Path,
     admin_conn: psycopg.Connection,
 ) -> None:
+    """The server hangs up on eight attempts in a row, more than the consumer's retry
+    budget (five): once the event's transaction sent the mail, that dead-lettered it."""
     event = wrap(cancelled("ord-5", "out of stock"), "ord-5")
     produce(kafka, source, [(b"ord-5", event.to_bytes())])
 
@@ -449,37 +489,105 @@ def test_an_unreachable_smtp_server_is_retried_until_it_is_back(
     broken = socket.create_server(("127.0.0.1", 0))
     broken.settimeout(60)  # fail rather than hang if the service never connects
     port = broken.getsockname()[1]
-    hung_up = 0
-    runtime = bootstrap.build(settings(database, kafka, smtp_port=port, max_attempts=10_000))
-    with consuming(runtime):
-        while hung_up < 3:
+    config = settings(database, kafka, smtp_port=port, max_attempts=5)
+    with consuming(build(config)):
+        for _ in range(8):
             conn, _ = broken.accept()
             conn.close()
-            hung_up += 1
         broken.close()
-        assert not applied(admin_conn, event)
+        assert applied(admin_conn, event), "the event committed without waiting for SMTP"
+        assert customer_notified(admin_conn) == []
         with SmtpSink(path=mail_file, port=port):
-            wait_until(lambda: applied(admin_conn, event), what="the cancellation handled")
+            wait_until(lambda: customer_notified(admin_conn), what="the customer notified")
 
     [mail] = read_mail(mail_file)
     assert mail["message_id"] == "<ord-5.order_cancelled@saga-outbox>"
     assert "Reason: out of stock" in mail["body"]
+    [send] = effects(admin_conn)
+    assert send.status == "done" and send.attempts > 8
     assert notification_rows(admin_conn) == [
         ("ord-5", "order_cancelled", "ord-5@example.com", ["email"])
     ]
-    assert scalar(admin_conn, "SELECT count(*) FROM notifications.dead_letters") == 0
+    assert dead_letters(admin_conn) == []
+
+
+def test_a_crash_between_the_send_and_its_recording_sends_again_with_the_same_message_id(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The executor dies after the mail went out, before recording it: its lease expires,
+    the next executor sends again, and the receiver can tell the copy by its Message-ID."""
+    event = wrap(approved("ord-c1"), "ord-c1")
+    produce(kafka, source, [(b"ord-c1", event.to_bytes())])
+
+    config = settings(database, kafka, smtp_port=sink.port, lease=1.0)
+    monkeypatch.setattr(faults, "_POINTS", {"raise:effects.after_call": 1.0})
+    with consuming(build(config)) as crashed:
+        # The executor's death takes the service down, as a crash would.
+        wait_until(lambda: not crashed.thread.is_alive(), what="the service to stop")
+    assert [m["message_id"] for m in read_mail(mail_file)] == [
+        "<ord-c1.order_approved@saga-outbox>"
+    ]
+    [send] = effects(admin_conn)
+    assert (send.status, customer_notified(admin_conn)) == ("running", []), "not recorded"
+
+    monkeypatch.setattr(faults, "_POINTS", {})
+    with consuming(build(config)):
+        wait_until(lambda: customer_notified(admin_conn), what="the customer notified")
+
+    assert [m["message_id"] for m in read_mail(mail_file)] == [
+        "<ord-c1.order_approved@saga-outbox>"
+    ] * 2
+    [send] = effects(admin_conn)
+    assert (send.status, send.attempts) == ("done", 2)
+    assert len(customer_notified(admin_conn)) == 1
+
+
+def test_a_batch_in_which_one_message_fails_sends_each_other_mail_exactly_once(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    mail_file: Path,
+    admin_conn: psycopg.Connection,
+) -> None:
+    """ord-1's and ord-2's mails are due (requested) in the batch's transaction when ord-3,
+    poison, rolls it back; the batch is applied again one message per transaction. Sent in
+    the transaction, as before effects, their mails went twice."""
+    bad = wrap(approved("ord-3"), "ord-3")
+    bad = bad.model_copy(update={"payload": {**bad.payload, "total_cents": "lots"}})
+    events = [wrap(approved(f"ord-{n}"), f"ord-{n}") for n in (1, 2)]
+    events += [bad, wrap(approved("ord-4"), "ord-4")]
+    # One key: one partition, fetched together before the consumer starts (one batch).
+    produce(kafka, source, [(b"one-partition", e.to_bytes()) for e in events])
+
+    config = settings(database, kafka, smtp_port=sink.port)
+    # However slow the first handlers are, the batch goes on to the poison.
+    config = config.model_copy(
+        update={"consumer": config.consumer.model_copy(update={"batch_max_seconds": 30})}
+    )
+    with consuming(build(config)):
+        wait_until(lambda: len(customer_notified(admin_conn)) == 3, what="three notified")
+        wait_until(lambda: dead_letters(admin_conn), what="the bad one dead-lettered")
+
+    assert Counter(m["message_id"] for m in read_mail(mail_file)) == {
+        "<ord-1.order_approved@saga-outbox>": 1,
+        "<ord-2.order_approved@saga-outbox>": 1,
+        "<ord-4.order_approved@saga-outbox>": 1,
+    }
+    assert [(e.key, e.attempts) for e in effects(admin_conn)] == [
+        (f"notifications:ord-{n}:order_approved:email", 1) for n in (1, 2, 4)
+    ], "requested once each, called once each"
+    [(order, error_type, _)] = dead_letters(admin_conn)
+    assert order == "ord-3" and error_type != "DeliveryRejected"
 
 
 IDN_SENDER = "Boutique Zoë Ångström <commandes@boutique-zoë.example>"
-
-
-def dead_letters(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
-    return [
-        (r[0], r[1], r[2])
-        for r in conn.execute(
-            "SELECT aggregate_id, error_type, error FROM notifications.dead_letters ORDER BY id"
-        )
-    ]
 
 
 def test_internationalized_addresses_and_names_are_notified_as_written(
@@ -504,9 +612,8 @@ def test_internationalized_addresses_and_names_are_notified_as_written(
     config = settings(database, kafka, smtp_port=sink.port).model_copy(
         update={"sender": IDN_SENDER}  # a display name and a domain that are not ASCII
     )
-    with consuming(bootstrap.build(config)):
-        for e in events:
-            wait_until(lambda e=e: applied(admin_conn, e), what=f"{e.aggregate_id} handled")
+    with consuming(build(config)):
+        wait_until(lambda: len(customer_notified(admin_conn)) == 3, what="three notified")
 
     assert dead_letters(admin_conn) == []
     by_order = {m["headers"]["X-Saga-Order-Id"]: m for m in read_mail(mail_file)}
@@ -533,10 +640,9 @@ def test_internationalized_addresses_and_names_are_notified_as_written(
         ("ord-i2", "order_shipped", "ada@bücher.de", ["email"]),
         ("ord-i3", "order_cancelled", "用户@例子.广告", ["email"]),
     ]
-    assert len(customer_notified(admin_conn)) == 3
 
 
-def test_a_server_without_smtputf8_dead_letters_a_utf8_local_part_and_delivers_an_idn_domain(
+def test_a_server_without_smtputf8_fails_a_utf8_local_part_for_good_and_delivers_an_idn_domain(
     database: DatabaseSettings,
     kafka: KafkaSettings,
     source: str,
@@ -548,22 +654,28 @@ def test_a_server_without_smtputf8_dead_letters_a_utf8_local_part_and_delivers_a
     produce(kafka, source, [(b"ord-u1", utf8_local.to_bytes()), (b"ord-u2", idn_domain.to_bytes())])
 
     with SmtpSink(path=mail_file, smtputf8=False) as ascii_only:
-        config = settings(database, kafka, smtp_port=ascii_only.port, max_attempts=10_000)
-        with consuming(bootstrap.build(config)):
-            wait_until(lambda: applied(admin_conn, idn_domain), what="the IDN one handled")
-            wait_until(lambda: dead_letters(admin_conn), what="the UTF-8 one dead-lettered")
+        config = settings(database, kafka, smtp_port=ascii_only.port)
+        with consuming(build(config)):
+            wait_until(lambda: customer_notified(admin_conn), what="the IDN one notified")
+            wait_until(
+                lambda: (
+                    [e.status for e in effects(admin_conn)] == ["failed", "done"]
+                    or [e.status for e in effects(admin_conn)] == ["done", "failed"]
+                ),
+                what="the UTF-8 one's send failed",
+            )
 
-    [(order, error_type, error)] = dead_letters(admin_conn)
-    assert (order, error_type) == ("ord-u1", "DeliveryRejected"), "at once, not after retries"
-    assert "does not offer SMTPUTF8" in error and "zoë@example.com" in error
-    # A set: while one batch holds both, the refusal rolls the batch back and the other
-    # one is mailed again, with the same Message-ID (issue 12, "Notifications in a batch").
-    assert {(m["message_id"], *m["to"]) for m in read_mail(mail_file)} == {
+    [failed] = [e for e in effects(admin_conn) if e.status == "failed"]
+    assert failed.key == "notifications:ord-u1:order_approved:email"
+    assert failed.attempts == 1, "at once, not after retries"
+    assert failed.last_error is not None
+    assert "does not offer SMTPUTF8" in failed.last_error and "zoë@example.com" in failed.last_error
+    assert [(m["message_id"], *m["to"]) for m in read_mail(mail_file)] == [
         ("<ord-u2.order_approved@saga-outbox>", "ada@xn--bcher-kva.de")
-    }
-    assert notification_rows(admin_conn) == [
-        ("ord-u2", "order_approved", "ada@bücher.de", ["email"])
     ]
+    assert outcomes(admin_conn, "ord-u1") == ({"email": "failed"}, False), "nobody was told"
+    assert [order for order, _ in customer_notified(admin_conn)] == ["ord-u2"]
+    assert dead_letters(admin_conn) == []
 
 
 class _RefusesGone:
@@ -586,7 +698,7 @@ class _RefusesGone:
         return "250 OK"
 
 
-def test_a_recipient_the_server_refuses_for_good_is_dead_lettered_with_the_reason(
+def test_a_recipient_the_server_refuses_for_good_fails_its_send_with_the_reason(
     database: DatabaseSettings,
     kafka: KafkaSettings,
     source: str,
@@ -604,20 +716,21 @@ def test_a_recipient_the_server_refuses_for_good_is_dead_lettered_with_the_reaso
     server = Controller(_RefusesGone(mail_file), hostname="127.0.0.1", port=port)
     server.start()
     try:
-        config = settings(database, kafka, smtp_port=port, max_attempts=10_000)
-        with consuming(bootstrap.build(config)):
-            wait_until(lambda: applied(admin_conn, fine), what="the other order notified")
-            wait_until(lambda: dead_letters(admin_conn), what="the refused one dead-lettered")
+        with consuming(build(settings(database, kafka, smtp_port=port))):
+            wait_until(lambda: customer_notified(admin_conn), what="the other order notified")
+            wait_until(
+                lambda: "failed" in [e.status for e in effects(admin_conn)],
+                what="the refused one's send failed",
+            )
     finally:
         server.stop()
 
-    [(order, error_type, error)] = dead_letters(admin_conn)
-    assert (order, error_type) == ("ord-g1", "DeliveryRejected"), "at once, not after retries"
-    assert "550" in error and "no such mailbox" in error
-    # A set: the other order may be mailed again if it shared the refused one's batch.
-    assert {tuple(json.loads(line)["to"]) for line in mail_file.read_text().splitlines()} == {
-        ("ord-g2@example.com",)
-    }
-    assert notification_rows(admin_conn) == [
-        ("ord-g2", "order_approved", "ord-g2@example.com", ["email"])
+    [failed] = [e for e in effects(admin_conn) if e.status == "failed"]
+    assert (failed.key, failed.attempts) == ("notifications:ord-g1:order_approved:email", 1)
+    assert failed.last_error is not None
+    assert "550" in failed.last_error and "no such mailbox" in failed.last_error
+    assert [json.loads(line)["to"] for line in mail_file.read_text().splitlines()] == [
+        ["ord-g2@example.com"]
     ]
+    assert outcomes(admin_conn, "ord-g1") == ({"email": "failed"}, False)
+    assert dead_letters(admin_conn) == []

@@ -6,6 +6,7 @@ restart under the shared connection.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import unicodedata
@@ -260,3 +261,50 @@ def test_the_shared_connection_recovers_after_the_server_restarts(tmp_path: Path
     assert recipients == sorted(
         ["before@example.com", *(f"after-{n}@example.com" for n in range(8))]
     )
+
+
+class _Pairing:
+    """A server whose first message is accepted only once a second one is in DATA with it
+    (so only a mailer sending two at once gets through); it notes each connection's peer."""
+
+    def __init__(self) -> None:
+        self.paired = asyncio.Event()
+        self.in_data = 0
+        self.peers: set[tuple[str, int]] = set()
+        self.delivered: list[str] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.peers.add(session.peer)
+        self.in_data += 1
+        if self.in_data >= 2:
+            self.paired.set()
+        try:
+            await asyncio.wait_for(self.paired.wait(), timeout=30)
+        except TimeoutError:
+            return "451 4.3.0 Sent alone"
+        finally:
+            self.in_data -= 1
+        self.delivered.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+def test_sends_go_out_at_once_over_at_most_the_configured_connections() -> None:
+    """The effect executor sends many notifications at once: one shared connection would
+    make SMTP's latency cap the throughput again."""
+    handler = _Pairing()
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port, server_hostname="pairing")
+    controller.start()
+    try:
+        mailer = SmtpMailer(
+            host="127.0.0.1", port=port, sender="shop@example.com", timeout=10, connections=2
+        )
+        batch = [notification(f"n{n}@example.com") for n in range(8)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(mailer.send, batch))  # none raises: the first two went together
+        mailer.close()
+    finally:
+        controller.stop()
+    assert sorted(handler.delivered) == sorted(n.recipient for n in batch)
+    assert len(handler.peers) == 2, "two connections, reused, never more"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from notifications.domain import Notification
 from notifications.errors import DeliveryRejected
-from notifications.mailer import MailAddress, outgoing
+from notifications.message import MailAddress, outgoing
 from simulators.smtp_sink.mailbox import record_from_bytes
 
 # Printable text of any script (no control characters but the newline in bodies).

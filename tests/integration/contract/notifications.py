@@ -1,5 +1,8 @@
 """Notifications' part of the handler contract: what the customer is told about one order,
-through a mail channel that records what it sends."""
+on both channels (e-mail and webhook), through fakes that record what they send.
+
+The sends are effects: the contract settles them right after each event, or only once
+every event has arrived, and the outcome must not depend on it."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dataclasses import dataclass, field
 
 from contracts.orders import OrderApproved, OrderShipped
 from notifications.domain import Notification
-from notifications.handlers import Notifier
+from notifications.handlers import DeliveryPlan
 from notifications.repository import NotificationRepository
 from saga_runtime.testing import HandlerRunner
 from tests.integration.contract.scenario import (
@@ -30,18 +33,24 @@ from tests.integration.contract.scenario import (
 
 
 @dataclass
-class RecordingMail:
-    """The email channel: keeps what it would have sent."""
+class Recording:
+    """A channel (the mailer or the webhook client): keeps what it would have sent."""
 
     sent: list[Notification] = field(default_factory=list)
 
-    def __call__(self, notification: Notification) -> None:
+    def send(self, notification: Notification) -> None:
+        self.sent.append(notification)
+
+    def post(self, notification: Notification) -> None:
         self.sent.append(notification)
 
 
 def dependencies() -> Dependencies:
-    mail = RecordingMail()
-    return {"notifier": Notifier(email=mail), "mail": mail}
+    return {
+        "delivery_plan": DeliveryPlan(channels=("email", "webhook")),
+        "mailer": Recording(),
+        "webhook": Recording(),
+    }
 
 
 def approved(saga: Saga) -> Step:
@@ -73,19 +82,25 @@ def declined(saga: Saga) -> list[Step]:
 
 
 def state(runner: HandlerRunner, saga: Saga, dependencies: Dependencies) -> State:
-    mail = dependencies["mail"]
-    assert isinstance(mail, RecordingMail)
+    mail, webhook = dependencies["mailer"], dependencies["webhook"]
+    assert isinstance(mail, Recording) and isinstance(webhook, Recording)
     return {
-        "kinds": plain(NotificationRepository(runner.conn).kinds(saga.order_id)),
+        "notifications": plain(NotificationRepository(runner.conn).deliveries(saga.order_id)),
         "mail": plain(mail.sent),
+        "webhook": plain(webhook.sent),
         "emitted": emitted(runner),
     }
 
 
 def settled(state: State) -> State:
-    """All of it; only the order of the mails (and of the events saying they went) follows
+    """All of it; only the order of the sends (and of the events saying they went) follows
     the order the events came in."""
-    return {**state, "mail": unordered(state["mail"]), "emitted": unordered(state["emitted"])}
+    return {
+        **state,
+        "mail": unordered(state["mail"]),
+        "webhook": unordered(state["webhook"]),
+        "emitted": unordered(state["emitted"]),
+    }
 
 
 CONTRACT = Contract(

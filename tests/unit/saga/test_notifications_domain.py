@@ -1,12 +1,12 @@
-"""Notifications: texts and kinds, and at most one send per kind under any delivery order."""
+"""Notifications: texts and identities, the sends' requests and calls, and when a
+notification is announced (CustomerNotified once, in whatever order and however often its
+channels' outcomes come)."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from contracts.notifications import CustomerNotified
 from contracts.orders import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
-from notifications import domain, handlers
-from notifications.domain import Notification
-from notifications.handlers import Notifier
-from notifications.mailer import build_message
-from saga_runtime import Envelope, Event, RetryableError, UnitOfWork
-from tests.unit.fakes import FakeConnection, FakeOutbox
+from notifications import channels, domain
+from notifications.domain import Delivery, Notification
+from notifications.errors import DeliveryRejected
+from notifications.handlers import DeliveryPlan
+from notifications.message import build_message
+from saga_runtime import RetryableError
 
 ADDRESS = Address(
     name="Ada Lovelace",
@@ -105,200 +105,159 @@ def test_email_carries_the_message_id_and_the_text() -> None:
     assert message.get_payload(decode=True).decode(message.get_content_charset()) == n.body
 
 
-# --- handlers under any interleaving and duplication (fake mailer, fake repository) ---
+# --- the sends' requests and identities -----------------------------------------------
 
 
-@dataclass
-class FakeStore:
-    """The notifications table: unique (order, kind); staged rows vanish on rollback.
+def test_a_request_holds_the_whole_notification() -> None:
+    for n in (domain.order_approved(APPROVED), domain.order_shipped(SHIPPED)):
+        request = n.to_request()
+        assert json.loads(json.dumps(request)) == request, "stored as JSON"
+        assert Notification.from_request(request) == n
 
-    And the deliveries table, written outside the transaction: its rows stay.
-    """
 
-    committed: list[tuple[str, str]] = field(default_factory=list)
-    staged: list[tuple[str, str]] = field(default_factory=list)
-    delivered_rows: set[tuple[str, str, str]] = field(default_factory=set)
-    reads: int = 0  # queries of the deliveries table
-    record_fails: bool = False
+def test_a_request_of_an_unknown_kind_is_refused() -> None:
+    request = {**domain.order_shipped(SHIPPED).to_request(), "kind": "order_lost"}
+    with pytest.raises(ValueError, match="order_lost"):
+        Notification.from_request(request)
 
-    def claim(self, notification: Notification, channels: Sequence[str]) -> bool:
-        key = (notification.order_id, notification.kind)
-        if key in self.committed or key in self.staged:
-            return False
-        self.staged.append(key)
-        return True
 
-    def delivered(self, notification: Notification) -> set[str]:
-        self.reads += 1
-        key = (notification.order_id, notification.kind)
-        return {channel for *k, channel in self.delivered_rows if tuple(k) == key}
+def test_each_order_kind_and_channel_has_its_own_key() -> None:
+    keys = {
+        domain.effect_key(order, kind, channel)
+        for order in ("o-1", "o-2")
+        for kind in ("order_approved", "order_shipped")
+        for channel in ("email", "webhook")
+    }
+    assert len(keys) == 8
+    assert domain.effect_key("o-1", "order_shipped", "email") == (
+        "notifications:o-1:order_shipped:email"
+    )
 
-    def record(self, notification: Notification, channels: Sequence[str]) -> None:
-        if self.record_fails:
-            raise ConnectionError("database down")
-        self.delivered_rows |= {(notification.order_id, notification.kind, c) for c in channels}
+
+def test_a_plan_names_known_channels_once_and_a_positive_deadline() -> None:
+    assert DeliveryPlan().channels == ("email",)
+    assert DeliveryPlan(channels=["email", "webhook"]).channels == ("email", "webhook")
+    for wrong in ((), ("sms",), ("email", "email")):
+        with pytest.raises(ValueError, match="channels"):
+            DeliveryPlan(channels=wrong)
+    with pytest.raises(ValueError, match="deadline"):
+        DeliveryPlan(deadline=timedelta(0))
+
+
+# --- the calls: what goes out, and what a failure becomes -------------------------------
 
 
 @dataclass
 class FakeChannel:
-    """Records every send; fails (after recording, like a lost ack) when told to."""
+    """The mailer or the webhook client: records every send; raises when told to."""
 
-    failures: list[bool] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)
     sent: list[Notification] = field(default_factory=list)
 
-    def __call__(self, notification: Notification) -> None:
-        if self.failures and self.failures.pop(0):
-            raise RetryableError("channel down")
+    def send(self, notification: Notification) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
         self.sent.append(notification)
 
-
-@dataclass
-class World:
-    store: FakeStore = field(default_factory=FakeStore)
-    email: FakeChannel = field(default_factory=FakeChannel)
-    webhook: FakeChannel = field(default_factory=FakeChannel)
-    outbox: FakeOutbox = field(default_factory=FakeOutbox)
-
-    @property
-    def notifier(self) -> Notifier:
-        return Notifier(
-            email=self.email,
-            webhook=self.webhook,
-            store=lambda conn: self.store,
-            record=self.store.record,
-        )
-
-    @contextmanager
-    def transaction(self, cause: Envelope) -> Iterator[UnitOfWork]:
-        staged = FakeOutbox()
-        self.store.staged = []
-        try:
-            yield UnitOfWork(
-                conn=FakeConnection(),  # type: ignore[arg-type]
-                outbox=staged,
-                producer="notifications",
-                cause=cause,
-            )
-        except BaseException:
-            self.store.staged = []
-            raise
-        self.store.committed += self.store.staged
-        self.store.staged = []
-        self.outbox.rows += staged.rows
+    post = send
 
 
-HANDLERS: dict[str, Any] = {
-    "OrderApproved": handlers.on_order_approved,
-    "OrderShipped": handlers.on_order_shipped,
-    "OrderCancelled": handlers.on_order_cancelled,
-}
-KIND = {
-    "OrderApproved": "order_approved",
-    "OrderShipped": "order_shipped",
-    "OrderCancelled": "order_cancelled",
-}
+def test_a_repeated_send_carries_the_same_message_id_and_delivery_id() -> None:
+    """A crash between a send and its recording makes the executor call again."""
+    n = domain.order_approved(APPROVED)
+    key = domain.effect_key(n.order_id, n.kind, "email")
+    mailer, webhook = FakeChannel(), FakeChannel()
+    first = channels.send_email(n.to_request(), key, mailer=mailer)
+    again = channels.send_email(n.to_request(), key, mailer=mailer)
+    assert first == again == {"message_id": "<o-1.order_approved@saga-outbox>"}
+    assert mailer.sent == [n, n]
+    assert {build_message(m, sender="shop@example.com")["Message-ID"] for m in mailer.sent} == {
+        first["message_id"]
+    }
+    hooked = [channels.post_webhook(n.to_request(), key, webhook=webhook) for _ in range(2)]
+    assert hooked == [{"delivery_id": n.delivery_id}] * 2
+    assert webhook.sent == [n, n]
 
 
-def deliver(world: World, envelope: Envelope) -> None:
-    """The consumer's retry loop for one event (without its inbox: handlers must cope alone)."""
-    for _ in range(50):
-        try:
-            with world.transaction(envelope) as uow:
-                HANDLERS[envelope.event_type](uow, envelope, notifier=world.notifier)
-            return
-        except RetryableError:
-            continue
-    raise AssertionError("never delivered")
+def test_a_send_passes_on_what_its_client_says_of_a_failure() -> None:
+    request = domain.order_approved(APPROVED).to_request()
+    down = FakeChannel(failures=[RetryableError("SMTP unavailable")])
+    with pytest.raises(RetryableError):
+        channels.send_email(request, "k", mailer=down)
+    refused = FakeChannel(failures=[DeliveryRejected("550 no such mailbox")])
+    with pytest.raises(DeliveryRejected):
+        channels.post_webhook(request, "k", webhook=refused)
 
 
-def wrap(event: Event) -> Envelope:
-    return Envelope.new(event, aggregate_id="o-1", producer="orders")
+def test_a_webhook_requested_before_it_was_turned_off_fails_for_good() -> None:
+    with pytest.raises(DeliveryRejected, match="NOTIFICATIONS_WEBHOOK_URL"):
+        channels.post_webhook(domain.order_approved(APPROVED).to_request(), "k", webhook=None)
 
 
-# One order's events as the orders topic may carry them: each may be redelivered, and a
-# second OrderCancelled (a new event, e.g. a customer cancel racing the timeout) may follow.
-ENVELOPES = [
-    wrap(APPROVED),
-    wrap(SHIPPED),
-    wrap(cancelled("timeout", previous="PENDING")),
-    wrap(cancelled("changed my mind")),
-]
-deliveries = st.lists(st.sampled_from(ENVELOPES), min_size=1, max_size=12)
+# --- when a notification is announced: any order of outcomes, operator retries included --
+
+BOTH = ("email", "webhook")
 
 
-@given(deliveries)
-def test_at_most_one_send_per_kind_whatever_the_order_and_duplicates(
-    events: list[Envelope],
-) -> None:
-    world = World()
-    for envelope in events:
-        deliver(world, envelope)
-
-    kinds = Counter(n.kind for n in world.email.sent)
-    assert set(kinds) == {KIND[e.event_type] for e in events}, "every kind told once"
-    assert all(count == 1 for count in kinds.values()), kinds
-    assert Counter(n.kind for n in world.webhook.sent) == kinds
-    assert len(world.store.committed) == len(set(world.store.committed)) == len(kinds)
-    notified = [row.payload for row in world.outbox.rows]
-    assert all(row.event_type == CustomerNotified.event_type for row in world.outbox.rows)
-    assert sorted(p["kind"] for p in notified) == sorted(kinds)
-    assert all(p["channels"] == ["email", "webhook"] for p in notified)
-    first_cancel = next((e for e in events if e.event_type == "OrderCancelled"), None)
-    if first_cancel is not None:
-        [told] = [n for n in world.email.sent if n.kind == "order_cancelled"]
-        assert told.body == domain.order_cancelled(first_cancel.payload_as(OrderCancelled)).body
+def delivery(chosen: tuple[str, ...] = BOTH) -> Delivery:
+    return Delivery(order_id="o-1", kind="order_approved", channels=chosen)
 
 
-@given(deliveries, st.lists(st.booleans(), max_size=10), st.lists(st.booleans(), max_size=10))
-def test_a_failed_attempt_sends_no_channel_twice_and_commits_once(
-    events: list[Envelope], email_failures: list[bool], webhook_failures: list[bool]
-) -> None:
-    world = World(
-        email=FakeChannel(failures=list(email_failures)),
-        webhook=FakeChannel(failures=list(webhook_failures)),
+# Each channel's first outcome, in any order, then outcomes again (an operator retried a
+# failed or abandoned send and it was decided again), in any order.
+outcomes = st.sampled_from([("email",), BOTH]).flatmap(
+    lambda chosen: st.tuples(
+        st.just(chosen),
+        st.permutations(chosen).flatmap(
+            lambda order: st.tuples(*(st.tuples(st.just(c), st.booleans()) for c in order))
+        ),
+        st.lists(st.tuples(st.sampled_from(chosen), st.booleans()), max_size=6),
     )
-    for envelope in events:
-        deliver(world, envelope)
-
-    kinds = {KIND[e.event_type] for e in events}
-    # However often the webhook failed after the mail went out: one mail, one webhook.
-    assert Counter(n.kind for n in world.email.sent) == dict.fromkeys(kinds, 1)
-    assert Counter(n.kind for n in world.webhook.sent) == dict.fromkeys(kinds, 1)
-    assert len(world.outbox.rows) == len(kinds), "one CustomerNotified per kind"
-    assert all(p.payload["channels"] == ["email", "webhook"] for p in world.outbox.rows)
+)
 
 
-def test_when_the_record_fails_the_channels_error_is_raised_and_the_mail_is_sent_again() -> None:
-    world = World(webhook=FakeChannel(failures=[True]))
-    world.store.record_fails = True
-    envelope = wrap(APPROVED)
+@given(outcomes)
+def test_a_notification_is_announced_once_when_settled_with_what_was_delivered(
+    case: tuple[tuple[str, ...], tuple[tuple[str, bool], ...], list[tuple[str, bool]]],
+) -> None:
+    chosen, first, again = case
+    state = delivery(chosen)
+    told: list[tuple[int, CustomerNotified]] = []
+    for step, (channel, ok) in enumerate([*first, *again]):
+        state, event = state.record(channel, delivered=ok)
+        if event is not None:
+            told.append((step, event))
 
-    with (
-        pytest.raises(RetryableError, match="channel down"),
-        world.transaction(envelope) as uow,
-    ):
-        handlers.on_order_approved(uow, envelope, notifier=world.notifier)
-    world.store.record_fails = False
-    deliver(world, envelope)
-
-    # At least once: without the record, the retry cannot know the mail went out.
-    assert [n.kind for n in world.email.sent] == ["order_approved"] * 2
-    assert len({n.message_id for n in world.email.sent}) == 1, "the resend reuses the Message-ID"
-    assert [n.kind for n in world.webhook.sent] == ["order_approved"]
-    assert len(world.outbox.rows) == 1
-
-
-def test_a_single_channel_reads_no_record_and_needs_none() -> None:
-    world = World()
-    single = Notifier(email=world.email, store=lambda conn: world.store)
-    envelope = wrap(APPROVED)
-    with world.transaction(envelope) as uow:
-        handlers.on_order_approved(uow, envelope, notifier=single)
-
-    assert [n.kind for n in world.email.sent] == ["order_approved"]
-    assert world.store.reads == 0, "nothing can be partly delivered: no query"
+    ever = {c for c, ok in [*first, *again] if ok}
+    assert state.delivered == [c for c in chosen if c in ever], "delivered once is for good"
+    assert state.settled
+    if not ever:
+        assert told == [] and not state.notified, "nobody was told: nothing announced"
+        return
+    [(step, event)] = told  # once, however often a channel's outcome came
+    assert step >= len(chosen) - 1, "not before every channel has an outcome"
+    assert (event.order_id, event.kind) == ("o-1", "order_approved")
+    assert event.channels and set(event.channels) <= ever
+    assert event.channels == [c for c in chosen if c in event.channels], "in channel order"
+    assert state.notified
 
 
-def test_a_notifier_with_a_webhook_must_be_able_to_record_deliveries() -> None:
-    with pytest.raises(ValueError, match="record of deliveries"):
-        Notifier(email=FakeChannel(), webhook=FakeChannel())
+def test_a_channel_that_failed_for_good_is_left_out_of_the_announcement() -> None:
+    state, event = delivery().record("email", delivered=True)
+    assert event is None, "the webhook has no outcome yet"
+    state, event = state.record("webhook", delivered=False)
+    assert event == CustomerNotified(order_id="o-1", kind="order_approved", channels=["email"])
+    state, event = state.record("webhook", delivered=True)  # retried by an operator
+    assert event is None and state.delivered == ["email", "webhook"]
+
+
+def test_a_notification_no_channel_delivered_is_announced_when_a_retry_delivers_it() -> None:
+    state, _ = delivery(("email",)).record("email", delivered=False)
+    assert state.settled and not state.notified
+    state, event = state.record("email", delivered=True)
+    assert event == CustomerNotified(order_id="o-1", kind="order_approved", channels=["email"])
+
+
+def test_an_outcome_for_a_channel_the_notification_does_not_use_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="webhook"):
+        delivery(("email",)).record("webhook", delivered=True)

@@ -1,4 +1,4 @@
-"""The webhook channel: HMAC signatures, their verification, and retries inside one call."""
+"""The webhook channel: HMAC signatures, their verification, and what a POST's answer becomes."""
 
 from __future__ import annotations
 
@@ -180,24 +180,20 @@ class FakeTransport:
         return answer
 
 
-def client(
-    transport: FakeTransport, sleeps: list[float], attempts: int = 3, **kwargs: Any
-) -> WebhookClient:
+def client(transport: FakeTransport, **kwargs: Any) -> WebhookClient:
     clock = iter(range(T, T + 1000, 7))  # each reading is 7 s later
     return WebhookClient(
         url="http://hooks.example/saga",
         secret="s3cret",
-        attempts=attempts,
         transport=transport,
-        sleep=sleeps.append,
         clock=lambda: next(clock),
         **kwargs,
     )
 
 
 def test_a_delivery_is_signed_and_identified() -> None:
-    transport, sleeps = FakeTransport([204]), list[float]()
-    client(transport, sleeps).post(NOTIFICATION)
+    transport = FakeTransport([204])
+    client(transport).post(NOTIFICATION)
     [(url, body, headers)] = transport.calls
     assert url == "http://hooks.example/saga"
     assert body == payload(NOTIFICATION)
@@ -205,37 +201,31 @@ def test_a_delivery_is_signed_and_identified() -> None:
     assert verify(body, "s3cret", headers[SIGNATURE_HEADER], now=at(T))
     assert headers[DELIVERY_HEADER] == NOTIFICATION.delivery_id
     assert headers["Content-Type"] == "application/json"
-    assert sleeps == []
 
 
-def test_transient_failures_are_retried_within_the_call_with_the_same_request() -> None:
-    transport, sleeps = FakeTransport([503, ConnectionRefusedError(), 429, 200]), list[float]()
-    client(transport, sleeps, attempts=4).post(NOTIFICATION)
-    assert len(transport.calls) == 4
-    assert len({(body, headers[DELIVERY_HEADER]) for _, body, headers in transport.calls}) == 1
-    assert len(sleeps) == 3 and all(s > 0 for s in sleeps)
-    assert sleeps[2] > sleeps[0], "backs off"
-
-
-def test_gives_up_with_a_retryable_error_after_the_attempts() -> None:
-    transport, sleeps = FakeTransport([500, TimeoutError(), 502, 200]), list[float]()
-    with pytest.raises(RetryableError, match="3 times"):
-        client(transport, sleeps, attempts=3).post(NOTIFICATION)
-    assert len(transport.calls) == 3
-    assert len(sleeps) == 2, "no pointless wait after the last attempt"
+@pytest.mark.parametrize("failure", [503, 429, ConnectionRefusedError(), TimeoutError()])
+def test_a_transient_failure_is_a_retryable_error_at_once(failure: int | OSError) -> None:
+    """No retries within the call: the effect executor tries again later, holding nothing."""
+    transport = FakeTransport([failure, 204])
+    with pytest.raises(RetryableError, match="webhook"):
+        client(transport).post(NOTIFICATION)
+    assert len(transport.calls) == 1
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
-def test_a_client_error_is_a_permanent_refusal_not_retried(status: int) -> None:
-    transport, sleeps = FakeTransport([status, 200]), list[float]()
+def test_a_client_error_is_a_permanent_refusal(status: int) -> None:
+    transport = FakeTransport([status, 200])
     with pytest.raises(DeliveryRejected, match=str(status)):
-        client(transport, sleeps).post(NOTIFICATION)
+        client(transport).post(NOTIFICATION)
     assert len(transport.calls) == 1
 
 
 def test_each_attempt_is_signed_afresh_and_verifies_at_its_own_time() -> None:
-    transport, sleeps = FakeTransport([503, 204]), list[float]()
-    client(transport, sleeps).post(NOTIFICATION)
+    transport = FakeTransport([503, 204])
+    hook = client(transport)
+    with pytest.raises(RetryableError):
+        hook.post(NOTIFICATION)
+    hook.post(NOTIFICATION)  # the executor's next attempt
     (_, body, first), (_, same_body, second) = transport.calls
     assert body == same_body and first[DELIVERY_HEADER] == second[DELIVERY_HEADER]
     assert first[SIGNATURE_HEADER].startswith(f"t={T},")
@@ -244,8 +234,8 @@ def test_each_attempt_is_signed_afresh_and_verifies_at_its_own_time() -> None:
 
 
 def test_during_a_rotation_both_secrets_sign() -> None:
-    transport, sleeps = FakeTransport([204]), list[float]()
-    client(transport, sleeps, previous_secrets=["old"]).post(NOTIFICATION)
+    transport = FakeTransport([204])
+    client(transport, previous_secrets=["old"]).post(NOTIFICATION)
     [(_, body, headers)] = transport.calls
     assert headers[SIGNATURE_HEADER].count("v1=") == 2
     assert verify(body, "s3cret", headers[SIGNATURE_HEADER], now=at(T))
@@ -254,20 +244,11 @@ def test_during_a_rotation_both_secrets_sign() -> None:
 
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
 def test_transient_statuses_end_in_a_retryable_error(status: int) -> None:
-    transport, sleeps = FakeTransport([status, status]), list[float]()
     with pytest.raises(RetryableError, match=f"HTTP {status}"):
-        client(transport, sleeps, attempts=2).post(NOTIFICATION)
+        client(FakeTransport([status])).post(NOTIFICATION)
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308, 405, 413])
 def test_redirects_and_other_refusals_are_permanent(status: int) -> None:
-    transport, sleeps = FakeTransport([status]), list[float]()
     with pytest.raises(DeliveryRejected, match="for good"):
-        client(transport, sleeps).post(NOTIFICATION)
-
-
-def test_the_in_line_retries_are_short_by_default() -> None:
-    # The handler holds its transaction and the order's lock while it retries in line.
-    default = WebhookClient(url="http://hooks.example/saga", secret="s3cret")
-    worst_pauses = sum(min(0.2 * 2**n, 1.0) for n in range(default.attempts - 1))
-    assert default.attempts * default.timeout + worst_pauses <= 15
+        client(FakeTransport([status])).post(NOTIFICATION)
