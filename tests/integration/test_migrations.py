@@ -153,3 +153,23 @@ def test_effects_ddl_creates_the_effects_tables_migration_0006_created(
             )
         drop_service_schema(conn.execute, "effects_ddl_check")
         conn.commit()
+
+
+def test_0007_lets_a_shipment_wait_for_the_carrier_and_refuses_to_go_back_while_one_does(
+    empty_database: str,
+) -> None:
+    booking = "INSERT INTO shipments.shipments (order_id, status) VALUES (%s, 'booking')"
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(booking, ("o-1",))
+    # Raised through SQLAlchemy, which alembic runs on.
+    with pytest.raises(Exception, match="waiting for the carrier"):
+        downgrade(empty_database, "0006")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("UPDATE shipments.shipments SET status = 'scheduled'")
+    downgrade(empty_database, "0006")
+    with (
+        psycopg.connect(empty_database, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.CheckViolation),
+    ):
+        conn.execute(booking, ("o-2",))
