@@ -263,6 +263,7 @@ def test_two_hundred_bookings_are_in_flight_at_once_while_the_consumer_goes_on(
     carrier = HeldCarrier(booking_seconds=2.0)
     orders = [f"o-{n:03d}" for n in range(200)]
     with shipments_service(settings, carrier):
+        published = time.monotonic()
         produce(
             kafka,
             events_topic("orders", kafka.topic_prefix),
@@ -271,6 +272,7 @@ def test_two_hundred_bookings_are_in_flight_at_once_while_the_consumer_goes_on(
         wait_until(
             lambda: carrier.in_flight == 200, timeout=60, what="200 bookings with the carrier"
         )
+        held = time.monotonic() - published
         applied = count(admin_conn, "SELECT count(*) FROM shipments.inbox")
         assert applied == 200, "every approval applied while no booking has come back"
         started = time.monotonic()
@@ -281,7 +283,11 @@ def test_two_hundred_bookings_are_in_flight_at_once_while_the_consumer_goes_on(
             what="200 ShipmentScheduled",
         )
         elapsed = time.monotonic() - started
-    print(f"200 bookings of 2 s each, in flight at once: all scheduled {elapsed:.2f} s later")
+    print(
+        f"200 approvals applied, their bookings all with the carrier {held:.2f} s after"
+        f" publishing (the consumer joining its group included); the carrier answering"
+        f" after 2 s each, all 200 scheduled {elapsed:.2f} s after it was let go"
+    )
     assert elapsed < 60  # one at a time would take 400 s; the precise figure is a benchmark's
     assert sorted(carrier.calls) == sorted(booking_key(o) for o in orders)
     statuses = admin_conn.execute("SELECT status, count(*) FROM shipments.shipments GROUP BY 1")
