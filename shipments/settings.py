@@ -42,7 +42,7 @@ class ShipmentsSettings(ServiceSettings):
     # Transient carrier failures are retried until this long after the approval; then
     # the booking fails for good (ShipmentFailed, and orders cancels and refunds).
     booking_deadline: timedelta = Field(default=BOOKING_DEADLINE, gt=timedelta(0))
-    effects: EffectSettings = Field(default_factory=ShipmentsEffectSettings)
+    effects: ShipmentsEffectSettings = Field(default_factory=ShipmentsEffectSettings)
 
     @field_validator("countries", "refused_postal_codes", mode="before")
     @classmethod

@@ -16,6 +16,8 @@ REQUEST = {"order_id": "o-1", "estimated_delivery": "2026-12-05"}
 def test_bookings_run_two_hundred_and_more_at_once_and_wait_half_an_hour_by_default() -> None:
     settings = ShipmentsSettings()
     assert settings.effects.concurrency == 256
+    # Also when other executor settings are given in code (tests, a composition root).
+    assert ShipmentsSettings.model_validate({"effects": {"lease": 5}}).effects.concurrency == 256
     assert settings.booking_deadline == timedelta(minutes=30)
     assert settings.booking_seconds == 0.0
 
