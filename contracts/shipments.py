@@ -18,10 +18,13 @@ class ShipmentScheduled(Event):
 
 
 class ShipmentFailed(Event):
+    """No shipment: the carrier cannot serve the address (known before asking it), or
+    its booking failed (it refused, or could not be reached before the deadline)."""
+
     event_type = "ShipmentFailed"
 
     order_id: str
-    reason_code: Literal["unserviceable_address"]
+    reason_code: Literal["unserviceable_address", "booking_failed"]
     reason: str
 
 

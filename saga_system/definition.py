@@ -30,6 +30,7 @@ from orders import handlers as orders
 from payments import handlers as payments
 from saga_runtime import Service, System, effect, reaction
 from shipments import handlers as shipments
+from shipments.domain import BOOKING_DEADLINE
 from stock import handlers as stock
 
 ORDERS = Service(
@@ -85,8 +86,21 @@ SHIPMENTS = Service(
     name="shipments",
     emits=(ShipmentScheduled, ShipmentFailed, ShipmentCancelled),
     handles={
+        # The reaction refuses an address the carrier cannot serve at once (ShipmentFailed)
+        # or asks the carrier to book (the effect below), whose decision emits the rest:
+        # the saga's checks read ShipmentScheduled here as this reaction's outcome.
         OrderApproved: reaction(shipments.on_order_approved, ShipmentScheduled, ShipmentFailed),
         OrderCancelled: reaction(shipments.on_order_cancelled, ShipmentCancelled),
+    },
+    effects={
+        # The carrier's booking, made outside the consumer's transaction, many at once.
+        # Each approval gives its own deadline (SHIPMENTS_BOOKING_DEADLINE).
+        "book": effect(
+            shipments.book,
+            shipments.on_booked,
+            emits=(ShipmentScheduled, ShipmentFailed),
+            deadline=BOOKING_DEADLINE,
+        ),
     },
 )
 

@@ -214,6 +214,10 @@ def _charges_settled(snap: Snapshot) -> list[Violation]:
     return out
 
 
+# A shipment waiting for the carrier's answer (an effect not yet decided).
+BOOKING = frozenset({"booking", "cancelling"})
+
+
 def _shipments(snap: Snapshot) -> list[Violation]:
     out = []
     for order_id, status in snap.orders.items():
@@ -221,6 +225,12 @@ def _shipments(snap: Snapshot) -> list[Violation]:
         if status == "CANCELLED" and shipment == "scheduled":
             out.append(
                 Violation("no-live-shipment", "cancelled order has a live shipment", order_id)
+            )
+        if status == "CANCELLED" and shipment in BOOKING:
+            # The carrier's answer is still to be decided: not settled until it ends the
+            # shipment cancelled. (A shipped order's is caught below: not scheduled.)
+            out.append(
+                Violation("shipment-booking", f"cancelled order's shipment is {shipment}", order_id)
             )
         if status == "SHIPPED" and shipment != "scheduled":
             out.append(Violation("shipment", f"shipped order's shipment is {shipment}", order_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from saga_runtime import Composition, ServiceRuntime, build_runtime
+from shipments.carrier import SimulatedCarrier
 from shipments.domain import Carrier
 from shipments.settings import ShipmentsSettings
 
@@ -17,7 +18,11 @@ def compose(settings: ShipmentsSettings) -> Composition:
         delivery_days=settings.delivery_days,
     )
     return Composition(
-        dependencies={"carrier": carrier, "booking_seconds": settings.booking_seconds}
+        dependencies={
+            "carrier": carrier,
+            "carrier_api": SimulatedCarrier(booking_seconds=settings.booking_seconds),
+            "booking_deadline": settings.booking_deadline,
+        }
     )
 
 

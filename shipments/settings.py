@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveInt, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from saga_runtime import ServiceSettings
+from saga_runtime import EffectSettings, ServiceSettings
+from shipments.domain import BOOKING_DEADLINE
+
+
+class ShipmentsEffectSettings(EffectSettings):
+    """The executor's settings (``EFFECTS_*``), with more bookings in flight by default."""
+
+    # A booking spends its time waiting for the carrier (2 s under ``./dev up``), on a
+    # thread of its own: 256 in flight book 200 approvals at once, and keep up with
+    # over 100 orders/s at 2 s each. ``EFFECTS_CONCURRENCY`` still sets it.
+    concurrency: PositiveInt = 256
 
 
 class ShipmentsSettings(ServiceSettings):
@@ -25,8 +36,13 @@ class ShipmentsSettings(ServiceSettings):
     refused_postal_codes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["00000"])
     delivery_days: int = Field(default=3, ge=0)
     # How long the (simulated) carrier takes to book a shipment: the window in
-    # which a customer can still cancel an approved order.
+    # which a customer can still cancel an approved order. Bookings are effects, made
+    # many at once outside any transaction: this adds latency, not a throughput cap.
     booking_seconds: float = Field(default=0.0, ge=0, le=60)
+    # Transient carrier failures are retried until this long after the approval; then
+    # the booking fails for good (ShipmentFailed, and orders cancels and refunds).
+    booking_deadline: timedelta = Field(default=BOOKING_DEADLINE, gt=timedelta(0))
+    effects: ShipmentsEffectSettings = Field(default_factory=ShipmentsEffectSettings)
 
     @field_validator("countries", "refused_postal_codes", mode="before")
     @classmethod

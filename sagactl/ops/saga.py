@@ -290,7 +290,11 @@ def hint_for(order: StuckOrder) -> str:
     if order.status == "PENDING":
         return "waiting for stock or payments to answer (or for the pending deadline)"
     if order.status == "APPROVED":
-        return "waiting for shipments to schedule the shipment"
+        # Usually the carrier's booking, an effect: its attempts and last error are there.
+        return (
+            "waiting for shipments to schedule the shipment (the carrier's booking: "
+            f"sagactl effects list --service shipments --order {order.order_id})"
+        )
     return "no outbox row or dead letter explains it: check the services' logs"
 
 

@@ -255,7 +255,7 @@ def test_a_reaction_that_emits_what_it_does_not_declare_is_refused_and_rolled_ba
 
 
 def test_an_event_the_service_does_not_handle_is_ignored(handler_runner: OpenRunner) -> None:
-    with handler_runner("shipments", {"carrier": object()}) as runner:
+    with handler_runner("shipments", {"carrier": object(), "carrier_api": object()}) as runner:
         assert runner.deliver(_created("order-1")).outcome is Outcome.IGNORED
         assert runner.apply(_created("order-1")).outcome is Outcome.IGNORED
 

@@ -191,3 +191,23 @@ def test_0007_marks_the_notifications_sent_before_it_as_delivered_and_announced(
             )
         }
     assert not columns & {"outcomes", "notified_at"}
+
+
+def test_0008_lets_a_shipment_wait_for_the_carrier_and_refuses_to_go_back_while_one_does(
+    empty_database: str,
+) -> None:
+    booking = "INSERT INTO shipments.shipments (order_id, status) VALUES (%s, 'booking')"
+    upgrade(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(booking, ("o-1",))
+    # Raised through SQLAlchemy, which alembic runs on.
+    with pytest.raises(Exception, match="waiting for the carrier"):
+        downgrade(empty_database, "0007")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("UPDATE shipments.shipments SET status = 'scheduled'")
+    downgrade(empty_database, "0007")
+    with (
+        psycopg.connect(empty_database, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.CheckViolation),
+    ):
+        conn.execute(booking, ("o-2",))

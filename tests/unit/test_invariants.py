@@ -73,6 +73,9 @@ def broken(change) -> set[str]:  # type: ignore[no-untyped-def]
         (lambda s: s.refunds.append(Refund("re2", "ch2", 200)), "charge-refund"),
         (lambda s: s.refunds.append(Refund("re3", "ch1", 100)), "charge-refund"),
         (lambda s: s.shipments.update(refunded="scheduled"), "no-live-shipment"),
+        (lambda s: s.shipments.update(refunded="cancelling"), "shipment-booking"),
+        (lambda s: s.shipments.update(refunded="booking"), "shipment-booking"),
+        (lambda s: s.shipments.update(shipped="booking"), "shipment"),
         (lambda s: s.notifications.append(("shipped", "order_shipped")), "notified-once"),
         (lambda s: s.notifications.remove(("refunded", "order_cancelled")), "notified"),
         # Claimed, its e-mail still due (or failed on every channel): not told yet.

@@ -89,7 +89,10 @@ def test_the_hint_names_the_first_thing_to_look_at() -> None:
     )
     assert "sagactl outbox show stock 9" in hint_for(stuck(unpublished=[failed]))
     assert "relay" in hint_for(stuck(unpublished=[waiting]))
-    assert "shipments" in hint_for(stuck(status="APPROVED"))
+    approved = stuck(status="APPROVED")
+    assert f"sagactl effects list --service shipments --order {approved.order_id}" in hint_for(
+        approved
+    )
     assert "stock or payments" in hint_for(stuck(status="PENDING"))
 
 

@@ -144,8 +144,8 @@ def run_chaos(
             "ORDERS_PENDING_TIMEOUT": "30",
             "PROVIDER_SLOW_SECONDS": "1",
             "PAYMENTS_PROVIDER_TIMEOUT": "3",
-            # A carrier that books in 1.5 s (the e2e setting) cannot keep up with
-            # hours of orders; 0.1 s keeps a window for cancellations after approval.
+            # A short window for cancellations after approval (bookings are effects, made
+            # many at once: a slower carrier would add latency, not a throughput cap).
             "SHIPMENTS_BOOKING_SECONDS": "0.1",
         },
     )
