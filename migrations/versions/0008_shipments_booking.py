@@ -1,7 +1,7 @@
 """Shipments wait for the carrier's booking: the statuses ``booking`` and ``cancelling``.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-02
 
 The carrier's booking is an effect, made after the approval's transaction: a shipment
@@ -11,8 +11,8 @@ was cancelled meanwhile (it ends ``cancelled`` whatever the carrier answers).
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
