@@ -404,21 +404,18 @@ def test_a_refund_that_failed_for_good_keeps_the_payment_waiting_until_it_is_ret
     assert stuck.payment.waiting_for == "refund", "visibly waiting for the refund"
 
     # The operator retries the effect: the same key, and its answer decided as any other.
-    retried = effects.answered("refund", EffectOutcome(ok=True, result=effects_result(REFUND)))
+    result = {"refund_id": "re_1", "charge_id": "ch_1", "amount_cents": AMOUNT}
+    retried = effects.answered("refund", EffectOutcome(ok=True, result=result))
     done = retried(stuck.payment)
     assert done.payment.status == "refunded" and len(done.events) == 1
     assert retried(done.payment) == Decision(done.payment), "refunded once"
 
 
-def effects_result(answer: ProviderRefund) -> dict[str, Any]:
-    return {"refund_id": answer.refund_id, "charge_id": answer.charge_id, "amount_cents": AMOUNT}
-
-
 def test_answers_to_requests_the_payment_moved_past_change_nothing() -> None:
-    refunded = domain.refunded(
-        domain.cancel(domain.charge_answered(charging(), CHARGED).payment).payment, REFUND
-    ).payment
+    refunding = domain.cancel(domain.charge_answered(charging(), CHARGED).payment).payment
+    refunded = domain.refunded(refunding, REFUND).payment
     assert refunded.status == "refunded"
+    # A void's answer (the charge found) after the refund does not make it charged again.
     for late in (
         domain.voided(refunded, CHARGED),
         domain.charge_answered(refunded, CHARGED),
@@ -470,3 +467,13 @@ def test_a_charge_still_in_transit_when_it_failed_is_refused_when_it_lands() -> 
     world.provider.land()
     assert world.provider.in_transit == [] and world.provider.charges == {}, "landed, refused"
     assert world.payment.status == "voided"
+
+
+def test_a_charge_refused_as_voided_is_not_charged_and_emits_nothing() -> None:
+    # Only a void fences a key, after the charge's answer; a payment from before effects
+    # (a cancellation that voided the key and rolled back) can still meet one.
+    refused = domain.charge_answered(charging(), ProviderVoided(domain.charge_key(ORDER)))
+    assert (refused.payment.status, refused.events, refused.request) == ("voided", (), None)
+    cancelled = domain.cancel(refused.payment)
+    assert (cancelled.payment.status, cancelled.payment.cancelled) == ("voided", True)
+    assert (cancelled.events, cancelled.request) == ((), None)
