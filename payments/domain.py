@@ -2,18 +2,22 @@
 
 The facts arrive in any order and any number of times (the card with
 OrderCreated, the amount with StockReserved, the cancellation with
-OrderCancelled); ``next_step`` says what to ask the provider given what is
-known, and the outcome functions record the provider's answer.
+OrderCancelled), and so do the provider's answers to the requests this state
+makes (a charge, a void, a refund: each made at most once per order, as an
+effect, after the decision asking for it commits). Every function here returns
+a ``Decision``: the new state, the events to emit, and the provider request it
+now calls for, if any.
 
-A charge may exist at the provider that this state does not know of: the
-transaction that asked for it may have rolled back (a crash after the charge,
-a lost response). Every request therefore carries an idempotency key derived
-from the order id, so asking again returns that same charge. A cancelled order
-whose charge is uncertain is not merely looked up before it is written off: a
-request that timed out may still be on its way to the provider and land after
-a lookup found nothing. Instead the key is voided at the provider, which either
+The state knows which request it waits for (``waiting_for``): a cancellation
+that arrives while a charge is in flight waits for the charge's answer, then
+refunds it. A charge whose outcome stayed unknown (the provider did not answer
+before the charge's deadline) may still have gone through, or may land later:
+a cancelled order then voids the charge's key at the provider, which either
 returns the charge the key holds (it is refunded) or refuses every later charge
 under the key, so "no charge" is final.
+
+An answer to a request this state no longer waits for (an operator retried a
+charge that had failed, after the void settled it) changes nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +30,15 @@ from saga_runtime import Event
 
 Status = Literal["awaiting", "charged", "failed", "refunded", "voided"]
 FailureCode = Literal["payment_declined", "insufficient_funds", "payment_provider_error"]
+RequestKind = Literal["charge", "void", "refund"]
 
 
 def charge_key(order_id: str) -> str:
     return f"payments:{order_id}:charge"
+
+
+def void_key(order_id: str) -> str:
+    return f"payments:{order_id}:void"
 
 
 def refund_key(order_id: str) -> str:
@@ -52,16 +61,31 @@ class Payment:
 
     @property
     def charge_uncertain(self) -> bool:
-        """Whether a charge may exist at the provider without this state knowing it."""
-        if self.status == "awaiting":
-            # A charge is only ever asked for by the handler that learns the second
-            # of card and amount, so one of them is committed whenever one was asked.
-            return self.card_token is not None or self.amount_cents is not None
-        # A provider failure may have been a timeout on a charge that went through.
+        """The charge was asked for and never answered: it may exist at the provider."""
         return self.status == "failed" and self.failure_code == "payment_provider_error"
 
+    @property
+    def waiting_for(self) -> RequestKind | None:
+        """The request made whose answer this state waits for, if any.
 
-# What to ask the provider next; each request carries the order's own idempotency key.
+        Each state asks for at most one thing, and asks for it by moving here, so
+        this also says what was asked: a charge once card and amount are known
+        (a cancellation before that voids the payment, so both known while
+        awaiting means asked), then for a cancelled order the refund of a charge,
+        or the void of a charge whose outcome is unknown. An undo whose effect
+        failed for good keeps waiting, visibly, until an operator retries it.
+        """
+        if self.status == "awaiting":
+            known = self.card_token is not None and self.amount_cents is not None
+            return "charge" if known else None
+        if not self.cancelled:
+            return None
+        if self.status == "charged":
+            return "refund"
+        return "void" if self.charge_uncertain else None
+
+
+# What to ask the provider; each request carries an idempotency key of the order's own.
 
 
 @dataclass(frozen=True)
@@ -74,9 +98,14 @@ class Charge:
 
 @dataclass(frozen=True)
 class VoidCharge:
-    """Fence the key: get the charge it holds, or make sure it never holds one."""
+    """Fence the charge's key: get the charge it holds, or make sure it never holds one.
+
+    ``idempotency_key`` is the void's own key (the effect's); the provider voids
+    ``charge_key``.
+    """
 
     idempotency_key: str
+    charge_key: str
 
 
 @dataclass(frozen=True)
@@ -86,7 +115,7 @@ class Refund:
     amount_cents: int
 
 
-Step = Charge | VoidCharge | Refund
+Request = Charge | VoidCharge | Refund
 
 
 # The provider's answers.
@@ -115,100 +144,130 @@ class ProviderRefund:
     amount_cents: int
 
 
+@dataclass(frozen=True)
+class Decision:
+    """The new state, what to emit, and the request to make once it is committed."""
+
+    payment: Payment
+    events: tuple[Event, ...] = ()
+    request: Request | None = None
+
+
 def start(order_id: str) -> Payment:
     return Payment(order_id)
 
 
-def card_known(payment: Payment, card_token: str) -> Payment:
-    if payment.card_token is not None:
-        return payment
-    return replace(payment, card_token=card_token)
-
-
-def amount_known(payment: Payment, amount_cents: int) -> Payment:
-    if payment.amount_cents is not None:
-        return payment
-    return replace(payment, amount_cents=amount_cents)
-
-
-def cancel(payment: Payment) -> Payment:
-    if payment.cancelled:
-        return payment
-    if payment.status == "awaiting" and not payment.charge_uncertain:
-        return replace(payment, cancelled=True, status="voided")
-    return replace(payment, cancelled=True)
-
-
-def next_step(payment: Payment) -> Step | None:
-    """The one provider request this state calls for, if any (never a charge once cancelled)."""
+def request_for(payment: Payment) -> Request | None:
+    """The request whose answer ``payment`` waits for (see ``Payment.waiting_for``)."""
     p = payment
-    if p.cancelled:
-        if p.status == "charged":
-            assert p.charge_id is not None and p.amount_cents is not None
-            return Refund(refund_key(p.order_id), p.charge_id, p.amount_cents)
-        if p.status in ("awaiting", "failed") and p.charge_uncertain:
-            return VoidCharge(charge_key(p.order_id))
-        return None
-    if p.status == "awaiting" and p.card_token is not None and p.amount_cents is not None:
+    kind = p.waiting_for
+    if kind == "charge":
+        assert p.card_token is not None and p.amount_cents is not None
         return Charge(charge_key(p.order_id), p.order_id, p.amount_cents, p.card_token)
+    if kind == "void":
+        return VoidCharge(void_key(p.order_id), charge_key(p.order_id))
+    if kind == "refund":
+        assert p.charge_id is not None and p.amount_cents is not None
+        return Refund(refund_key(p.order_id), p.charge_id, p.amount_cents)
     return None
 
 
-def charged(
-    payment: Payment, answer: ProviderCharge | ProviderVoided
-) -> tuple[Payment, list[Event]]:
+def _decided(before: Payment, after: Payment, *events: Event) -> Decision:
+    # A state asks for a request by coming to wait for it; one still waiting asks nothing.
+    asks = after.waiting_for is not None and after.waiting_for != before.waiting_for
+    return Decision(after, events, request_for(after) if asks else None)
+
+
+# The facts about the order.
+
+
+def card_known(payment: Payment, card_token: str) -> Decision:
+    if payment.card_token is not None:
+        return Decision(payment)
+    return _decided(payment, replace(payment, card_token=card_token))
+
+
+def amount_known(payment: Payment, amount_cents: int) -> Decision:
+    if payment.amount_cents is not None:
+        return Decision(payment)
+    return _decided(payment, replace(payment, amount_cents=amount_cents))
+
+
+def cancel(payment: Payment) -> Decision:
+    """Never a charge once cancelled; one in flight is waited for, then refunded or voided."""
+    if payment.cancelled:
+        return Decision(payment)
+    if payment.status == "awaiting" and payment.waiting_for is None:
+        return _decided(payment, replace(payment, cancelled=True, status="voided"))
+    return _decided(payment, replace(payment, cancelled=True))
+
+
+# The provider's answers to this state's requests.
+
+
+def charge_answered(payment: Payment, answer: ProviderCharge | ProviderVoided) -> Decision:
     """The provider answered the charge: approved, declined, or refused as voided."""
+    if payment.waiting_for != "charge":
+        return Decision(payment)  # an answer the state has moved past (see the docstring)
     if isinstance(answer, ProviderVoided):
-        # Only a cancellation voids the key, so the order is cancelled already (this
-        # is a redelivery racing that cancellation's own redelivery): no verdict due.
-        return replace(payment, status="voided"), []
+        # Only a void fences the key, and only after the charge's own outcome: this is
+        # a payment older than its effects. Nothing moved; no verdict is due.
+        return _decided(payment, replace(payment, status="voided"))
     if answer.approved:
-        done = replace(
-            payment,
-            status="charged",
-            charge_id=answer.charge_id,
-            amount_cents=answer.amount_cents,
+        charged = replace(
+            payment, status="charged", charge_id=answer.charge_id, amount_cents=answer.amount_cents
         )
-        return done, [
-            PaymentSucceeded(
-                order_id=payment.order_id,
-                amount_cents=answer.amount_cents,
-                charge_id=answer.charge_id,
-            )
-        ]
+        # A fact even for an order cancelled meanwhile (which ignores it): the refund
+        # that follows undoes it.
+        succeeded = PaymentSucceeded(
+            order_id=payment.order_id, amount_cents=answer.amount_cents, charge_id=answer.charge_id
+        )
+        return _decided(payment, charged, succeeded)
     code: FailureCode = (
         "insufficient_funds" if answer.decline_code == "insufficient_funds" else "payment_declined"
     )
     return _failed(payment, code, answer.reason or "card declined")
 
 
-def provider_failed(payment: Payment, reason: str) -> tuple[Payment, list[Event]]:
-    """The provider stayed unavailable: fail the payment so the order is cancelled, not stuck."""
+def charge_failed(payment: Payment, reason: str) -> Decision:
+    """No answer before the charge's deadline: fail the payment so that the order is
+    cancelled rather than stuck; the charge is uncertain, so its cancellation voids it."""
+    if payment.waiting_for != "charge":
+        return Decision(payment)
     return _failed(payment, "payment_provider_error", reason)
 
 
-def _failed(payment: Payment, code: FailureCode, reason: str) -> tuple[Payment, list[Event]]:
+def _failed(payment: Payment, code: FailureCode, reason: str) -> Decision:
     failed = replace(payment, status="failed", failure_code=code, failure_reason=reason)
-    return failed, [PaymentFailed(order_id=payment.order_id, reason_code=code, reason=reason)]
+    return _decided(
+        payment, failed, PaymentFailed(order_id=payment.order_id, reason_code=code, reason=reason)
+    )
 
 
-def fenced(payment: Payment, found: ProviderCharge | ProviderVoided) -> Payment:
-    """What the provider holds under the order's charge key, now final, for a cancelled order."""
+def voided(payment: Payment, found: ProviderCharge | ProviderVoided) -> Decision:
+    """What the charge's key holds, now final, for a cancelled order."""
+    if payment.waiting_for != "void":
+        return Decision(payment)
     if isinstance(found, ProviderCharge) and found.approved:
-        # Money moved after all: remember the charge so that it is refunded next.
-        return replace(
+        # Money moved after all: remember the charge, so that it is refunded next.
+        charged = replace(
             payment, status="charged", charge_id=found.charge_id, amount_cents=found.amount_cents
         )
-    return replace(payment, status="voided")
+        return _decided(payment, charged)
+    return _decided(payment, replace(payment, status="voided"))
 
 
-def refunded(payment: Payment, answer: ProviderRefund) -> tuple[Payment, list[Event]]:
+def refunded(payment: Payment, answer: ProviderRefund) -> Decision:
+    if payment.waiting_for != "refund":
+        return Decision(payment)
     done = replace(payment, status="refunded", refund_id=answer.refund_id)
-    return done, [
+    return _decided(
+        payment,
+        done,
         PaymentRefunded(
             order_id=payment.order_id,
             amount_cents=answer.amount_cents,
             charge_id=answer.charge_id,
             refund_id=answer.refund_id,
-        )
-    ]
+        ),
+    )

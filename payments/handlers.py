@@ -1,114 +1,106 @@
-"""Payments' reactions to order and stock events: plain functions over a unit of work."""
+"""Payments' reactions to order and stock events, and its decisions about the provider's answers.
+
+Both are plain functions over a unit of work holding the order's lock: they read
+the payment, let the domain decide, then save it, emit its events and request
+the provider call it asks for, as an effect made after the transaction commits
+(``payments.effects``). No reaction waits for the provider.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
 
 from contracts.orders import OrderCancelled, OrderCreated
 from contracts.stock import StockReserved
-from payments import domain
-from payments.domain import Charge, Payment, ProviderCharge, VoidCharge
-from payments.provider import PaymentProvider, ProviderUnavailable, RetryPolicy, UndoUnavailable
+from payments import domain, effects
+from payments.domain import Decision, Payment, RequestKind
 from payments.repository import PaymentRepository
-from saga_runtime import Envelope, Event, UnitOfWork, crash_point, get_logger
+from saga_runtime import Effect, EffectOutcome, Envelope, UnitOfWork, get_logger
 
 log = get_logger(__name__)
 
-# Charge, void, refund: no state needs more provider requests than that.
-MAX_STEPS = 3
-T = TypeVar("T")
 
-
-def settle(
-    payment: Payment, provider: PaymentProvider, retry: RetryPolicy
-) -> tuple[Payment, list[Event]]:
-    """Ask the provider what the state calls for until it calls for nothing more.
-
-    A charge the provider cannot take after ``retry.attempts`` fails the payment
-    (the order is then cancelled, and its cancellation voids the charge's key:
-    the charge is refunded if it went through, refused if it is still on its
-    way). A void or a refund it cannot take raises UndoUnavailable, a
-    RetryUntilDoneError: the runtime retries the event for as long as the
-    provider is down and never dead-letters it, because a refund must not be
-    forgotten.
-    """
-    events: list[Event] = []
-    for _ in range(MAX_STEPS):
-        step = domain.next_step(payment)
-        if step is None:
-            return payment, events
-        emitted: list[Event] = []
-        if isinstance(step, Charge):
-            try:
-                answer = retry.call(partial(provider.charge, step))
-            except ProviderUnavailable as exc:
-                log.warning("payments.charge_gave_up", attempts=retry.attempts, error=str(exc))
-                reason = f"the payment provider is unavailable ({exc})"
-                payment, emitted = domain.provider_failed(payment, reason[:500])
-            else:
-                if isinstance(answer, ProviderCharge) and answer.approved:
-                    # The money moved but nothing is committed yet: a crash here must
-                    # lead to one charge, not two, when the event is redelivered.
-                    crash_point("payments.after_charge")
-                payment, emitted = domain.charged(payment, answer)
-        elif isinstance(step, VoidCharge):
-            found = _undo(retry, partial(provider.void_charge, step.idempotency_key))
-            payment = domain.fenced(payment, found)
-        else:
-            payment, emitted = domain.refunded(
-                payment, _undo(retry, partial(provider.refund, step))
-            )
-        events += emitted
-    if domain.next_step(payment) is not None:
-        raise AssertionError(f"payment {payment} still needs the provider after {MAX_STEPS} steps")
-    return payment, events
-
-
-def _undo(retry: RetryPolicy, request: Callable[[], T]) -> T:
-    """A void or refund: the provider being down is not a reason to ever give up on it."""
-    try:
-        return retry.call(request)
-    except ProviderUnavailable as exc:
-        raise UndoUnavailable(str(exc)) from exc
-
-
-def _handle(
+def _apply(
     uow: UnitOfWork,
     order_id: str,
-    learn: Callable[[Payment], Payment],
-    provider: PaymentProvider,
-    retry: RetryPolicy,
+    decide: Callable[[Payment], Decision],
+    *,
+    answering: RequestKind | None = None,
 ) -> None:
     uow.lock(order_id)
     repository = PaymentRepository(uow.conn)
-    current = repository.get(order_id)
-    payment, events = settle(learn(current or domain.start(order_id)), provider, retry)
-    if payment != current:
-        repository.save(payment)
-    for event in events:
+    current = repository.get(order_id) or domain.start(order_id)
+    if answering is not None and current.waiting_for != answering:
+        # An operator retried an effect that had failed and was settled otherwise since.
+        log.info(
+            "payments.answer_ignored",
+            order_id=order_id,
+            answered=answering,
+            waiting_for=current.waiting_for,
+            status=current.status,
+        )
+    decision = decide(current)
+    if decision.payment != current:
+        repository.save(decision.payment)
+    for event in decision.events:
         uow.emit(event, aggregate_id=order_id)
+    if decision.request is not None:
+        kind, key, request = effects.requested(decision.request)
+        uow.request_effect(kind, aggregate_id=order_id, key=key, request=request)
 
 
-def on_order_created(
-    uow: UnitOfWork, event: Envelope, *, provider: PaymentProvider, retry: RetryPolicy
-) -> None:
+# Reactions to events.
+
+
+def on_order_created(uow: UnitOfWork, event: Envelope) -> None:
     created = event.payload_as(OrderCreated)
-    learn = partial(domain.card_known, card_token=created.card_token)
-    _handle(uow, created.order_id, learn, provider, retry)
+    _apply(uow, created.order_id, partial(domain.card_known, card_token=created.card_token))
 
 
-def on_stock_reserved(
-    uow: UnitOfWork, event: Envelope, *, provider: PaymentProvider, retry: RetryPolicy
-) -> None:
+def on_stock_reserved(uow: UnitOfWork, event: Envelope) -> None:
     reserved = event.payload_as(StockReserved)
-    learn = partial(domain.amount_known, amount_cents=reserved.total_cents)
-    _handle(uow, reserved.order_id, learn, provider, retry)
+    _apply(uow, reserved.order_id, partial(domain.amount_known, amount_cents=reserved.total_cents))
 
 
-def on_order_cancelled(
-    uow: UnitOfWork, event: Envelope, *, provider: PaymentProvider, retry: RetryPolicy
-) -> None:
+def on_order_cancelled(uow: UnitOfWork, event: Envelope) -> None:
     cancelled = event.payload_as(OrderCancelled)
-    _handle(uow, cancelled.order_id, domain.cancel, provider, retry)
+    _apply(uow, cancelled.order_id, domain.cancel)
+
+
+# Decisions about the provider's answers (each effect's outcome, in its own transaction).
+
+
+def on_charge_outcome(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
+    if not outcome.ok:
+        log.warning("payments.charge_gave_up", order_id=effect.aggregate_id, error=outcome.error)
+    _apply(uow, effect.aggregate_id, effects.answered("charge", outcome), answering="charge")
+
+
+def on_void_outcome(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
+    if not outcome.ok:
+        _undo_failed(effect, outcome)
+    _apply(uow, effect.aggregate_id, effects.answered("void", outcome), answering="void")
+
+
+def on_refund_outcome(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
+    if not outcome.ok:
+        _undo_failed(effect, outcome)
+    _apply(uow, effect.aggregate_id, effects.answered("refund", outcome), answering="refund")
+
+
+def _undo_failed(effect: Effect, outcome: EffectOutcome) -> None:
+    """A void or refund failed past its deadline: never forgotten, nor given up on.
+
+    The payment keeps waiting for it (``Payment.waiting_for``) and the effect stays
+    ``failed`` with its error, for an operator to retry (``sagactl effects retry``)
+    once the provider takes it; its answer is then decided as any other.
+    """
+    log.error(
+        "payments.undo_failed",
+        order_id=effect.aggregate_id,
+        effect_id=effect.id,
+        kind=effect.kind,
+        error=outcome.error,
+        action=f"sagactl effects retry --service payments {effect.id}",
+    )

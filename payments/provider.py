@@ -1,20 +1,13 @@
-"""The payment provider as payments sees it: a port, its HTTP adapter, and bounded retries."""
+"""The payment provider as payments sees it: a port and its HTTP adapter."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import httpx
 
 from payments.domain import Charge, ProviderCharge, ProviderRefund, ProviderVoided, Refund
-from saga_runtime import RetryableError, RetryUntilDoneError, get_logger
-
-log = get_logger(__name__)
-
-T = TypeVar("T")
+from saga_runtime import RetryableError
 
 
 class PaymentsError(Exception):
@@ -24,51 +17,20 @@ class PaymentsError(Exception):
 class ProviderUnavailable(PaymentsError, RetryableError):
     """The provider did not answer (timeout, connection refused) or answered 5xx/429.
 
-    Safe to repeat: every request carries an idempotency key.
-    """
-
-
-class UndoUnavailable(ProviderUnavailable, RetryUntilDoneError):
-    """A void or refund could not reach the provider: retried until it does.
-
-    An order is cancelled by then; giving up after a time budget would leave a
-    charge nobody refunds.
+    Safe to repeat, every request carrying an idempotency key: the effect
+    executor tries again until the effect's deadline.
     """
 
 
 class ProviderRejected(PaymentsError):
-    """The provider refused a request it should have accepted (409, 404, 422): a bug, not a blip."""
+    """The provider refused a request it should have accepted (409, 404, 422): a bug, not a
+    blip, so the effect fails at once instead of asking again."""
 
 
 class PaymentProvider(Protocol):
     def charge(self, request: Charge) -> ProviderCharge | ProviderVoided: ...
     def void_charge(self, idempotency_key: str) -> ProviderCharge | ProviderVoided: ...
     def refund(self, request: Refund) -> ProviderRefund: ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often one handler asks the provider before giving up (``attempts`` in all).
-
-    The handler holds its transaction and the order's lock meanwhile, so this
-    stays short: a longer outage is the runtime's retries' or the order's
-    deadline's business.
-    """
-
-    attempts: int = 3
-    backoff: float = 0.5
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
-
-    def call(self, request: Callable[[], T]) -> T:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return request()
-            except ProviderUnavailable as exc:
-                if attempt >= self.attempts:
-                    raise
-                log.warning("payments.provider_retry", attempt=attempt, error=str(exc))
-                self.sleep(self.backoff * 2 ** (attempt - 1))
-        raise AssertionError("unreachable: attempts >= 1")
 
 
 class HttpPaymentProvider:

@@ -4,6 +4,10 @@
 per kind of effect, the call to make and the decision about its outcome, each given
 its dependencies by keyword-only parameter name like a handler. ``run_service``
 turns the declarations into the ``EffectKind``s of the service's executor.
+
+A deadline or retry policy that an operator tunes is named rather than given:
+``effect(..., deadline="charge_deadline", retry="charge_retry")`` takes them from the
+dependencies of the same names, which the composition root sets from its settings.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from saga_runtime.binding import bind
+from saga_runtime.binding import DefinitionError, bind
 from saga_runtime.effect_retry import RetryPolicy
 from saga_runtime.effects import EffectKind
 from saga_runtime.envelope import Event
@@ -21,6 +25,7 @@ from saga_runtime.envelope import Event
 __all__ = ["EffectDeclaration", "effect", "effect_kinds", "effect_problems"]
 
 EventClass = type[Event]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,14 +35,15 @@ class EffectDeclaration:
     ``call(request, key, **dependencies) -> result`` makes the call (see ``Call``);
     ``on_outcome(uow, effect, outcome, **dependencies)`` decides about its outcome and
     may emit ``emits`` (held to them by the definition's checks) and request effects.
-    ``deadline`` and ``retry`` as ``EffectKind``'s.
+    ``deadline`` and ``retry`` as ``EffectKind``'s, or the name of the dependency that
+    holds them (see the module docstring).
     """
 
     call: Callable[..., dict[str, Any]]
     on_outcome: Callable[..., None]
     emits: tuple[EventClass, ...] = ()
-    deadline: timedelta = timedelta(minutes=10)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    deadline: timedelta | str = timedelta(minutes=10)
+    retry: RetryPolicy | str = field(default_factory=RetryPolicy)
 
 
 def effect(
@@ -45,8 +51,8 @@ def effect(
     on_outcome: Callable[..., None],
     *,
     emits: Iterable[EventClass] = (),
-    deadline: timedelta = timedelta(minutes=10),
-    retry: RetryPolicy | None = None,
+    deadline: timedelta | str = timedelta(minutes=10),
+    retry: RetryPolicy | str | None = None,
 ) -> EffectDeclaration:
     """Shorthand: ``effect(charge, on_charged, emits=(ChargeSucceeded, ChargeFailed))``."""
     return EffectDeclaration(
@@ -69,11 +75,28 @@ def effect_kinds(
             on_outcome=bind(
                 declared.on_outcome, given, what=f"{service}: the decision about effect {name}"
             ),
-            deadline=declared.deadline,
-            retry=declared.retry,
+            deadline=_given(declared.deadline, timedelta, given, f"{service}: effect {name}"),
+            retry=_given(declared.retry, RetryPolicy, given, f"{service}: effect {name}"),
         )
         for name, declared in effects.items()
     ]
+
+
+def _given(value: T | str, expected: type[T], given: Mapping[str, object], what: str) -> T:
+    """``value``, or the dependency it names: checked now, not at the first failed call."""
+    if not isinstance(value, str):
+        return value
+    if value not in given:
+        raise DefinitionError(
+            f"{what} takes its {expected.__name__} from {value!r}, which the composition "
+            "root does not provide"
+        )
+    found = given[value]
+    if not isinstance(found, expected):
+        raise DefinitionError(
+            f"{what}: {value!r} holds {type(found).__name__}, not {expected.__name__}"
+        )
+    return found
 
 
 def effect_problems(

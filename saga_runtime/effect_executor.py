@@ -33,7 +33,7 @@ from saga_runtime.effect_retry import is_retryable
 from saga_runtime.effect_settlement import Retry, Settlement, SettlementInterrupted
 from saga_runtime.effect_statements import ExecutorStatements
 from saga_runtime.effects import Effect, EffectKind, EffectOutcome, Effects
-from saga_runtime.faults import crash_point
+from saga_runtime.faults import CrashPointError, crash_point
 from saga_runtime.logs import get_logger
 from saga_runtime.settings import EffectSettings
 from saga_runtime.unit_of_work import UnitOfWorkFactory
@@ -250,6 +250,10 @@ class EffectExecutor:
     def _call(self, effect: Effect, kind: EffectKind) -> EffectOutcome | Retry:
         try:
             return EffectOutcome(ok=True, result=kind.call(effect.request, effect.key))
+        except CrashPointError:
+            # A crash point inside a call stands for the process dying there (between
+            # the far side's work and its recording), not for a failed call.
+            raise
         except Exception as exc:
             if is_retryable(exc):
                 return Retry(repr(exc))

@@ -26,6 +26,7 @@ from saga_runtime.effect_retry import is_retryable
 from saga_runtime.effects import Effect, EffectKind, EffectOutcome, Effects
 from saga_runtime.effects_schema import UNFINISHED
 from saga_runtime.envelope import Envelope
+from saga_runtime.faults import CrashPointError
 from saga_runtime.system import Service
 
 if TYPE_CHECKING:
@@ -134,6 +135,8 @@ class EffectSettler:
 def _call(kind: EffectKind, effect: Effect) -> EffectOutcome:
     try:
         return EffectOutcome(ok=True, result=kind.call(effect.request, effect.key))
+    except CrashPointError:
+        raise  # a crash, as the executor treats it, not a failed call
     except Exception as exc:
         if is_retryable(exc):
             raise

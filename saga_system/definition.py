@@ -27,6 +27,7 @@ from contracts.stock import (
 from notifications import channels as notification_channels
 from notifications import handlers as notifications
 from orders import handlers as orders
+from payments import effects as payment_calls
 from payments import handlers as payments
 from saga_runtime import Service, System, effect, reaction
 from shipments import handlers as shipments
@@ -73,12 +74,39 @@ STOCK = Service(
 PAYMENTS = Service(
     name="payments",
     emits=(PaymentSucceeded, PaymentFailed, PaymentRefunded),
+    # Its reactions only record facts and request provider calls; the events listed are
+    # those that follow through the calls' decisions (the saga's shape, which the checks
+    # read from the reactions).
     handles={
-        # The charge goes when both the card (OrderCreated) and the amount (StockReserved)
-        # are known, whichever arrives second.
+        # The charge is asked for when both the card (OrderCreated) and the amount
+        # (StockReserved) are known, whichever arrives second.
         OrderCreated: reaction(payments.on_order_created, PaymentSucceeded, PaymentFailed),
         StockReserved: reaction(payments.on_stock_reserved, PaymentSucceeded, PaymentFailed),
         OrderCancelled: reaction(payments.on_order_cancelled, PaymentRefunded),
+    },
+    # Deadlines and retries come from its settings (``payments.bootstrap``): a charge
+    # gives up in time for the order's deadline, an undo (void, refund) only after a day.
+    effects={
+        "charge": effect(
+            payment_calls.charge,
+            payments.on_charge_outcome,
+            emits=(PaymentSucceeded, PaymentFailed),
+            deadline="charge_deadline",
+            retry="charge_retry",
+        ),
+        "void": effect(
+            payment_calls.void,
+            payments.on_void_outcome,
+            deadline="undo_deadline",
+            retry="undo_retry",
+        ),
+        "refund": effect(
+            payment_calls.refund,
+            payments.on_refund_outcome,
+            emits=(PaymentRefunded,),
+            deadline="undo_deadline",
+            retry="undo_retry",
+        ),
     },
 )
 

@@ -288,7 +288,11 @@ def hint_for(order: StuckOrder) -> str:
             f"(pending {format_age(u['age_s'])}): is a relay running?"
         )
     if order.status == "PENDING":
-        return "waiting for stock or payments to answer (or for the pending deadline)"
+        # Payments' part is the charge, an effect: its attempts and last error are there.
+        return (
+            "waiting for stock or payments to answer, or for the pending deadline (the "
+            f"charge: sagactl effects list --service payments --order {order.order_id})"
+        )
     if order.status == "APPROVED":
         # Usually the carrier's booking, an effect: its attempts and last error are there.
         return (

@@ -66,10 +66,17 @@ class Proxy:
     def close(self) -> None:
         self._stopping.set()
         self._release.set()
+        # close() alone wakes no thread blocked in accept() on Linux (each waited out its
+        # 10 s join below); shutdown() does.
+        with suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             sockets = list(self._sockets)
         for sock in sockets:
+            # Likewise for a thread in recv() (a server's idle keep-alive connection).
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             _reset(sock)
         for thread in self._threads:
             thread.join(10)

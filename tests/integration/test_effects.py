@@ -120,6 +120,33 @@ def test_after_a_crash_between_call_and_record_the_call_is_made_again_with_its_k
     assert effects_stack.rows()[0]["attempts"] == 2
 
 
+def test_a_crash_point_inside_a_call_kills_the_executor_instead_of_failing_the_effect(
+    effects_stack: Stack, monkeypatch: pytest.MonkeyPatch
+):
+    """A service's own crash point between the far side's work and the call's return
+    (``payments.after_charge``) stands for a crash there, as ``effects.after_call`` does."""
+
+    def answer(request: dict[str, Any], key: str) -> dict[str, Any]:
+        faults.crash_point("toy.after_work")
+        return {"key": key}
+
+    world = OutsideWorld(answer=answer)
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    factory = effects_stack.factory(effects)
+    request(factory, "ping", aggregate_id="a-1", key="k-1")
+    monkeypatch.setattr(faults, "_POINTS", {"raise:toy.after_work": 1.0})
+    dying = EffectExecutor(effects=effects, uow_factory=factory, settings=fast(lease=1.0))
+    with running(dying) as workers:
+        wait_until(lambda: workers.failure, timeout=10, what="the executor to die")
+    assert "CrashPointError" in (workers.failure or "")
+    assert effects_stack.statuses() == ["running"], "neither failed nor recorded"
+    monkeypatch.setattr(faults, "_POINTS", {})
+    with running(EffectExecutor(effects=effects, uow_factory=factory, settings=fast())):
+        wait_until(lambda: effects_stack.statuses() == ["done"], timeout=10)
+    assert world.keys_called() == ["k-1", "k-1"]
+    assert [outcome.ok for outcome in (o for _, o in world.outcomes)] == [True]
+
+
 def test_a_late_duplicate_outcome_records_nothing(effects_stack: Stack):
     release = threading.Event()
     answers = iter(["late", "taken over"])

@@ -88,10 +88,23 @@ def rows(admin: psycopg.Connection[dict[str, Any]]) -> list[dict[str, Any]]:
     return admin.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(TABLE)).fetchall()
 
 
-def audit_entries(admin: psycopg.Connection[dict[str, Any]], action: str) -> list[dict[str, Any]]:
-    return admin.execute(
-        "SELECT * FROM ops.audit_log WHERE action = %s ORDER BY id", (action,)
-    ).fetchall()
+AuditEntries = Callable[[str], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def audit_entries(admin: psycopg.Connection[dict[str, Any]]) -> AuditEntries:
+    """``audit_entries(action)``: the audit log's entries for ``action`` written during this
+    test (the log is append-only and outlives each test: other tests audit too)."""
+    row = admin.execute("SELECT coalesce(max(id), 0) AS id FROM ops.audit_log").fetchone()
+    floor = int(row["id"]) if row is not None else 0
+
+    def entries(action: str) -> list[dict[str, Any]]:
+        return admin.execute(
+            "SELECT * FROM ops.audit_log WHERE action = %s AND id > %s ORDER BY id",
+            (action, floor),
+        ).fetchall()
+
+    return entries
 
 
 def insert(
@@ -149,6 +162,7 @@ def test_a_failed_effect_is_retried_after_a_dry_run_audited_and_run_again(
     effects_table: str,
     sagactl: Sagactl,
     admin: psycopg.Connection[dict[str, Any]],
+    audit_entries: AuditEntries,
 ) -> None:
     provider_up = False
 
@@ -192,7 +206,7 @@ def test_a_failed_effect_is_retried_after_a_dry_run_audited_and_run_again(
         assert rows(admin) == before
         unexplained = sagactl("effects", "retry", "--service", SERVICE, str(effect_id), "--yes")
         assert unexplained.code == 2 and "--yes needs --reason" in unexplained.data["error"]
-        assert rows(admin) == before and audit_entries(admin, "effects.retry") == []
+        assert rows(admin) == before and audit_entries("effects.retry") == []
 
         retried = sagactl(
             *("effects", "retry", "--service", SERVICE, str(effect_id), "--deadline", "60"),
@@ -202,7 +216,7 @@ def test_a_failed_effect_is_retried_after_a_dry_run_audited_and_run_again(
         [row] = rows(admin)
         assert (row["status"], row["attempts"], row["outcome"]) == ("pending", 0, None)
         assert 55 < (row["deadline_at"] - row["updated_at"]).total_seconds() <= 60
-        [entry] = audit_entries(admin, "effects.retry")
+        [entry] = audit_entries("effects.retry")
         assert entry["id"] == retried.data["audit_id"]
         assert (entry["actor"], entry["service"], entry["reason"]) == (
             "ada",
@@ -221,7 +235,10 @@ def test_a_failed_effect_is_retried_after_a_dry_run_audited_and_run_again(
 
 
 def test_running_done_and_unknown_effects_are_refused_and_abandon_is_audited(
-    effects_table: str, sagactl: Sagactl, admin: psycopg.Connection[dict[str, Any]]
+    effects_table: str,
+    sagactl: Sagactl,
+    admin: psycopg.Connection[dict[str, Any]],
+    audit_entries: AuditEntries,
 ) -> None:
     # A status from a newer executor: shown and filtered on as the table holds it.
     admin.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT effects_status_check").format(TABLE))
@@ -288,7 +305,7 @@ def test_running_done_and_unknown_effects_are_refused_and_abandon_is_audited(
     assert [r for r in rows(admin) if r["id"] != pending] == [
         r for r in before if r["id"] != pending
     ]
-    [entry] = audit_entries(admin, "effects.abandon")
+    [entry] = audit_entries("effects.abandon")
     assert entry["id"] == abandoned.data["audit_id"]
     assert entry["target"]["effects"] == [
         {
@@ -308,14 +325,17 @@ def test_running_done_and_unknown_effects_are_refused_and_abandon_is_audited(
 
 
 def test_an_undecided_effect_is_retried_by_deciding_again_never_by_calling_again(
-    effects_table: str, sagactl: Sagactl, admin: psycopg.Connection[dict[str, Any]]
+    effects_table: str,
+    sagactl: Sagactl,
+    admin: psycopg.Connection[dict[str, Any]],
+    audit_entries: AuditEntries,
 ) -> None:
     undecided = insert(admin, order="o-6", status="undecided", attempts=1, last_error="bug")
     admin.execute(
         sql.SQL("UPDATE {} SET outcome = %s::jsonb WHERE id = %s").format(TABLE),
         (json.dumps({"ok": True, "result": {"charge": "ch-1"}}), undecided),
     )
-    audited = len(audit_entries(admin, "effects.retry"))
+    audited = len(audit_entries("effects.retry"))
     dry = sagactl("effects", "retry", "--service", SERVICE, str(undecided))
     assert dry.code == 0 and dry.data["dry_run"] is True
     assert rows(admin)[0]["status"] == "undecided"
@@ -331,4 +351,4 @@ def test_an_undecided_effect_is_retried_by_deciding_again_never_by_calling_again
     assert row["status"] == "recorded"
     assert row["outcome"] == {"ok": True, "result": {"charge": "ch-1"}}
     assert row["attempts"] == 1 and row["lease_owner"] is None
-    assert len(audit_entries(admin, "effects.retry")) == audited + 1
+    assert len(audit_entries("effects.retry")) == audited + 1

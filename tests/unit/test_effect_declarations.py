@@ -83,6 +83,25 @@ def test_a_dependency_an_effect_needs_and_nobody_provides_is_an_error_at_start_u
         service.effect_kinds({"provider": object()})
 
 
+def test_a_deadline_and_a_retry_policy_may_be_named_and_come_from_the_dependencies() -> None:
+    """So that the composition root sets them from the service's settings."""
+    service = refunds(refund=effect(refund, on_refunded, deadline="undo_by", retry="undo_retry"))
+    given = {
+        "provider": object(),
+        "ledger": [],
+        "undo_by": timedelta(hours=24),
+        "undo_retry": RetryPolicy(maximum_interval=timedelta(seconds=30)),
+    }
+    [kind] = service.effect_kinds(given)
+    assert kind.deadline == timedelta(hours=24)
+    assert kind.retry.maximum_interval == timedelta(seconds=30)
+
+    with pytest.raises(DefinitionError, match=r"effect refund takes its timedelta from 'undo_by'"):
+        service.effect_kinds({k: v for k, v in given.items() if k != "undo_by"})
+    with pytest.raises(DefinitionError, match=r"'undo_retry' holds int, not RetryPolicy"):
+        service.effect_kinds({**given, "undo_retry": 3})
+
+
 def test_a_decision_may_emit_only_its_own_services_events() -> None:
     service = refunds(refund=effect(refund, on_refunded, emits=(OrderCreated,)))
     with pytest.raises(DefinitionError, match="decision about effect refund emits OrderCreated"):

@@ -93,7 +93,11 @@ def test_the_hint_names_the_first_thing_to_look_at() -> None:
     assert f"sagactl effects list --service shipments --order {approved.order_id}" in hint_for(
         approved
     )
-    assert "stock or payments" in hint_for(stuck(status="PENDING"))
+    pending = stuck(status="PENDING")
+    assert "stock or payments" in hint_for(pending)
+    assert f"sagactl effects list --service payments --order {pending.order_id}" in hint_for(
+        pending
+    )
 
 
 def test_stopped_at_is_the_latest_of_timeline_and_outbox() -> None:

@@ -144,6 +144,9 @@ def run_chaos(
             "ORDERS_PENDING_TIMEOUT": "30",
             "PROVIDER_SLOW_SECONDS": "1",
             "PAYMENTS_PROVIDER_TIMEOUT": "3",
+            # A process killed mid-call leaves its effect leased: its next life calls
+            # again once the lease expires. Calls here last seconds, not a minute.
+            "EFFECTS_LEASE": "10",
             # A short window for cancellations after approval (bookings are effects, made
             # many at once: a slower carrier would add latency, not a throughput cap).
             "SHIPMENTS_BOOKING_SECONDS": "0.1",

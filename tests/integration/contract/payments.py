@@ -1,15 +1,19 @@
 """Payments' part of the handler contract: the card, the price and the cancellation of one
-order, against a provider that keeps a ledger."""
+order, against a provider that keeps a ledger; the charge, void and refund are effects,
+answered at once or only after every event (a cancellation then arrives while the charge
+is in flight)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from contracts.orders import OrderCreated
 from contracts.stock import StockReserved
+from payments.bootstrap import compose
 from payments.domain import Charge, ProviderCharge, ProviderRefund, ProviderVoided, Refund
-from payments.provider import RetryPolicy
 from payments.repository import PaymentRepository
+from payments.settings import PaymentsSettings
 from saga_runtime.testing import HandlerRunner
 from tests.integration.contract.scenario import (
     ADDRESS,
@@ -30,13 +34,22 @@ from tests.integration.contract.scenario import (
 )
 
 DECLINED_CARD = "tok_decline"
+# The charge's deadline passes without an answer: nothing was charged, or the charge went
+# through and its answer was lost.
+UNANSWERED_CARD = "tok_unanswered"
+ANSWER_LOST_CARD = "tok_answer_lost"
+
+
+class GaveUp(Exception):
+    """Stands for an effect's deadline passing (a terminal failure of the call)."""
 
 
 @dataclass
 class LedgerProvider:
     """A payment provider as payments relies on it: one charge per idempotency key (asked
     again, it answers the same), a voided key refuses every later charge, one refund per key.
-    A charge on ``tok_decline`` is declined."""
+    A charge on ``tok_decline`` is declined; on ``tok_unanswered`` and ``tok_answer_lost`` it
+    is never answered (the second charges all the same)."""
 
     charges: dict[str, ProviderCharge] = field(default_factory=dict)
     refunds: dict[str, ProviderRefund] = field(default_factory=dict)
@@ -46,6 +59,8 @@ class LedgerProvider:
         key = request.idempotency_key
         if key in self.voided:
             return ProviderVoided(key)
+        if request.card_token == UNANSWERED_CARD:
+            raise GaveUp("no answer before the charge's deadline")
         if key not in self.charges:
             declined = request.card_token == DECLINED_CARD
             self.charges[key] = ProviderCharge(
@@ -55,6 +70,8 @@ class LedgerProvider:
                 decline_code="card_declined" if declined else None,
                 reason="declined" if declined else None,
             )
+        if request.card_token == ANSWER_LOST_CARD:
+            raise GaveUp("charged, but no answer before the charge's deadline")
         return self.charges[key]
 
     def void_charge(self, idempotency_key: str) -> ProviderCharge | ProviderVoided:
@@ -82,10 +99,8 @@ class LedgerProvider:
 
 
 def dependencies() -> Dependencies:
-    return {
-        "provider": LedgerProvider(),
-        "retry": RetryPolicy(attempts=1, backoff=0.0, sleep=lambda _seconds: None),
-    }
+    """What the composition root gives the service, with the ledger for a provider."""
+    return dict(compose(PaymentsSettings(), LedgerProvider()).dependencies)
 
 
 def created(saga: Saga, card: str = CARD) -> Step:
@@ -118,9 +133,22 @@ def declined(saga: Saga) -> list[Step]:
 
 def cancelled_by_customer(saga: Saga) -> list[Step]:
     """The customer cancels while the card and the price are on their way: the
-    cancellation may come before either, between them, or after the charge."""
+    cancellation may come before either (nothing is charged), between them, while the
+    charge is in flight (its answer is waited for, then refunded) or after it."""
     why = cancelled(saga, "customer_request", "cancelled by the customer", "PENDING")
     return [created(saga), reserved(saga), Step(why)]
+
+
+def never_answered(card: str) -> Callable[[Saga], list[Step]]:
+    """The charge is never answered: PaymentFailed, orders cancels, and the void of the
+    charge's key finds the charge (it is refunded) or makes sure none comes later."""
+
+    def steps(saga: Saga) -> list[Step]:
+        created_, price = created(saga, card), reserved(saga)
+        why = cancelled(saga, "payment_provider_error", "provider unavailable", "PENDING")
+        return [created_, price, Step(why, after=(created_, price))]
+
+    return steps
 
 
 def shipment_failed(saga: Saga) -> list[Step]:
@@ -167,5 +195,7 @@ CONTRACT = Contract(
         Scenario("declined", declined),
         Scenario("cancelled-by-customer", cancelled_by_customer),
         Scenario("refunded-after-shipment-failure", shipment_failed),
+        Scenario("unanswered-charge-voided", never_answered(UNANSWERED_CARD)),
+        Scenario("lost-answer-charge-found-and-refunded", never_answered(ANSWER_LOST_CARD)),
     ),
 )
