@@ -189,8 +189,10 @@ class EffectSettings(BaseSettings):
     # Effects claimed per statement (never more than the free threads).
     claim_batch: PositiveInt = 100
     # A claimed effect is the executor's for this long; after it another executor may
-    # take it over and call again with the same key. Longer than the slowest call.
-    lease: PositiveFloat = 60.0
+    # take it over and call again with the same key. Renewed every third of it while
+    # the call runs (however slow the call), so it bounds only how long the effects of a
+    # process that died wait before another executor (its next life) takes them over.
+    lease: PositiveFloat = 15.0
     # Fallback when no in-process nudge arrives (requests by other processes, retries).
     poll_interval: PositiveFloat = 1.0
     # While the database is unavailable, claims and recordings are retried with this backoff.
