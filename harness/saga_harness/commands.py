@@ -74,6 +74,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     env.setdefault("SMTP_SINK_FILE", str(state_dir / "mail.jsonl"))
     # The simulated carrier takes a moment to book, so a demo can still cancel after payment.
     env.setdefault("SHIPMENTS_BOOKING_SECONDS", os.environ.get("SHIPMENTS_BOOKING_SECONDS", "2"))
+    # And the provider a card network's latency: outside calls are effects, so these
+    # add latency to a saga but cap no throughput.
+    env.setdefault("PROVIDER_LATENCY_SECONDS", os.environ.get("PROVIDER_LATENCY_SECONDS", "0.3"))
     base = [sys.executable, "-m", "sagactl"]
     specs = [
         ProcessSpec(name="smtp-sink", argv=[*base, "smtp-sink"], env=env),
