@@ -49,3 +49,9 @@ def test_an_outage_that_outlasts_the_deadline_is_reported_as_a_violation() -> No
 
     assert [v.rule for v in violations] == ["audit"]
     assert "could not audit yet" in str(violations[0])
+
+
+def test_the_report_counts_the_orders_the_pending_deadline_cancelled_by_kind() -> None:
+    report = harness.ChaosReport(seed=1, seconds_to_converge=3.0, timed_out={"happy": 2})
+    assert report.passed, "a deadline cancellation is liveness, not a violation"
+    assert "cancelled by the pending deadline: 2 {'happy': 2}" in report.summary()

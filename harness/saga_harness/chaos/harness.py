@@ -52,6 +52,10 @@ class ChaosReport:
     # One line per dead letter (service, source, error), for telling poison from a defect.
     dead_letter_log: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    # Orders the pending deadline cancelled, by the kind the driver placed: a happy order
+    # among them is a saga the faults delayed past ORDERS_PENDING_TIMEOUT (liveness, not
+    # safety: the run still passes, and the summary shows it).
+    timed_out: dict[str, int] = field(default_factory=dict)
     orders_involved: list[str] = field(default_factory=list)
 
     @property
@@ -80,6 +84,8 @@ class ChaosReport:
                 for line in self.dead_letter_log[:20]
                 if self.dead_letters != self.expected_dead_letters
             ),
+            f"  cancelled by the pending deadline: {sum(self.timed_out.values())}"
+            f" {dict(self.timed_out)}",
             f"  violations: {len(self.violations)}",
             *(f"    {v}" for v in self.violations[:50]),
             *(f"  unexpected exit: {u}" for u in self.unexpected_exits),
@@ -109,6 +115,15 @@ def _dead_letters(system: System) -> list[str]:
                     f" {error_type}: {error[:200]}"
                 )
     return found
+
+
+def _timed_out(system: System, accepted: dict[str, str]) -> dict[str, int]:
+    """How many of the accepted orders the pending deadline cancelled, by kind."""
+    with psycopg.connect(system.database_url) as conn:
+        rows = conn.execute(
+            "SELECT id FROM orders.orders WHERE status = 'CANCELLED' AND reason_code = 'timeout'"
+        ).fetchall()
+    return dict(Counter(accepted[order_id] for (order_id,) in rows if order_id in accepted))
 
 
 def _restock(system: System) -> None:
@@ -191,6 +206,7 @@ def run_chaos(
         report.violations = [str(v) for v in violations]
         report.orders_involved = sorted({v.order_id for v in violations if v.order_id})
         report.orders = dict(Counter(driver.accepted.values()))
+        report.timed_out = _timed_out(system, dict(driver.accepted))
         report.crash_points = dict(watchdog.crash_points)
         report.unexpected_exits = [f"{n} exited {c}" for n, c in watchdog.unexpected]
         report.dead_letter_log = _dead_letters(system)
