@@ -49,6 +49,7 @@ def consumer_config(
     client_id: str,
     session_timeout_ms: int,
     max_poll_interval_ms: int = 300_000,
+    group_instance_id: str | None = None,
 ) -> dict[str, Any]:
     """Offsets are stored by the runner only after the message's transaction committed.
 
@@ -56,7 +57,9 @@ def consumer_config(
     ``max.poll.interval.ms`` is set explicitly because the runner bounds its
     work between two polls by it (a consumer that exceeds it is evicted from
     its group and its partitions' uncommitted work is redone elsewhere).
+    ``group_instance_id`` makes the consumer a static member of its group.
     """
+    static = {"group.instance.id": group_instance_id} if group_instance_id else {}
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": group_id,
@@ -70,6 +73,7 @@ def consumer_config(
         "reconnect.backoff.max.ms": 1000,
         "topic.metadata.refresh.interval.ms": 5000,
         "statistics.interval.ms": 5000,
+        **static,
         **settings.client_config,
     }
 

@@ -127,6 +127,13 @@ class ConsumerSettings(BaseSettings):
     backoff_max: PositiveFloat = 5.0
     poll_timeout: PositiveFloat = 0.5
     session_timeout_ms: PositiveInt = 10_000
+    # Static group membership (KIP-345), opt-in: a process restarted by its supervisor
+    # with the same id takes its partitions back at once, instead of waiting out the
+    # dead member's session and a rebalance. Each consumer of the process gets
+    # ``<id>-<service>-<n>``; ids must differ between replicas of one service (use the
+    # pod or host name). A static member does not leave its group on shutdown: its
+    # partitions wait for it (or for ``session_timeout_ms``).
+    group_instance_id: str | None = None
     # Longest time between two polls before the broker evicts the consumer from its
     # group; the runner goes back to poll after half of it (``ConsumerRunner``).
     max_poll_interval_ms: PositiveInt = 300_000

@@ -77,6 +77,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     # And the provider a card network's latency: outside calls are effects, so these
     # add latency to a saga but cap no throughput.
     env.setdefault("PROVIDER_LATENCY_SECONDS", os.environ.get("PROVIDER_LATENCY_SECONDS", "0.3"))
+    # One process per service, restarted by the supervisor: static members of their
+    # groups, so a restarted service takes its partitions back at once.
+    env.setdefault(
+        "CONSUMER_GROUP_INSTANCE_ID", os.environ.get("CONSUMER_GROUP_INSTANCE_ID", "dev")
+    )
     base = [sys.executable, "-m", "sagactl"]
     specs = [
         ProcessSpec(name="smtp-sink", argv=[*base, "smtp-sink"], env=env),

@@ -162,6 +162,10 @@ def run_chaos(
             # A process killed mid-call leaves its effect leased: its next life calls
             # again once the lease expires. Calls here last seconds, not a minute.
             "EFFECTS_LEASE": "10",
+            # Crash points kill payments every few seconds at 15 orders/s: restarted, it
+            # takes its partitions back at once instead of after its session and a
+            # rebalance (static membership).
+            "CONSUMER_GROUP_INSTANCE_ID": "chaos",
             # A short window for cancellations after approval (bookings are effects, made
             # many at once: a slower carrier would add latency, not a throughput cap).
             "SHIPMENTS_BOOKING_SECONDS": "0.1",
