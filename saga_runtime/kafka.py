@@ -50,6 +50,7 @@ def consumer_config(
     session_timeout_ms: int,
     max_poll_interval_ms: int = 300_000,
     group_instance_id: str | None = None,
+    commit_interval_ms: int = 1_000,
 ) -> dict[str, Any]:
     """Offsets are stored by the runner only after the message's transaction committed.
 
@@ -65,6 +66,7 @@ def consumer_config(
         "group.id": group_id,
         "client.id": client_id,
         "enable.auto.commit": True,
+        "auto.commit.interval.ms": commit_interval_ms,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "session.timeout.ms": session_timeout_ms,

@@ -149,6 +149,7 @@ class ServiceRuntime:
                                 client_id=service if n == 0 else f"{service}-{n}",
                                 session_timeout_ms=settings.session_timeout_ms,
                                 max_poll_interval_ms=settings.max_poll_interval_ms,
+                                commit_interval_ms=settings.commit_interval_ms,
                                 group_instance_id=(
                                     f"{settings.group_instance_id}-{service}-{n}"
                                     if settings.group_instance_id

@@ -127,6 +127,12 @@ class ConsumerSettings(BaseSettings):
     backoff_max: PositiveFloat = 5.0
     poll_timeout: PositiveFloat = 0.5
     session_timeout_ms: PositiveInt = 10_000
+    # Stored offsets (messages whose transaction committed) go to the broker this often.
+    # What a killed process's successor receives again is at most this much of the work
+    # (the inbox makes it a duplicate): librdkafka's 5 s default meant that a process
+    # killed every few seconds (the chaos crash points) never committed at all, and
+    # each of its lives started over from the same offsets.
+    commit_interval_ms: PositiveInt = 1_000
     # Static group membership (KIP-345), opt-in: a process restarted by its supervisor
     # with the same id takes its partitions back at once, instead of waiting out the
     # dead member's session and a rebalance. Each consumer of the process gets

@@ -515,6 +515,9 @@ def test_max_poll_interval_is_set_from_the_settings_and_checked_against_the_sess
         max_poll_interval_ms=settings.max_poll_interval_ms,
     )
     assert config["max.poll.interval.ms"] == 120_000
+    # Committed every second, not librdkafka's 5 s: a process killed within seconds of
+    # starting must still move its group's offsets on.
+    assert config["auto.commit.interval.ms"] == settings.commit_interval_ms == 1_000
     with pytest.raises(ValueError, match="MAX_POLL_INTERVAL"):
         ConsumerSettings(max_poll_interval_ms=5_000, session_timeout_ms=10_000)
 
