@@ -228,9 +228,9 @@ class EffectExecutor:
             self._wake.set()
 
     def execute(self, effect: Effect, outcome: EffectOutcome | None = None) -> None:
-        """Settle a claimed ``effect``: make its call and record the outcome (or schedule
-        a retry), then decide about the outcome. Given an ``outcome`` already recorded,
-        only decide: a recorded call is never made again."""
+        """Settle a claimed ``effect``: make its call, then record and decide the outcome
+        (or schedule a retry). Given an ``outcome`` already recorded, only decide: a
+        recorded call is never made again."""
         kind = self.effects.kind(effect.kind)
         try:
             if outcome is None:
@@ -238,12 +238,9 @@ class EffectExecutor:
                 # Between the call and its recording: after a crash here the lease
                 # expires and the call is made again with the same key.
                 crash_point("effects.after_call")
-                outcome = self._settlement.record(effect, kind, result)
-                if outcome is None:
-                    return
-                # Recorded, not decided: after a crash here the decision alone is made.
-                crash_point("effects.after_record")
-            self._settlement.decide(effect, kind, outcome)
+                self._settlement.settle(effect, kind, result)
+            else:
+                self._settlement.decide(effect, kind, outcome)
         except SettlementInterrupted as interrupted:
             log.warning("effect.settlement_interrupted", step=str(interrupted))
 

@@ -1,12 +1,13 @@
-"""Settling an effect after its call: its outcome recorded, then decided, apart.
+"""Settling an effect after its call: its outcome recorded and decided.
 
-Two transactions, so that a decision that fails never makes the call again: the
-first stores the call's outcome (``recorded``) while the executor's lease is held;
-the second runs the service's ``on_outcome`` with the aggregate's lock and marks
-the effect ``done`` or ``failed``. Each is retried while the database is
-unavailable, instead of letting the lease expire and another executor call again.
-A decision that raises (a bug) is tried a few times, then the effect is left
-``undecided``, with its error, for an operator.
+One transaction when the decision succeeds: while the executor's lease is held, it
+runs the service's ``on_outcome`` with the aggregate's lock, stores the outcome and
+marks the effect ``done`` or ``failed``. A decision that raises (a bug) rolls that
+back; the outcome is then stored alone (``recorded``), so that a failing decision
+never makes the call again, and the decision is tried a few more times in
+transactions of its own, then the effect is left ``undecided``, with its error, for
+an operator. Each step is retried while the database is unavailable, instead of
+letting the lease expire and another executor call again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from saga_runtime.backoff import Backoff
 from saga_runtime.db import is_transient_db_error
 from saga_runtime.effect_statements import ExecutorStatements
 from saga_runtime.effects import Effect, EffectKind, EffectOutcome
+from saga_runtime.faults import crash_point
 from saga_runtime.logs import get_logger
 from saga_runtime.settings import EffectSettings
 from saga_runtime.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -49,6 +51,15 @@ class _DecisionFailed(Exception):
     """``on_outcome`` raised something other than a transient database error."""
 
 
+class _Undecided(Exception):
+    """The decision about ``outcome`` failed in the transaction that was to record it."""
+
+    def __init__(self, outcome: EffectOutcome, error: str) -> None:
+        super().__init__(error)
+        self.outcome = outcome
+        self.error = error
+
+
 class Settlement:
     """Records and decides the effects of one executor (``owner``), guarded by its leases."""
 
@@ -67,6 +78,24 @@ class Settlement:
         self.owner = owner
         self._stopping = stopping
 
+    def settle(self, effect: Effect, kind: EffectKind, result: EffectOutcome | Retry) -> None:
+        """Record the call's result and decide about it, in one transaction if the decision
+        succeeds; otherwise record it alone, then decide apart (see the module's doc)."""
+        try:
+            self._retrying("settle", lambda: self._settle_once(effect, kind, result))
+            return
+        except _Undecided as undecided:
+            log.error(
+                "effect.on_outcome_failed", error=undecided.error, decision=1, exc_info=undecided
+            )
+            failed = undecided
+        outcome = self.record(effect, kind, failed.outcome)
+        if outcome is None:
+            return
+        # Recorded, not decided: after a crash here the decision alone is made.
+        crash_point("effects.after_record")
+        self.decide(effect, kind, outcome, tried=1, error=failed.error)
+
     def record(
         self, effect: Effect, kind: EffectKind, result: EffectOutcome | Retry
     ) -> EffectOutcome | None:
@@ -74,11 +103,25 @@ class Settlement:
         or the lease was lost to another executor, which records instead)."""
         return self._retrying("record", lambda: self._record_once(effect, kind, result))
 
-    def decide(self, effect: Effect, kind: EffectKind, outcome: EffectOutcome) -> None:
-        """Run ``on_outcome`` and mark the effect decided; ``undecided`` if it keeps raising."""
+    def decide(
+        self,
+        effect: Effect,
+        kind: EffectKind,
+        outcome: EffectOutcome,
+        *,
+        tried: int = 0,
+        error: str = "",
+    ) -> None:
+        """Run ``on_outcome`` and mark the effect decided; ``undecided`` if it keeps raising
+        (``tried`` decisions already failed, the last with ``error``)."""
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
-        error = ""
-        for attempt in range(1, self.settings.decision_attempts + 1):
+        if (
+            tried
+            and tried < self.settings.decision_attempts
+            and self._stopping.wait(backoff.next_delay())
+        ):
+            raise SettlementInterrupted("stopping")
+        for attempt in range(tried + 1, self.settings.decision_attempts + 1):
             try:
                 self._retrying("decide", lambda: self._decide_once(effect, kind, outcome))
                 return
@@ -107,28 +150,57 @@ class Settlement:
                 if self._stopping.wait(delay):
                     raise SettlementInterrupted(what) from exc
 
+    def _settle_once(self, effect: Effect, kind: EffectKind, result: EffectOutcome | Retry) -> None:
+        # The effect's saga goes on in the events its decision emits.
+        with self.uow_factory.begin(correlation_id=effect.correlation_id) as uow:
+            # The aggregate's lock first, as a consumer takes it: on_outcome reads and
+            # changes the aggregate's state in this transaction.
+            uow.lock(effect.aggregate_id)
+            outcome = self._owned_outcome(uow, effect, kind, result)
+            if outcome is None:
+                return
+            try:
+                self._on_outcome(uow, effect, kind, outcome)
+            except _DecisionFailed as failed:
+                raise _Undecided(outcome, f"on_outcome raised {failed.__cause__!r}") from failed
+            status = "done" if outcome.ok else "failed"
+            params = (status, Jsonb(outcome.to_json()), outcome.error, effect.id)
+            uow.conn.execute(self._sql.settled, params)
+        log.info("effect.decided", ok=outcome.ok)
+
+    def _owned_outcome(
+        self, uow: UnitOfWork, effect: Effect, kind: EffectKind, result: EffectOutcome | Retry
+    ) -> EffectOutcome | None:
+        """Lock the effect's row; the outcome to store, or None when there is none to store
+        yet (a retry is scheduled) or the lease was lost to another executor."""
+        row = uow.conn.execute(self._sql.owned, (effect.id, self.owner)).fetchone()
+        if row is None:
+            log.warning("effect.lease_lost", owner=self.owner)
+            return None
+        expired = bool(row[0])
+        if isinstance(result, Retry):
+            if not expired and kind.retry.attempts_left(effect.attempts):
+                delay = kind.retry.delay(effect.attempts)
+                uow.conn.execute(
+                    self._sql.retry,
+                    (result.error, timedelta(seconds=delay), effect.id, self.owner),
+                )
+                log.info("effect.retry_scheduled", error=result.error, retry_in=round(delay, 2))
+                return None
+            result = EffectOutcome(
+                ok=False, error=f"gave up after {effect.attempts} attempts: {result.error}"
+            )
+            log.warning("effect.gave_up", error=result.error)
+        return result
+
     def _record_once(
         self, effect: Effect, kind: EffectKind, result: EffectOutcome | Retry
     ) -> EffectOutcome | None:
         with self.uow_factory.begin() as uow:
-            row = uow.conn.execute(self._sql.owned, (effect.id, self.owner)).fetchone()
-            if row is None:
-                log.warning("effect.lease_lost", owner=self.owner)
+            outcome = self._owned_outcome(uow, effect, kind, result)
+            if outcome is None:
                 return None
-            expired = bool(row[0])
-            if isinstance(result, Retry):
-                if not expired and kind.retry.attempts_left(effect.attempts):
-                    delay = kind.retry.delay(effect.attempts)
-                    uow.conn.execute(
-                        self._sql.retry,
-                        (result.error, timedelta(seconds=delay), effect.id, self.owner),
-                    )
-                    log.info("effect.retry_scheduled", error=result.error, retry_in=round(delay, 2))
-                    return None
-                result = EffectOutcome(
-                    ok=False, error=f"gave up after {effect.attempts} attempts: {result.error}"
-                )
-                log.warning("effect.gave_up", error=result.error)
+            result = outcome
             lease = timedelta(seconds=self.settings.lease)
             params = (Jsonb(result.to_json()), result.error, lease, effect.id, self.owner)
             recorded = uow.conn.execute(self._sql.record, params).fetchone()

@@ -70,6 +70,13 @@ class ExecutorStatements:
             " lease_owner = NULL, lease_until = NULL, updated_at = now()"
             " WHERE id = %s AND lease_owner = %s AND status = 'running'"
         )
+        # Recorded and decided at once (the row is locked by ``owned`` in the same
+        # transaction, which proved the lease still held).
+        self.settled = compose(
+            "UPDATE {t} SET status = %s, outcome = %s, last_error = %s,"
+            " lease_owner = NULL, lease_until = NULL, decided_at = now(), updated_at = now()"
+            " WHERE id = %s"
+        )
         self.deciding = compose(
             "SELECT outcome FROM {t}"
             " WHERE id = %s AND lease_owner = %s AND status = 'recorded' FOR UPDATE"

@@ -120,8 +120,17 @@ def test_a_decision_that_keeps_failing_leaves_the_effect_undecided_and_its_aggre
 def test_after_a_crash_between_record_and_decision_only_the_decision_is_made_again(
     effects_stack: Stack, monkeypatch: pytest.MonkeyPatch
 ):
+    """A decision that fails has its outcome recorded alone; a crash then loses nothing."""
     world = OutsideWorld()
-    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    failures = iter([RuntimeError("a passing bug")])
+
+    def decide(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
+        world.on_outcome(uow, effect, outcome)
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind(on_outcome=decide)])
     factory = effects_stack.factory(effects)
     request(factory, "ping", aggregate_id="a-1", key="k-1")
     monkeypatch.setattr(faults, "_POINTS", {"raise:effects.after_record": 1.0})
@@ -133,9 +142,36 @@ def test_after_a_crash_between_record_and_decision_only_the_decision_is_made_aga
     heir = EffectExecutor(effects=effects, uow_factory=factory, settings=fast())
     with running(heir):
         wait_until(lambda: effects_stack.statuses() == ["done"], timeout=10)
-    assert world.keys_called() == ["k-1"]
-    assert world.keys_heard() == ["k-1"]
-    assert effects_stack.rows()[0]["attempts"] == 1
+    assert world.keys_called() == ["k-1"], "the call is not made again"
+    assert world.keys_heard() == ["k-1", "k-1"]
+
+
+def test_an_outcome_whose_decision_succeeds_is_recorded_and_decided_in_one_transaction(
+    effects_stack: Stack,
+):
+    world = OutsideWorld()
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    counting = CountingFactory(**effects_stack.factory(effects).__dict__)
+    request(counting, "ping", aggregate_id="a-1", key="k-1")
+    counting.opened.clear()
+    with running(EffectExecutor(effects=effects, uow_factory=counting, settings=fast())):
+        wait_until(lambda: effects_stack.statuses() == ["done"], timeout=10)
+    assert counting.opened == ["a-1"], "one unit of work settles the effect"
+    [row] = effects_stack.rows()
+    assert row["outcome"]["ok"] is True and row["decided_at"] is not None
+
+
+@dataclass(frozen=True)
+class CountingFactory(UnitOfWorkFactory):
+    """Notes, for each unit of work it opens, the aggregate it locked (None: none)."""
+
+    opened: list[str | None] = field(default_factory=list)
+
+    @contextmanager
+    def begin(self, **options: Any) -> Iterator[UnitOfWork]:
+        with super().begin(**options) as uow:
+            yield uow
+            self.opened.append(sorted(uow.locked)[0] if uow.locked else None)
 
 
 @dataclass(frozen=True)
