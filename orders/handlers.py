@@ -16,7 +16,7 @@ from contracts.shipments import ShipmentFailed, ShipmentScheduled
 from contracts.stock import StockReservationFailed, StockReserved
 from orders import domain
 from orders.domain import Order, OrderStateError, PricedLine
-from orders.repository import OrderRepository
+from orders.repository import OrderRepository, record_timeline
 from saga_runtime import Envelope, Event, UnitOfWork, get_logger
 
 log = get_logger(__name__)
@@ -35,9 +35,10 @@ def _commit(uow: UnitOfWork, before: Order | None, after: Order, events: list[Ev
     if before is not None and after != before:
         repo.save(after)
     for event in events:
-        repo.record(uow.emit(event, aggregate_id=after.id, correlation_id=after.correlation_id))
+        emitted = uow.emit(event, aggregate_id=after.id, correlation_id=after.correlation_id)
+        uow.defer(record_timeline, emitted)
     if uow.cause is not None:
-        repo.record(uow.cause)
+        uow.defer(record_timeline, uow.cause)
 
 
 def _load(uow: UnitOfWork, order_id: str) -> Order | None:
@@ -174,7 +175,7 @@ def on_shipment_failed(uow: UnitOfWork, event: Envelope) -> None:
 def on_other_event(uow: UnitOfWork, event: Envelope) -> None:
     """Events Orders does not act on still belong in the order's timeline."""
     uow.lock(event.aggregate_id)
-    OrderRepository(uow.conn).record(event)
+    uow.defer(record_timeline, event)
 
 
 TIMELINE_ONLY = (

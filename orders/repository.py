@@ -150,20 +150,6 @@ class OrderRepository:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def record(self, envelope: Envelope) -> None:
-        """Add an event about the order to its timeline (once, whoever delivers it)."""
-        self.conn.execute(
-            "INSERT INTO orders.timeline (event_id, order_id, event_type, producer, occurred_at)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
-            (
-                envelope.event_id,
-                envelope.aggregate_id,
-                envelope.event_type,
-                envelope.producer,
-                envelope.occurred_at,
-            ),
-        )
-
     def timeline(self, order_id: str) -> list[TimelineEntry]:
         rows = self.conn.execute(
             "SELECT event_id, event_type, producer, occurred_at FROM orders.timeline"
@@ -171,3 +157,20 @@ class OrderRepository:
             (order_id,),
         )
         return [TimelineEntry(str(r[0]), r[1], r[2], r[3]) for r in rows]
+
+
+def record_timeline(conn: psycopg.Connection, events: list[Envelope]) -> None:
+    """Add events about orders to their timelines, in one statement (each once, whoever
+    delivers it): a unit of work queues them with ``UnitOfWork.defer``."""
+    conn.execute(
+        "INSERT INTO orders.timeline (event_id, order_id, event_type, producer, occurred_at)"
+        " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[]) ON CONFLICT (event_id) DO NOTHING",
+        (
+            [e.event_id for e in events],
+            [e.aggregate_id for e in events],
+            [e.event_type for e in events],
+            [e.producer for e in events],
+            [e.occurred_at for e in events],
+        ),
+    )

@@ -157,6 +157,7 @@ class MessageApplier:
             return [Outcome.IGNORED] * len(msgs)
         try:
             with self._uow_factory.begin() as uow:
+                fresh = self._record(uow, [item for item in work if item is not None])
                 deadline = self._clock() + self._settings.batch_max_seconds
                 for item in work:
                     if outcomes and (self._stopping.is_set() or self._clock() > deadline):
@@ -171,10 +172,17 @@ class MessageApplier:
                         # Commit what came before it (never nothing: a batch that starts
                         # with one raised Alone); it then goes in a transaction of its own.
                         break
+                    if envelope.event_id not in fresh:
+                        outcomes.append(Outcome.DUPLICATE)
+                        continue
+                    fresh.discard(envelope.event_id)  # a second copy in the batch is a duplicate
                     with _bound(envelope):
-                        outcome = self._apply_in(uow, msg, envelope, handler)
-                        log.info(f"event.{outcome.value}")
-                    outcomes.append(outcome)
+                        uow.cause = envelope
+                        handler(uow, envelope)
+                        log.debug("event.applied")
+                    outcomes.append(Outcome.APPLIED)
+                # Those left for later were recorded but not applied: they come again.
+                self._inbox.forget(uow.conn, sorted(fresh))
         except (*CONFLICTS, IDLE_TIMEOUT) as exc:
             # Several consumers' batches, each holding some aggregates' locks, can
             # deadlock one another. Alone, a message takes its locks in one
@@ -193,6 +201,16 @@ class MessageApplier:
             duplicates=outcomes.count(Outcome.DUPLICATE),
         )
         return outcomes
+
+    def _record(self, uow: UnitOfWork, work: list[tuple[Message, Envelope, Handler]]) -> set[Any]:
+        """The batch's inbox records and its aggregates' locks, in one statement; the ids new."""
+        fresh = self._inbox.record_many(
+            uow.conn,
+            [(envelope, msg.topic(), msg.partition(), msg.offset()) for msg, envelope, _ in work],
+            lock_keys=[uow.outbox.lock_key(envelope.aggregate_id) for _, envelope, _ in work],
+        )
+        uow.locked.update(envelope.aggregate_id for _, envelope, _ in work)
+        return fresh
 
     def _retry_or_dead_letter(
         self, msg: Message, exc: BaseException, envelope: Envelope

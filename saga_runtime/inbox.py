@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -50,6 +51,60 @@ class Inbox:
             .format(table)
             .as_string()
         )
+
+        # A batch in one statement: the locks of all its aggregates first, in key order
+        # (so two batches sharing aggregates cannot deadlock on them; the one-row
+        # aggregate holds the insert back until all are taken), then every record.
+        self._lock_and_insert_many = (
+            sql.SQL(
+                "INSERT INTO {}.inbox (event_id, event_type, source_topic, source_partition,"
+                " source_offset)"
+                " SELECT u.event_id, u.event_type, u.topic, u.part, u.off"
+                " FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+                "  FROM (SELECT DISTINCT k FROM unnest(%s::text[]) AS k ORDER BY k OFFSET 0)"
+                "  AS keys) AS locked,"
+                " unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::bigint[])"
+                " AS u(event_id, event_type, topic, part, off)"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            )
+            .format(table)
+            .as_string()
+        )
+        self._forget = (
+            sql.SQL("DELETE FROM {}.inbox WHERE event_id = ANY(%s::uuid[])")
+            .format(table)
+            .as_string()
+        )
+
+    def record_many(
+        self,
+        conn: psycopg.Connection,
+        records: Sequence[tuple[Envelope, str | None, int | None, int | None]],
+        *,
+        lock_keys: Sequence[str],
+    ) -> set[UUID]:
+        """Record (envelope, topic, partition, offset) in one statement; the ids seen for
+        the first time (apply those). Takes the advisory locks of ``lock_keys`` first,
+        in sorted order, in the same statement. An id twice in ``records`` is new once."""
+        if not records:
+            return set()
+        cur = conn.execute(
+            self._lock_and_insert_many,
+            (
+                list(lock_keys),
+                [envelope.event_id for envelope, _, _, _ in records],
+                [envelope.event_type for envelope, _, _, _ in records],
+                [topic for _, topic, _, _ in records],
+                [partition for _, _, partition, _ in records],
+                [offset for _, _, _, offset in records],
+            ),
+        )
+        return {row[0] for row in cur.fetchall()}
+
+    def forget(self, conn: psycopg.Connection, event_ids: Sequence[UUID]) -> None:
+        """Remove records made in this transaction for events it did not apply after all."""
+        if event_ids:
+            conn.execute(self._forget, (list(event_ids),))
 
     def record(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import psycopg
 from psycopg import sql
@@ -46,6 +46,27 @@ class Outbox:
             .format(sql.Identifier(self.schema))
             .as_string()
         )
+        # Many rows in one statement: every aggregate's lock first, in key order (the
+        # aggregate that yields one row holds the insert back until all are taken), then
+        # the rows in the given order, so ids follow emit order (the sort feeds the
+        # insert, which draws each id as its row passes).
+        self._insert_many = (
+            sql.SQL(
+                "INSERT INTO {}.outbox"
+                " (event_id, event_type, aggregate_id, correlation_id, topic, envelope)"
+                " SELECT e.event_id, e.event_type, e.aggregate_id, e.correlation_id, %s,"
+                " e.envelope::jsonb"
+                " FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+                "  FROM (SELECT DISTINCT k FROM unnest(%s::text[]) AS k ORDER BY k OFFSET 0)"
+                "  AS keys) AS locked,"
+                " unnest(%s::uuid[], %s::text[], %s::text[], %s::uuid[], %s::text[])"
+                " WITH ORDINALITY AS e(event_id, event_type, aggregate_id, correlation_id,"
+                " envelope, n)"
+                " ORDER BY e.n RETURNING id"
+            )
+            .format(sql.Identifier(self.schema))
+            .as_string()
+        )
         self._lock = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
     def lock_aggregate(self, conn: psycopg.Connection, aggregate_id: str) -> None:
@@ -61,6 +82,14 @@ class Outbox:
         """The advisory-lock key of ``aggregate_id`` in this service (for statements that lock)."""
         return f"{self.schema}:{aggregate_id}"
 
+    def check(self, envelope: Envelope) -> None:
+        """Raise OutboxUsageError if the system definition does not let this service emit it."""
+        if self.event_types is not None and envelope.event_type not in self.event_types:
+            raise OutboxUsageError(
+                f"{self.schema} may not emit {envelope.event_type}: the system definition "
+                f"declares only {', '.join(sorted(self.event_types)) or 'no events'}"
+            )
+
     def add(self, conn: psycopg.Connection, envelope: Envelope) -> int:
         """Insert ``envelope``; returns the outbox row id.
 
@@ -68,15 +97,8 @@ class Outbox:
         an event written outside the state change's transaction could commit
         without it.
         """
-        if conn.info.transaction_status != TransactionStatus.INTRANS:
-            raise OutboxUsageError(
-                "Outbox.add must be called inside the transaction that changes state"
-            )
-        if self.event_types is not None and envelope.event_type not in self.event_types:
-            raise OutboxUsageError(
-                f"{self.schema} may not emit {envelope.event_type}: the system definition "
-                f"declares only {', '.join(sorted(self.event_types)) or 'no events'}"
-            )
+        _require_transaction(conn)
+        self.check(envelope)
         cur = conn.execute(
             self._insert,
             (
@@ -93,3 +115,35 @@ class Outbox:
         assert row is not None
         # No NOTIFY here: it would serialize commits (see RelayWakeup).
         return int(row[0])
+
+    def add_many(self, conn: psycopg.Connection, envelopes: Sequence[Envelope]) -> list[int]:
+        """Insert ``envelopes`` in one statement, ids in their order; returns the ids.
+
+        Takes the lock of each of their aggregates first, as ``add`` does (free for
+        those the transaction holds already). Same checks as ``add``.
+        """
+        if not envelopes:
+            return []
+        _require_transaction(conn)
+        for envelope in envelopes:
+            self.check(envelope)
+        cur = conn.execute(
+            self._insert_many,
+            (
+                self.topic,
+                [self.lock_key(e.aggregate_id) for e in envelopes],
+                [e.event_id for e in envelopes],
+                [e.event_type for e in envelopes],
+                [e.aggregate_id for e in envelopes],
+                [e.correlation_id for e in envelopes],
+                [e.model_dump_json() for e in envelopes],
+            ),
+        )
+        return [int(row[0]) for row in cur.fetchall()]
+
+
+def _require_transaction(conn: psycopg.Connection) -> None:
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        raise OutboxUsageError(
+            "Outbox.add must be called inside the transaction that changes state"
+        )

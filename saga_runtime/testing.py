@@ -99,6 +99,7 @@ class RecordingUnitOfWorkFactory:
                 correlation_id=correlation_id,
             )
             yield uow
+            uow.flush()
         self.emitted.extend(uow.emitted)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,8 +24,12 @@ __all__ = ["UnitOfWork", "UnitOfWorkFactory"]
 class UnitOfWork:
     """What a handler gets: a connection inside an open transaction, and ``emit``.
 
-    ``emit`` writes to the outbox at once, inside the same transaction, so the
-    event exists if and only if the state change commits.
+    ``emit`` queues the event for the outbox; ``flush``, which whoever opened the
+    unit of work calls just before commit, writes every queued event in one
+    statement, inside the same transaction, so the event exists if and only if
+    the state change commits. Handlers may queue rows of their own the same way
+    (``defer``): a batch of events then costs one statement per table, not one
+    per row.
     """
 
     conn: psycopg.Connection
@@ -42,6 +46,21 @@ class UnitOfWork:
     # The saga of a unit of work without a cause (an effect's outcome): what it emits
     # and requests belongs to it, instead of starting a new saga.
     correlation_id: UUID | None = None
+    # Rows queued for one statement each at flush, by writer, in first-queued order.
+    _deferred: dict[Callable[[psycopg.Connection, list[Any]], object], list[Any]] = field(
+        default_factory=dict
+    )
+
+    def defer(self, writer: Callable[[psycopg.Connection, list[Any]], object], row: Any) -> None:
+        """Queue ``row`` for ``writer``, which gets every row queued for it, in order, in one
+        call at ``flush`` (inside this transaction). Writers run in first-queued order."""
+        self._deferred.setdefault(writer, []).append(row)
+
+    def flush(self) -> None:
+        """Write what is queued (the outbox's events among it); called before commit."""
+        while self._deferred:
+            writer = next(iter(self._deferred))
+            writer(self.conn, self._deferred.pop(writer))
 
     def lock(self, aggregate_id: str) -> None:
         """Take the aggregate's lock before reading its state (see ``Outbox.lock_aggregate``).
@@ -68,7 +87,8 @@ class UnitOfWork:
             correlation_id=correlation_id,
             cause=self.cause,
         )
-        self.outbox.add(self.conn, envelope)
+        self.outbox.check(envelope)  # a bug shows where it is, not at commit
+        self.defer(self.outbox.add_many, envelope)
         self.emitted.append(envelope)
         return envelope
 
@@ -144,6 +164,7 @@ class UnitOfWorkFactory:
                     correlation_id=correlation_id,
                 )
                 yield uow
+                uow.flush()
             if uow.emitted and self.wakeup is not None:
                 self.wakeup.poke()
             if uow.requested and self.effects is not None:

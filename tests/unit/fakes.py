@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +109,7 @@ class FakeOutbox(Outbox):
     def __init__(self) -> None:
         super().__init__(schema="stock", topic="stock.events")
         self.rows: list[Envelope] = []
+        self.statements = 0  # add_many calls: one statement each
 
     def lock_aggregate(self, conn: Any, aggregate_id: str) -> None:
         pass
@@ -117,17 +118,31 @@ class FakeOutbox(Outbox):
         self.rows.append(envelope)
         return len(self.rows)
 
+    def add_many(self, conn: Any, envelopes: Sequence[Envelope]) -> list[int]:
+        self.statements += 1
+        return [self.add(conn, envelope) for envelope in envelopes]
+
 
 @dataclass
 class FakeInbox:
     seen: set[str] = field(default_factory=set)
     staged: set[str] = field(default_factory=set)
+    statements: int = 0  # record_many calls: one statement each
 
     def record(self, conn: Any, envelope: Envelope, **_: Any) -> bool:
         if str(envelope.event_id) in self.seen | self.staged:
             return False
         self.staged.add(str(envelope.event_id))
         return True
+
+    def record_many(
+        self, conn: Any, records: Sequence[tuple[Envelope, Any, Any, Any]], **_: Any
+    ) -> set[Any]:
+        self.statements += 1
+        return {envelope.event_id for envelope, *_ in records if self.record(conn, envelope)}
+
+    def forget(self, conn: Any, event_ids: Sequence[Any]) -> None:
+        self.staged -= {str(event_id) for event_id in event_ids}
 
 
 @dataclass
@@ -146,13 +161,16 @@ class FakeUnitOfWorkFactory:
         staged = FakeOutbox()
         self.inbox.staged.clear()
         try:
-            yield UnitOfWork(
+            uow = UnitOfWork(
                 conn=FakeConnection(), outbox=staged, producer=self.producer, cause=cause
             )  # type: ignore[arg-type]
+            yield uow
+            uow.flush()
         finally:
             committed, self.inbox.staged = set(self.inbox.staged), set()
         self.inbox.seen |= committed
         self.outbox.rows.extend(staged.rows)
+        self.outbox.statements += staged.statements
 
 
 @dataclass

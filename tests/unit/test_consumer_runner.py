@@ -224,6 +224,17 @@ def test_a_duplicate_inside_one_batch_has_no_effect() -> None:
     assert len(uow.outbox.rows) == 1
 
 
+def test_a_batch_costs_one_inbox_statement_and_one_outbox_statement_however_long() -> None:
+    events = [asked(n) for n in range(12)]
+    consumer = FakeConsumer([FakeMessage(e.to_bytes(), n) for n, e in enumerate(events)])
+    runner, uow, _ = make_runner(consumer)
+    assert runner.process_batch(consumer.consume(100, 0)) == [Outcome.APPLIED] * 12  # type: ignore[arg-type]
+    assert uow.inbox.statements == 1, "the batch's inbox records go in one statement"
+    assert uow.outbox.statements == 1, "its twelve events are written by one statement"
+    assert [e.payload["n"] for e in uow.outbox.rows] == list(range(12)), "in the order emitted"
+    assert uow.transactions == 1
+
+
 def test_a_transient_failure_rewinds_every_partition_of_the_batch_and_stores_nothing() -> None:
     def down(uow: UnitOfWork, event: Envelope) -> None:
         raise psycopg.OperationalError("server closed the connection")
