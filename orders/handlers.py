@@ -16,7 +16,7 @@ from contracts.shipments import ShipmentFailed, ShipmentScheduled
 from contracts.stock import StockReservationFailed, StockReserved
 from orders import domain
 from orders.domain import Order, OrderStateError, PricedLine
-from orders.repository import OrderRepository, record_timeline
+from orders.repository import ORDERS, OrderRepository, record_timeline
 from saga_runtime import Envelope, Event, UnitOfWork, get_logger
 
 log = get_logger(__name__)
@@ -31,9 +31,8 @@ class IdempotencyKeyReused(Exception):
 
 
 def _commit(uow: UnitOfWork, before: Order | None, after: Order, events: list[Event]) -> None:
-    repo = OrderRepository(uow.conn)
     if before is not None and after != before:
-        repo.save(after)
+        ORDERS.save(uow, after)
     for event in events:
         emitted = uow.emit(event, aggregate_id=after.id, correlation_id=after.correlation_id)
         uow.defer(record_timeline, emitted)
@@ -43,7 +42,7 @@ def _commit(uow: UnitOfWork, before: Order | None, after: Order, events: list[Ev
 
 def _load(uow: UnitOfWork, order_id: str) -> Order | None:
     uow.lock(order_id)
-    return OrderRepository(uow.conn).get(order_id)
+    return ORDERS.get(uow, order_id)
 
 
 def _react(uow: UnitOfWork, order_id: str, decide) -> None:  # type: ignore[no-untyped-def]

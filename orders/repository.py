@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from contracts.orders import Address, OrderLine
 from orders.domain import Order, PricedLine
-from saga_runtime import Envelope
+from saga_runtime import AggregateStates, Envelope
 
 _COLUMNS = (
     "id, customer_id, email, status, lines, card_token, shipping_address, correlation_id,"
@@ -65,10 +66,8 @@ class OrderRepository:
         self.conn = conn
 
     def get(self, order_id: str) -> Order | None:
-        row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM orders.orders WHERE id = %s", (order_id,)
-        ).fetchone()
-        return None if row is None else _order(row)
+        found = load_orders(self.conn, [order_id])
+        return found[0] if found else None
 
     def get_by_idempotency_key(self, key: str) -> tuple[Order, str | None] | None:
         row = self.conn.execute(
@@ -98,20 +97,7 @@ class OrderRepository:
         )
 
     def save(self, order: Order) -> None:
-        self.conn.execute(
-            "UPDATE orders.orders SET status = %s, reason_code = %s, reason = %s,"
-            " priced_lines = %s, total_cents = %s, updated_at = now() WHERE id = %s",
-            (
-                order.status,
-                order.reason_code,
-                order.reason,
-                None
-                if order.priced_lines is None
-                else Jsonb([vars(line) for line in order.priced_lines]),
-                order.total_cents,
-                order.id,
-            ),
-        )
+        save_orders(self.conn, [order])
 
     def list_for_customer(
         self, customer_id: str, *, limit: int, before: tuple[datetime, str] | None
@@ -174,3 +160,40 @@ def record_timeline(conn: psycopg.Connection, events: list[Envelope]) -> None:
             [e.occurred_at for e in events],
         ),
     )
+
+
+def load_orders(conn: psycopg.Connection, order_ids: list[str]) -> list[Order]:
+    """The orders among ``order_ids``, in one query."""
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM orders.orders WHERE id = ANY(%s)", (order_ids,))
+    return [_order(row) for row in rows]
+
+
+def save_orders(conn: psycopg.Connection, orders: list[Order]) -> None:
+    """Write what decisions change of existing orders, in one statement (each order once)."""
+    conn.execute(
+        "UPDATE orders.orders AS o SET status = u.status, reason_code = u.reason_code,"
+        " reason = u.reason, priced_lines = u.priced_lines::jsonb,"
+        " total_cents = u.total_cents, updated_at = now()"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::bigint[]) AS u(id, status, reason_code, reason, priced_lines, total_cents)"
+        " WHERE o.id = u.id",
+        (
+            [order.id for order in orders],
+            [order.status for order in orders],
+            [order.reason_code for order in orders],
+            [order.reason for order in orders],
+            [
+                None
+                if order.priced_lines is None
+                else json.dumps([vars(line) for line in order.priced_lines])
+                for order in orders
+            ],
+            [order.total_cents for order in orders],
+        ),
+    )
+
+
+ORDERS: AggregateStates[Order] = AggregateStates(
+    "orders.orders", load_many=load_orders, save_many=save_orders, key=lambda order: order.id
+)
+"""Orders as handlers read and change them: per batch of events, not per event."""

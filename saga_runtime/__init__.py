@@ -4,6 +4,7 @@ It knows nothing about any service's domain; services bring their events and
 handlers, the runtime guarantees how they are stored, published and applied.
 """
 
+from saga_runtime.aggregate_states import AggregateStates
 from saga_runtime.backoff import Backoff
 from saga_runtime.consumer import ConsumerRunner, Handler, Outcome
 from saga_runtime.db import TRANSIENT_DB_ERRORS, connect, create_pool, is_transient_db_error
@@ -120,6 +121,7 @@ __all__ = [
     "RUNTIME_TABLES",
     "TRANSIENT_DB_ERRORS",
     "WHOLE_NUMBER",
+    "AggregateStates",
     "Backoff",
     "BatchResult",
     "BrokerUnreachable",

@@ -46,6 +46,8 @@ class UnitOfWork:
     # The saga of a unit of work without a cause (an effect's outcome): what it emits
     # and requests belongs to it, instead of starting a new saga.
     correlation_id: UUID | None = None
+    # What repositories know of aggregates in this transaction (see AggregateStates).
+    memo: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Rows queued for one statement each at flush, by writer, in first-queued order.
     _deferred: dict[Callable[[psycopg.Connection, list[Any]], object], list[Any]] = field(
         default_factory=dict
