@@ -15,7 +15,7 @@ from contracts.orders import OrderCancelled, OrderCreated
 from contracts.stock import StockReserved
 from payments import domain, effects
 from payments.domain import Decision, Payment, RequestKind
-from payments.repository import PaymentRepository
+from payments.repository import PAYMENTS
 from saga_runtime import Effect, EffectOutcome, Envelope, UnitOfWork, get_logger
 
 log = get_logger(__name__)
@@ -29,8 +29,7 @@ def _apply(
     answering: RequestKind | None = None,
 ) -> None:
     uow.lock(order_id)
-    repository = PaymentRepository(uow.conn)
-    current = repository.get(order_id) or domain.start(order_id)
+    current = PAYMENTS.get(uow, order_id) or domain.start(order_id)
     if answering is not None and current.waiting_for != answering:
         # An operator retried an effect that had failed and was settled otherwise since.
         log.info(
@@ -42,7 +41,7 @@ def _apply(
         )
     decision = decide(current)
     if decision.payment != current:
-        repository.save(decision.payment)
+        PAYMENTS.save(uow, decision.payment)
     for event in decision.events:
         uow.emit(event, aggregate_id=order_id)
     if decision.request is not None:

@@ -5,6 +5,12 @@ from __future__ import annotations
 import psycopg
 
 from payments.domain import Payment
+from saga_runtime import AggregateStates
+
+_COLUMNS = (
+    "order_id, status, card_token, amount_cents, cancelled, charge_id, refund_id,"
+    " failure_code, failure_reason"
+)
 
 
 class PaymentRepository:
@@ -12,32 +18,47 @@ class PaymentRepository:
         self.conn = conn
 
     def get(self, order_id: str) -> Payment | None:
-        row = self.conn.execute(
-            "SELECT order_id, status, card_token, amount_cents, cancelled, charge_id, refund_id,"
-            " failure_code, failure_reason FROM payments.payments WHERE order_id = %s",
-            (order_id,),
-        ).fetchone()
-        return None if row is None else Payment(*row)
+        found = load_payments(self.conn, [order_id])
+        return found[0] if found else None
 
-    def save(self, payment: Payment) -> None:
-        self.conn.execute(
-            "INSERT INTO payments.payments (order_id, status, card_token, amount_cents, cancelled,"
-            " charge_id, refund_id, failure_code, failure_reason)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status,"
-            " card_token = EXCLUDED.card_token, amount_cents = EXCLUDED.amount_cents,"
-            " cancelled = EXCLUDED.cancelled, charge_id = EXCLUDED.charge_id,"
-            " refund_id = EXCLUDED.refund_id, failure_code = EXCLUDED.failure_code,"
-            " failure_reason = EXCLUDED.failure_reason, updated_at = now()",
-            (
-                payment.order_id,
-                payment.status,
-                payment.card_token,
-                payment.amount_cents,
-                payment.cancelled,
-                payment.charge_id,
-                payment.refund_id,
-                payment.failure_code,
-                payment.failure_reason,
-            ),
-        )
+
+def load_payments(conn: psycopg.Connection, order_ids: list[str]) -> list[Payment]:
+    """The payments of the orders among ``order_ids``, in one query."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM payments.payments WHERE order_id = ANY(%s)", (order_ids,)
+    )
+    return [Payment(*row) for row in rows]
+
+
+def save_payments(conn: psycopg.Connection, payments: list[Payment]) -> None:
+    """Insert or update ``payments`` in one statement (each order once)."""
+    conn.execute(
+        f"INSERT INTO payments.payments ({_COLUMNS})"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bool[],"
+        " %s::text[], %s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status,"
+        " card_token = EXCLUDED.card_token, amount_cents = EXCLUDED.amount_cents,"
+        " cancelled = EXCLUDED.cancelled, charge_id = EXCLUDED.charge_id,"
+        " refund_id = EXCLUDED.refund_id, failure_code = EXCLUDED.failure_code,"
+        " failure_reason = EXCLUDED.failure_reason, updated_at = now()",
+        (
+            [p.order_id for p in payments],
+            [p.status for p in payments],
+            [p.card_token for p in payments],
+            [p.amount_cents for p in payments],
+            [p.cancelled for p in payments],
+            [p.charge_id for p in payments],
+            [p.refund_id for p in payments],
+            [p.failure_code for p in payments],
+            [p.failure_reason for p in payments],
+        ),
+    )
+
+
+PAYMENTS: AggregateStates[Payment] = AggregateStates(
+    "payments.payments",
+    load_many=load_payments,
+    save_many=save_payments,
+    key=lambda payment: payment.order_id,
+)
+"""Payments as handlers read and change them: per batch of events, not per event."""

@@ -11,7 +11,7 @@ aggregate at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Generic, TypeVar
 
 import psycopg
@@ -32,8 +32,11 @@ class AggregateStates(Generic[S]):
     ``load_many(conn, ids)`` returns the states found among ``ids`` (in one
     query); ``save_many(conn, states)`` writes changed states of existing
     aggregates (one statement; each aggregate once); ``key`` names a state's
-    aggregate. Only aggregates whose lock the unit of work holds are loaded
-    ahead: their states cannot change under it.
+    aggregate. With ``ahead`` (for states keyed by the batch's aggregates), the
+    first read also loads every aggregate whose lock the unit of work holds:
+    their states cannot change under it. Without, ``load_many`` may lock the
+    rows it reads (``FOR UPDATE``, in key order): ``get_many`` asks for several
+    at once.
     """
 
     def __init__(
@@ -43,21 +46,31 @@ class AggregateStates(Generic[S]):
         load_many: Loader[S],
         save_many: Writer[S],
         key: Callable[[S], str],
+        ahead: bool = True,
     ) -> None:
         self.name = name
+        self._ahead = ahead
         self._load_many = load_many
         self._save_many = save_many
         self._key = key
 
     def get(self, uow: UnitOfWork, aggregate_id: str) -> S | None:
         """The aggregate's state as this unit of work sees it (None: no such aggregate)."""
+        return self.get_many(uow, [aggregate_id])[aggregate_id]
+
+    def get_many(self, uow: UnitOfWork, aggregate_ids: Iterable[str]) -> dict[str, S | None]:
+        """The states of ``aggregate_ids``; those not known yet are loaded in one query."""
         known = self._known(uow)
-        if aggregate_id not in known:
-            wanted = sorted({aggregate_id} | {a for a in uow.locked if a not in known})
+        ids = set(aggregate_ids)
+        missing = {a for a in ids if a not in known}
+        if missing:
+            if self._ahead:
+                missing |= {a for a in uow.locked if a not in known}
+            wanted = sorted(missing)
             loaded = {self._key(state): state for state in self._load_many(uow.conn, wanted)}
             for wanted_id in wanted:
                 known[wanted_id] = loaded.get(wanted_id)
-        return known[aggregate_id]
+        return {a: known[a] for a in ids}
 
     def save(self, uow: UnitOfWork, state: S) -> None:
         """Keep ``state`` for the rest of the unit of work and write it before commit."""

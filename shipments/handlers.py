@@ -17,7 +17,7 @@ from saga_runtime import Effect, EffectOutcome, Envelope, UnitOfWork, get_logger
 from shipments import domain
 from shipments.carrier import CarrierApi
 from shipments.domain import BOOKING_DEADLINE, Booked, BookingFailed, Carrier, Shipment
-from shipments.repository import ShipmentRepository
+from shipments.repository import SHIPMENTS
 
 log = get_logger(__name__)
 
@@ -36,7 +36,7 @@ def _apply(
 ) -> None:
     new = decision.shipment
     if new is not None and new != current:
-        ShipmentRepository(uow.conn).save(new)
+        SHIPMENTS.save(uow, new)
     for event in decision.events:
         uow.emit(event, aggregate_id=order_id)
 
@@ -51,7 +51,7 @@ def on_order_approved(
 ) -> None:
     approved = event.payload_as(OrderApproved)
     uow.lock(approved.order_id)
-    current = ShipmentRepository(uow.conn).get(approved.order_id)
+    current = SHIPMENTS.get(uow, approved.order_id)
     decision = domain.schedule(current, approved, carrier=carrier, today=today())
     _apply(uow, approved.order_id, current, decision)
     if decision.booking is not None:
@@ -67,7 +67,7 @@ def on_order_approved(
 def on_order_cancelled(uow: UnitOfWork, event: Envelope) -> None:
     cancelled = event.payload_as(OrderCancelled)
     uow.lock(cancelled.order_id)
-    current = ShipmentRepository(uow.conn).get(cancelled.order_id)
+    current = SHIPMENTS.get(uow, cancelled.order_id)
     _apply(uow, cancelled.order_id, current, domain.cancel(current, cancelled))
 
 
@@ -78,7 +78,7 @@ def book(request: dict[str, Any], key: str, *, carrier_api: CarrierApi) -> dict[
 
 def on_booked(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
     """The decision about the carrier's answer (the executor holds the order's lock)."""
-    current = ShipmentRepository(uow.conn).get(effect.aggregate_id)
+    current = SHIPMENTS.get(uow, effect.aggregate_id)
     answer: Booked | BookingFailed
     if outcome.ok:
         answer = Booked(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import psycopg
 
+from saga_runtime import AggregateStates
 from shipments.domain import Shipment
+
+_COLUMNS = "order_id, status, shipment_id, carrier, estimated_delivery, reason"
 
 
 class ShipmentRepository:
@@ -12,28 +15,43 @@ class ShipmentRepository:
         self.conn = conn
 
     def get(self, order_id: str) -> Shipment | None:
-        row = self.conn.execute(
-            "SELECT order_id, status, shipment_id, carrier, estimated_delivery, reason"
-            " FROM shipments.shipments WHERE order_id = %s",
-            (order_id,),
-        ).fetchone()
-        return None if row is None else Shipment(*row)
+        found = load_shipments(self.conn, [order_id])
+        return found[0] if found else None
 
-    def save(self, shipment: Shipment) -> None:
-        self.conn.execute(
-            "INSERT INTO shipments.shipments"
-            " (order_id, status, shipment_id, carrier, estimated_delivery, reason)"
-            " VALUES (%s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status,"
-            " shipment_id = EXCLUDED.shipment_id, carrier = EXCLUDED.carrier,"
-            " estimated_delivery = EXCLUDED.estimated_delivery, reason = EXCLUDED.reason,"
-            " updated_at = now()",
-            (
-                shipment.order_id,
-                shipment.status,
-                shipment.shipment_id,
-                shipment.carrier,
-                shipment.estimated_delivery,
-                shipment.reason,
-            ),
-        )
+
+def load_shipments(conn: psycopg.Connection, order_ids: list[str]) -> list[Shipment]:
+    """The shipments of the orders among ``order_ids``, in one query."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM shipments.shipments WHERE order_id = ANY(%s)", (order_ids,)
+    )
+    return [Shipment(*row) for row in rows]
+
+
+def save_shipments(conn: psycopg.Connection, shipments: list[Shipment]) -> None:
+    """Insert or update ``shipments`` in one statement (each order once)."""
+    conn.execute(
+        f"INSERT INTO shipments.shipments ({_COLUMNS})"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[],"
+        " %s::text[])"
+        " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status,"
+        " shipment_id = EXCLUDED.shipment_id, carrier = EXCLUDED.carrier,"
+        " estimated_delivery = EXCLUDED.estimated_delivery, reason = EXCLUDED.reason,"
+        " updated_at = now()",
+        (
+            [s.order_id for s in shipments],
+            [s.status for s in shipments],
+            [s.shipment_id for s in shipments],
+            [s.carrier for s in shipments],
+            [s.estimated_delivery for s in shipments],
+            [s.reason for s in shipments],
+        ),
+    )
+
+
+SHIPMENTS: AggregateStates[Shipment] = AggregateStates(
+    "shipments.shipments",
+    load_many=load_shipments,
+    save_many=save_shipments,
+    key=lambda shipment: shipment.order_id,
+)
+"""Shipments as handlers read and change them: per batch of events, not per event."""

@@ -74,3 +74,26 @@ def test_a_forgotten_aggregate_is_read_again() -> None:
     table.rows["a"] = Counter("a", 7)  # written another way in this unit of work
     states.forget(uow, "a")
     assert states.get(uow, "a") == Counter("a", 7)
+
+
+def test_states_not_keyed_by_the_batch_are_loaded_only_as_asked_and_once() -> None:
+    table = Table(Counter("sku-1", 3), Counter("sku-2", 4))
+    products = AggregateStates(
+        "products",
+        load_many=table.load_many,
+        save_many=table.save_many,
+        key=lambda c: c.id,
+        ahead=False,
+    )
+    _, _, uow = setup()
+    uow.locked.add("order-1")
+    assert products.get_many(uow, ["sku-2", "sku-1"]) == {
+        "sku-1": Counter("sku-1", 3),
+        "sku-2": Counter("sku-2", 4),
+    }
+    products.save(uow, Counter("sku-1", 2))
+    assert products.get_many(uow, ["sku-1", "sku-3"]) == {
+        "sku-1": Counter("sku-1", 2),
+        "sku-3": None,
+    }
+    assert table.loads == [["sku-1", "sku-2"], ["sku-3"]], "never the order ids the batch locked"
