@@ -65,14 +65,17 @@ def test_the_batch_statement_waits_for_every_aggregate_of_the_batch(database, ad
     """Another transaction holding one of the batch's aggregates holds the whole batch back."""
     inbox = Inbox(schema="stock")
     events = [envelope("order-1", 1), envelope("order-2", 2)]
-    with psycopg.connect(database.url) as holder, psycopg.connect(database.url) as conn:
-        with holder.transaction():
-            holder.execute("SELECT pg_advisory_xact_lock(hashtextextended('stock:order-2', 0))")
-            conn.execute("SET lock_timeout = '300ms'")
-            with pytest.raises(psycopg.errors.LockNotAvailable), conn.transaction():
-                inbox.record_many(
-                    conn,
-                    [(e, "t", 0, n) for n, e in enumerate(events)],
-                    lock_keys=["stock:order-1", "stock:order-2"],
-                )
+    with (
+        psycopg.connect(database.url) as holder,
+        psycopg.connect(database.url) as conn,
+        holder.transaction(),
+    ):
+        holder.execute("SELECT pg_advisory_xact_lock(hashtextextended('stock:order-2', 0))")
+        conn.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable), conn.transaction():
+            inbox.record_many(
+                conn,
+                [(e, "t", 0, n) for n, e in enumerate(events)],
+                lock_keys=["stock:order-1", "stock:order-2"],
+            )
     assert admin_conn.execute("SELECT count(*) FROM stock.inbox").fetchone() == (0,)
