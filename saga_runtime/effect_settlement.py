@@ -155,8 +155,7 @@ class Settlement:
         with self.uow_factory.begin(correlation_id=effect.correlation_id) as uow:
             # The aggregate's lock first, as a consumer takes it: on_outcome reads and
             # changes the aggregate's state in this transaction.
-            uow.lock(effect.aggregate_id)
-            outcome = self._owned_outcome(uow, effect, kind, result)
+            outcome = self._owned_outcome(uow, effect, kind, result, lock=True)
             if outcome is None:
                 return
             try:
@@ -169,11 +168,23 @@ class Settlement:
         log.info("effect.decided", ok=outcome.ok)
 
     def _owned_outcome(
-        self, uow: UnitOfWork, effect: Effect, kind: EffectKind, result: EffectOutcome | Retry
+        self,
+        uow: UnitOfWork,
+        effect: Effect,
+        kind: EffectKind,
+        result: EffectOutcome | Retry,
+        *,
+        lock: bool = False,
     ) -> EffectOutcome | None:
-        """Lock the effect's row; the outcome to store, or None when there is none to store
-        yet (a retry is scheduled) or the lease was lost to another executor."""
-        row = uow.conn.execute(self._sql.owned, (effect.id, self.owner)).fetchone()
+        """Lock the effect's row (``lock``: after its aggregate's, in the same round trip);
+        the outcome to store, or None when there is none to store yet (a retry is
+        scheduled) or the lease was lost to another executor."""
+        if lock and effect.aggregate_id not in uow.locked:
+            key = uow.outbox.lock_key(effect.aggregate_id)
+            row = uow.conn.execute(self._sql.owned_locking, (key, effect.id, self.owner)).fetchone()
+            uow.locked.add(effect.aggregate_id)
+        else:
+            row = uow.conn.execute(self._sql.owned, (effect.id, self.owner)).fetchone()
         if row is None:
             log.warning("effect.lease_lost", owner=self.owner)
             return None

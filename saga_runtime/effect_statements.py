@@ -58,6 +58,13 @@ class ExecutorStatements:
             "SELECT now() >= deadline_at FROM {t}"
             " WHERE id = %s AND lease_owner = %s AND status = 'running' FOR UPDATE"
         )
+        # The same, first taking the aggregate's advisory lock in the same round trip
+        # (OFFSET 0 keeps the planner from folding the lock's subquery in).
+        self.owned_locking = compose(
+            "SELECT now() >= e.deadline_at FROM {t} e,"
+            " (SELECT pg_advisory_xact_lock(hashtextextended(%s, 0)) OFFSET 0) AS locked"
+            " WHERE e.id = %s AND e.lease_owner = %s AND e.status = 'running' FOR UPDATE OF e"
+        )
         # The lease is kept (and extended) for the decision that follows.
         self.record = compose(
             "UPDATE {t} SET status = 'recorded', outcome = %s, last_error = %s,"
