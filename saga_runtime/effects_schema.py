@@ -6,6 +6,7 @@ A migration runs ``effects_ddl(service)``; tests run it in a schema of their own
 from __future__ import annotations
 
 from saga_runtime.naming import validate_service_name
+from saga_runtime.schema import BUSY_TABLE_STORAGE
 
 __all__ = ["EFFECT_STATUSES", "UNFINISHED", "effects_ddl"]
 
@@ -48,7 +49,7 @@ def effects_ddl(schema: str) -> list[str]:
             updated_at timestamptz NOT NULL DEFAULT now(),
             decided_at timestamptz,
             CHECK (status <> 'running' OR (lease_owner IS NOT NULL AND lease_until IS NOT NULL))
-        )
+        ) WITH ({BUSY_TABLE_STORAGE})
         """,
         # The claim reads only unfinished rows, the oldest per aggregate (its head) in
         # (aggregate_id, id) order. Finished rows, the bulk of the table, stay out of it.

@@ -26,6 +26,11 @@ __all__ = [
 
 RUNTIME_TABLES = ("outbox", "inbox", "dead_letters")
 
+# For tables whose rows are updated as they are worked through (outbox, effects): vacuumed
+# every thousand changed rows whatever their size, so the partial indexes their pollers
+# scan do not fill with dead entries (see migration 0009).
+BUSY_TABLE_STORAGE = "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000"
+
 Execute = Callable[[str], object]
 
 
@@ -61,7 +66,7 @@ def _tables(service: str) -> list[str]:
                 failed_at      timestamptz,
                 last_error     text,
                 attempts       integer NOT NULL DEFAULT 0
-            )
+            ) WITH ({BUSY_TABLE_STORAGE})
             """,
         # What the relay reads next, one aggregate's history, and what purging removes.
         f"CREATE INDEX outbox_pending_idx ON {service}.outbox (id)"

@@ -112,6 +112,10 @@ def shape(conn: psycopg.Connection, schema: str, table: str) -> dict[str, object
             "SELECT c.conname, c.contype, pg_get_constraintdef(c.oid) FROM pg_constraint c"
             " WHERE c.conrelid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass"
         ),
+        "storage": rows(
+            "SELECT reloptions FROM pg_class"
+            " WHERE oid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass"
+        ),
         "indexes": rows(
             "SELECT indexname, indexdef FROM pg_indexes"
             " WHERE schemaname = %(schema)s AND tablename = %(table)s"

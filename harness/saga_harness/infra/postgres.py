@@ -46,6 +46,8 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
 max_connections = 300
 log_line_prefix = '%m [%p] %q%u@%d '
+# The outbox and effects tables are vacuumed by row count (migration 0009): look often.
+autovacuum_naptime = 10s
 """
 
 
