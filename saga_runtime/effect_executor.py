@@ -64,13 +64,18 @@ class EffectExecutor:
         uow_factory: UnitOfWorkFactory,
         settings: EffectSettings | None = None,
         owner: str | None = None,
+        instance: str | None = None,
     ) -> None:
         self.effects = effects
         self.uow_factory = uow_factory
         self.settings = settings or EffectSettings()
         # Unique per executor instance: a restarted process must not inherit the leases
-        # of its previous life (its calls may still be in flight nowhere).
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
+        # of its previous life (its calls may still be in flight nowhere). With a stable
+        # ``instance`` name (one per process slot, like a static consumer's), a new life
+        # knows its predecessors' leases and takes them over when it starts.
+        self.instance = instance
+        prefix = instance or f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = owner or f"{prefix}:{uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -115,6 +120,7 @@ class EffectExecutor:
         )
         self.effects.subscribe(self.nudge)
         log.info("effects.executor_started", owner=self.owner, concurrency=settings.concurrency)
+        self._take_over()
         try:
             while not self._stopping.is_set():
                 self._raise_failure()
@@ -147,6 +153,24 @@ class EffectExecutor:
             failed = self._failure is not None
             pool.shutdown(wait=not failed, cancel_futures=failed)
             log.info("effects.executor_stopped", owner=self.owner)
+
+    def _take_over(self) -> None:
+        """End the leases of this instance's previous lives at once, so their effects are
+        claimed now instead of when the leases expire (a restart after a crash)."""
+        if self.instance is None:
+            return
+        try:
+            with self.uow_factory.pool.connection() as conn:
+                rows = conn.execute(
+                    self._sql.take_over, (f"{self.instance}:", self.owner)
+                ).fetchall()
+        except Exception as exc:
+            if not is_transient_db_error(exc):
+                raise
+            log.warning("effects.take_over_failed", error=repr(exc))  # the leases expire
+            return
+        if rows:
+            log.info("effects.taken_over", effect_ids=[row[0] for row in rows])
 
     def claim(self, limit: int) -> list[Claimed]:
         """Lease up to ``limit`` due effects, at most one per aggregate: its oldest unfinished.

@@ -54,6 +54,15 @@ class ExecutorStatements:
             " WHERE id = ANY(%s) AND lease_owner = %s AND status IN ('running', 'recorded')"
             " RETURNING id"
         )
+        # A restarted instance ends the leases its previous lives hold (see
+        # ``EffectExecutor.instance``); a life still running finds its lease lost
+        # when it records, and records nothing, as after any expired lease.
+        self.take_over = compose(
+            "UPDATE {t} SET lease_until = now()"
+            " WHERE starts_with(lease_owner, %s) AND lease_owner <> %s"
+            " AND status IN ('running', 'recorded') AND lease_until > now()"
+            " RETURNING id"
+        )
         self.owned = compose(
             "SELECT now() >= deadline_at FROM {t}"
             " WHERE id = %s AND lease_owner = %s AND status = 'running' FOR UPDATE"

@@ -116,8 +116,13 @@ class ServiceRuntime:
             effects=store,
         )
         if store is not None:
+            instance = (consumer or ConsumerSettings()).group_instance_id
             runtime.executor = EffectExecutor(
-                effects=store, uow_factory=uow_factory, settings=effect_settings
+                effects=store,
+                uow_factory=uow_factory,
+                settings=effect_settings,
+                # One executor per process, which the static consumer id names.
+                instance=f"{instance}-{service}" if instance else None,
             )
         runtime.wakeup = wakeup
         runtime._closers.append(wakeup)

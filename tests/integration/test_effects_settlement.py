@@ -227,3 +227,28 @@ def test_the_decision_about_an_outcome_continues_the_requesting_saga(effects_sta
     [(correlation_id,)] = effects_stack.admin.execute(query).fetchall()
     assert correlation_id == cause.correlation_id
     assert effects_stack.rows()[0]["correlation_id"] == cause.correlation_id
+
+
+def test_a_restarted_instance_takes_over_its_previous_lifes_leases_at_once(
+    effects_stack: Stack,
+):
+    """After a crash, the new life runs the effects its predecessor held without waiting
+    for their leases to expire; another instance's leases are left alone."""
+    world = OutsideWorld()
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    factory = effects_stack.factory(effects)
+    request(factory, "ping", aggregate_id="a-1", key="k-1")
+    request(factory, "ping", aggregate_id="b-1", key="k-2")
+    long = fast(lease=120.0)
+    crashed = EffectExecutor(effects=effects, uow_factory=factory, settings=long, instance="p-0")
+    neighbour = EffectExecutor(effects=effects, uow_factory=factory, settings=long, instance="p-1")
+    [(mine, _)] = crashed.claim(1)  # then the process dies: the call is never made
+    [(theirs, _)] = neighbour.claim(1)
+    assert effects_stack.statuses() == ["running", "running"]
+    reborn = EffectExecutor(effects=effects, uow_factory=factory, settings=long, instance="p-0")
+    with running(reborn):
+        wait_until(lambda: "done" in effects_stack.statuses(), timeout=10, what="the take-over")
+        time.sleep(0.5)
+    assert world.keys_called() == [mine.key], "the neighbour's effect is still its own"
+    assert neighbour.owner in {row["lease_owner"] for row in effects_stack.rows()}
+    assert theirs.key != mine.key
