@@ -29,6 +29,7 @@ from structlog.contextvars import bound_contextvars
 
 from saga_runtime.backoff import Backoff
 from saga_runtime.db import is_transient_db_error
+from saga_runtime.effect_batch import BatchedSettlement
 from saga_runtime.effect_retry import is_retryable
 from saga_runtime.effect_settlement import Retry, Settlement, SettlementInterrupted
 from saga_runtime.effect_statements import ExecutorStatements
@@ -90,6 +91,7 @@ class EffectExecutor:
             owner=self.owner,
             stopping=self._stopping,
         )
+        self._settling = BatchedSettlement(self._settlement, max_batch=self.settings.settle_batch)
 
     @property
     def _in_flight(self) -> int:
@@ -262,7 +264,7 @@ class EffectExecutor:
                 # Between the call and its recording: after a crash here the lease
                 # expires and the call is made again with the same key.
                 crash_point("effects.after_call")
-                self._settlement.settle(effect, kind, result)
+                self._settling.settle(effect, kind, result)
             else:
                 self._settlement.decide(effect, kind, outcome)
         except SettlementInterrupted as interrupted:

@@ -96,6 +96,41 @@ class Settlement:
         crash_point("effects.after_record")
         self.decide(effect, kind, outcome, tried=1, error=failed.error)
 
+    def settle_together(self, items: list[tuple[Effect, EffectKind, EffectOutcome]]) -> None:
+        """Record and decide several outcomes in one transaction, decisions in the given
+        order; raises (nothing committed) if any decision raises, for the caller to
+        settle each alone."""
+        self._retrying("settle", lambda: self._settle_together_once(items))
+
+    def _settle_together_once(self, items: list[tuple[Effect, EffectKind, EffectOutcome]]) -> None:
+        with self.uow_factory.begin() as uow:
+            aggregates = {effect.aggregate_id for effect, _, _ in items}
+            keys = [uow.outbox.lock_key(aggregate) for aggregate in aggregates]
+            ids = [effect.id for effect, _, _ in items]
+            rows = uow.conn.execute(self._sql.owned_many, (keys, ids, self.owner)).fetchall()
+            uow.locked.update(aggregates)
+            owned = {row[0] for row in rows}
+            settled: list[tuple[Effect, EffectOutcome]] = []
+            for effect, kind, outcome in items:
+                if effect.id not in owned:
+                    log.warning("effect.lease_lost", owner=self.owner, effect_id=effect.id)
+                    continue
+                # The effect's saga goes on in the events its decision emits.
+                uow.correlation_id = effect.correlation_id
+                self._on_outcome(uow, effect, kind, outcome)
+                settled.append((effect, outcome))
+            if settled:
+                uow.conn.execute(
+                    self._sql.settled_many,
+                    (
+                        [effect.id for effect, _ in settled],
+                        ["done" if outcome.ok else "failed" for _, outcome in settled],
+                        [Jsonb(outcome.to_json()) for _, outcome in settled],
+                        [outcome.error for _, outcome in settled],
+                    ),
+                )
+        log.info("effects.decided", effects=len(settled))
+
     def record(
         self, effect: Effect, kind: EffectKind, result: EffectOutcome | Retry
     ) -> EffectOutcome | None:

@@ -74,6 +74,24 @@ class ExecutorStatements:
             " (SELECT pg_advisory_xact_lock(hashtextextended(%s, 0)) OFFSET 0) AS locked"
             " WHERE e.id = %s AND e.lease_owner = %s AND e.status = 'running' FOR UPDATE OF e"
         )
+        # Several at once: every aggregate's advisory lock first, in key order (the
+        # one-row aggregate holds the rest back until all are taken), then the rows
+        # still leased to this executor; a decision and its recording follow.
+        self.owned_many = compose(
+            "SELECT e.id FROM {t} e,"
+            " (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+            "  FROM (SELECT DISTINCT k FROM unnest(%s::text[]) AS k ORDER BY k OFFSET 0)"
+            "  AS keys) AS locked"
+            " WHERE e.id = ANY(%s) AND e.lease_owner = %s AND e.status = 'running'"
+            " ORDER BY e.id FOR UPDATE OF e"
+        )
+        self.settled_many = compose(
+            "UPDATE {t} AS e SET status = u.status, outcome = u.outcome,"
+            " last_error = u.last_error, lease_owner = NULL, lease_until = NULL,"
+            " decided_at = now(), updated_at = now()"
+            " FROM unnest(%s::bigint[], %s::text[], %s::jsonb[], %s::text[])"
+            " AS u(id, status, outcome, last_error) WHERE e.id = u.id"
+        )
         # The lease is kept (and extended) for the decision that follows.
         self.record = compose(
             "UPDATE {t} SET status = 'recorded', outcome = %s, last_error = %s,"

@@ -201,6 +201,8 @@ class EffectSettings(BaseSettings):
     concurrency: PositiveInt = 32
     # Effects claimed per statement (never more than the free threads).
     claim_batch: PositiveInt = 100
+    # Outcomes that arrived together, recorded and decided in one transaction (1: each alone).
+    settle_batch: PositiveInt = 50
     # A claimed effect is the executor's for this long; after it another executor may
     # take it over and call again with the same key. Renewed every third of it while
     # the call runs (however slow the call), so it bounds only how long the effects of a
