@@ -20,5 +20,5 @@ class StockSettings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     admin_token: SecretStr | None = None
-    # Its handlers wait on PostgreSQL (row locks in SKU order keep them deadlock-free).
-    consumers: PositiveInt = 3
+    # One consumer (see orders' settings); more would wait on each other's product locks.
+    consumers: PositiveInt = 1
