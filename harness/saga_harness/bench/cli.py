@@ -138,6 +138,10 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from saga_harness.bench.spawn import bench_stack
     from saga_runtime import LogSettings, configure_logging
 
+    if args.against is not None:
+        from saga_harness.bench.versus_cli import cmd_versus
+
+        return cmd_versus(args)
     try:
         overrides = parse_overrides(args.set or [])
     except ValueError as exc:
@@ -382,5 +386,8 @@ def add_relay_parser(kinds: Any) -> argparse.ArgumentParser:
     )
     relay.add_argument("--json", type=Path, help="write the results here (default: stdout)")
     relay.add_argument("--keep-infra", action="store_true", help="leave the bench stack running")
+    from saga_harness.bench.versus_cli import add_versus_arguments
+
+    add_versus_arguments(relay)
     relay.set_defaults(func=cmd_relay)
     return relay

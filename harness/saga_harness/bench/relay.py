@@ -37,7 +37,13 @@ from saga_harness.bench.relay_process import RELAY_NAME, effective_settings, rel
 from saga_harness.bench.relay_steady import run_steady
 from saga_runtime import KafkaSettings, ensure_topics, events_topic
 
-__all__ = ["RelayBenchConfig", "default_steady_warmup", "run_relay_bench"]
+__all__ = [
+    "RelayBenchConfig",
+    "default_steady_warmup",
+    "fresh_database",
+    "fresh_topic",
+    "run_relay_bench",
+]
 
 
 def default_steady_warmup(*, stack_was_running: bool, phases: tuple[str, ...]) -> float:
@@ -78,8 +84,8 @@ def run_relay_bench(
     }
     for name in config.phases:
         with (
-            _fresh_database(admin_database_url) as database_url,
-            _fresh_topic(kafka_bootstrap, config.partitions) as kafka,
+            fresh_database(admin_database_url) as database_url,
+            fresh_topic(kafka_bootstrap, config.partitions) as kafka,
         ):
             phase = Phase(
                 database_url=database_url,
@@ -108,7 +114,7 @@ def _shown(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _fresh_database(admin_url: str) -> Iterator[str]:
+def fresh_database(admin_url: str) -> Iterator[str]:
     """A database of its own, migrated to head (as ``build_system`` does); dropped after."""
     from migrations import upgrade
     from saga_harness.system import drop_system_database, with_database
@@ -125,7 +131,7 @@ def _fresh_database(admin_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _fresh_topic(bootstrap: str, partitions: int) -> Iterator[KafkaSettings]:
+def fresh_topic(bootstrap: str, partitions: int) -> Iterator[KafkaSettings]:
     """The outbox's events topic under a prefix of its own; deleted after (as a system's are)."""
     from saga_harness.system import drop_system_topics
 

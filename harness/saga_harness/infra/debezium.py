@@ -146,7 +146,9 @@ def _fetch_jars(home: Path, version: str, *, log: Logger) -> Path:
         )
     for artifact in DEBEZIUM_ARTIFACTS:
         if not (partial / f"{artifact}-{version}.jar").exists():
-            raise InfraError(f"Maven finished but {artifact}-{version}.jar is missing", logs=[mvn_log])
+            raise InfraError(
+                f"Maven finished but {artifact}-{version}.jar is missing", logs=[mvn_log]
+            )
     shutil.rmtree(libs, ignore_errors=True)
     partial.replace(libs)
     marker.write_text(f"debezium {version}\n")
