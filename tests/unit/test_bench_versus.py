@@ -16,7 +16,7 @@ from saga_harness.bench.debezium_config import (
     parse_debezium_overrides,
     render_properties,
 )
-from saga_harness.bench.versus import VersusConfig, schedule
+from saga_harness.bench.versus import VersusConfig, schedule, writers_for
 from saga_harness.bench.versus_cli import versus_config, versus_summary
 from saga_harness.bench.versus_figures import (
     RatioRow,
@@ -279,3 +279,9 @@ def test_the_summary_shows_the_table_the_failures_and_the_targets() -> None:
     assert "| the table |" in summary
     assert "correctness FAILED: drain debezium: 1 missing" in summary
     assert '"drain_at_least_equal": false' in summary
+
+
+def test_writers_grow_with_the_rate_so_that_commit_waits_do_not_cap_it() -> None:
+    assert [writers_for(r) for r in (200, 1000, 5000)] == [4, 8, 40]
+    assert versus_config(_parse("--against", "debezium")).writers is None
+    assert versus_config(_parse("--against", "debezium", "--writers", "6")).writers == 6

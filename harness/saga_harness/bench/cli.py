@@ -163,7 +163,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
             if args.warmup is not None
             else default_steady_warmup(stack_was_running=already_running, phases=phases)
         ),
-        writers=args.writers,
+        writers=args.writers or 4,
         aggregates=args.aggregates,
         partitions=args.partitions,
         relay_mode=args.relay,
@@ -347,7 +347,10 @@ def add_relay_parser(kinds: Any) -> argparse.ArgumentParser:
         " would meet a broker this command just started)",
     )
     relay.add_argument(
-        "--writers", type=int, default=4, help="steady: writer threads (one transaction each)"
+        "--writers",
+        type=int,
+        help="steady: writer threads, one transaction each (default 4; with --against, 4 or"
+        " one per 125 events/s of the rate, whichever is more)",
     )
     relay.add_argument(
         "--aggregates", type=int, default=10_000, help="distinct aggregate ids (Kafka keys)"

@@ -22,7 +22,13 @@ from typing import Any
 import psycopg
 
 from saga_harness.bench.relay_figures import check_arrivals, commit_to_ack
-from saga_harness.bench.relay_phase import BENCH_PRODUCER, SCHEMA, Progress, bench_event
+from saga_harness.bench.relay_phase import (
+    BENCH_PRODUCER,
+    SCHEMA,
+    BenchOrderPlaced,
+    Progress,
+    bench_event,
+)
 from saga_harness.bench.stats import summarize
 from saga_harness.bench.topic_reader import TopicReader
 from saga_harness.bench.versus_drain import warm_up
@@ -50,7 +56,7 @@ def slot_event(slot: int, aggregates: int) -> tuple[str, int]:
 
 @dataclass
 class _Writes:
-    total: int
+    events: list[BenchOrderPlaced]  # made beforehand: the writers' time goes to writing
     committed: dict[str, float] = field(default_factory=dict)  # event id -> after commit
     written: dict[str, tuple[str, int]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -66,7 +72,7 @@ class _Writes:
 def _writer(factory: UnitOfWorkFactory, writes: _Writes, load: SteadyLoad, start: float) -> None:
     while not writes.errors:
         slot = writes.take()
-        if slot >= writes.total:
+        if slot >= len(writes.events):
             return
         delay = start + slot / load.rate - time.time()
         if delay > 0:
@@ -74,9 +80,7 @@ def _writer(factory: UnitOfWorkFactory, writes: _Writes, load: SteadyLoad, start
         aggregate, position = slot_event(slot, load.aggregates)
         try:
             with factory.begin() as uow:
-                env = uow.emit(
-                    bench_event(aggregate, position, random.Random(slot)), aggregate_id=aggregate
-                )
+                env = uow.emit(writes.events[slot], aggregate_id=aggregate)
         except Exception as exc:
             writes.errors.append(repr(exc))
             return
@@ -91,7 +95,12 @@ def run_steady(
 ) -> tuple[dict[str, Any], list[float]]:
     """Figures of one steady run, and every measured commit -> ack (seconds) for pooling."""
     database = DatabaseSettings(url=ctx.database_url, pool_min_size=load.writers)
-    writes = _Writes(total=int(load.rate * load.duration))
+    writes = _Writes(
+        events=[
+            bench_event(*slot_event(slot, load.aggregates), random.Random(slot))
+            for slot in range(int(load.rate * load.duration))
+        ]
+    )
     with contender.prepare(ctx):
         pool = create_pool(database, role=SCHEMA, name="bench-writer", max_size=load.writers)
         wakeup = (
