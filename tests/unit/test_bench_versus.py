@@ -285,3 +285,14 @@ def test_writers_grow_with_the_rate_so_that_commit_waits_do_not_cap_it() -> None
     assert [writers_for(r) for r in (200, 1000, 5000)] == [4, 8, 40]
     assert versus_config(_parse("--against", "debezium")).writers is None
     assert versus_config(_parse("--against", "debezium", "--writers", "6")).writers == 6
+
+
+def test_results_name_paths_under_the_state_dir_relative_to_it(tmp_path) -> None:
+    from saga_harness.bench.versus_cli import without_state_dir
+
+    run = tmp_path / "bench" / "relay-vs-debezium-1"
+    result = {"logs": str(run), "runs": [{"offsets": str(run / "offsets.dat"), "n": 3}]}
+    assert without_state_dir(result, tmp_path) == {
+        "logs": "bench/relay-vs-debezium-1",
+        "runs": [{"offsets": "bench/relay-vs-debezium-1/offsets.dat", "n": 3}],
+    }

@@ -120,5 +120,18 @@ def cmd_versus(args: argparse.Namespace) -> int:
     result["machine"] = _machine()
     result["logs"] = str(Path(log_dir))
     _say(versus_summary(result))
-    _write(result, args.json)
+    # Results get committed: paths under the state dir are written relative to it.
+    _write(without_state_dir(result, args.state_dir), args.json)
     return 0
+
+
+def without_state_dir(value: Any, state_dir: Path) -> Any:
+    """``value`` with every string path under ``state_dir`` made relative to it."""
+    prefix = f"{Path(state_dir).resolve()}/"
+    if isinstance(value, dict):
+        return {k: without_state_dir(v, state_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_state_dir(v, state_dir) for v in value]
+    if isinstance(value, str) and value.startswith(prefix):
+        return value[len(prefix) :]
+    return value
