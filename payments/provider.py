@@ -42,12 +42,15 @@ class HttpPaymentProvider:
         *,
         timeout: float,
         connect_timeout: float,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._client = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
+            # The key goes in a header, never in a URL or a message (errors quote neither).
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
 
     def charge(self, request: Charge) -> ProviderCharge | ProviderVoided:

@@ -204,7 +204,23 @@ def _warmup_seconds(args: argparse.Namespace, stack: Any) -> float:
 def _warm_up(system: Any, seconds: float) -> dict[str, Any]:
     from saga_harness.bench.warmup import WARMUP_RATE, warm_up
 
-    return warm_up(system.orders_url, seconds=seconds, rate=WARMUP_RATE, progress=_say)
+    return warm_up(
+        system.orders_url,
+        seconds=seconds,
+        rate=WARMUP_RATE,
+        progress=_say,
+        authorize=_customer_of(system),
+    )
+
+
+def _is_secret(name: str) -> bool:
+    """A variable whose value must stay out of the JSON (a key, a secret, a password)."""
+    return any(word in name for word in ("KEY", "SECRET", "PASSWORD", "TOKEN"))
+
+
+def _customer_of(system: Any) -> Any:
+    """Each order's headers: the bearer token of the customer it names."""
+    return lambda body: system.tokens.customer(body["customer_id"])
 
 
 def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[str, Any]:
@@ -224,6 +240,7 @@ def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool
         kafka=system.kafka,
         cpu_targets=cpu_targets(system, stack),
         progress=_say,
+        authorize=_customer_of(system),
     )
     result["machine"] = _machine()
     result["system_env"] = {
@@ -243,6 +260,7 @@ def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool
             )
         )
         and "URL" not in k
+        and not _is_secret(k)
     }
     if audit:
         _say("bench: waiting for every saga to settle, then auditing (sagactl audit's rules)")
