@@ -25,15 +25,17 @@ def cmd_token(args: argparse.Namespace) -> int:
         subject, scopes = args.customer, ["customer"]
     try:
         token = mint_token(AuthSettings(), subject=subject, scopes=scopes, ttl_seconds=args.ttl)
-    except (ConfigurationError, InvalidToken) as exc:
-        print(f"sagactl: {exc}", file=sys.stderr)
-        print(
-            "  fix: export AUTH_JWT_SECRET (the services' secret; ./dev reads it from .env)",
-            file=sys.stderr,
-        )
-        return 2
+    except ConfigurationError as exc:
+        return _fail(str(exc), "export AUTH_JWT_SECRET (the services' secret; ./dev reads .env)")
+    except InvalidToken as exc:
+        return _fail(exc.reason, "an id of 1-200 printable characters, not all blank")
     print(token)
     return 0
+
+
+def _fail(message: str, fix: str) -> int:
+    print(f"sagactl: {message}\n  fix: {fix}", file=sys.stderr)
+    return 2
 
 
 def _positive(text: str) -> float:

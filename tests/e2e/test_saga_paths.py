@@ -115,7 +115,10 @@ def test_cancellation_after_payment_refunds_and_restocks(system: System, http: h
     before = stock_of(system, http, "HEAD-01")
     placed = system.place_order(http, items=[{"sku": "HEAD-01", "quantity": 1}])
     system.wait_for_order(http, placed["order_id"], ["APPROVED"])
-    response = http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel")
+    customer = system.tokens.customer(placed["customer_id"])
+    response = http.post(
+        f"{system.orders_url}/orders/{placed['order_id']}/cancel", headers=customer
+    )
     assert response.status_code == 202, response.text
 
     order = system.wait_for_order(http, placed["order_id"])
@@ -126,13 +129,17 @@ def test_cancellation_after_payment_refunds_and_restocks(system: System, http: h
     assert charges_for(system, placed["order_id"]) == (1, 1)
     after = stock_of(system, http, "HEAD-01")
     assert after["on_hand"] == before["on_hand"]
-    assert http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel").status_code == 409
+    cancel = f"{system.orders_url}/orders/{placed['order_id']}/cancel"
+    customer = system.tokens.customer(placed["customer_id"])
+    assert http.post(cancel, headers=customer).status_code == 409
 
 
 def test_cancelling_a_shipped_order_is_refused(system: System, http: httpx.Client):
     placed = system.place_order(http, items=[{"sku": "MOUSE-01", "quantity": 1}])
     system.wait_for_order(http, placed["order_id"], ["SHIPPED"])
-    assert http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel").status_code == 409
+    cancel = f"{system.orders_url}/orders/{placed['order_id']}/cancel"
+    customer = system.tokens.customer(placed["customer_id"])
+    assert http.post(cancel, headers=customer).status_code == 409
     settle(system)
 
 
@@ -174,6 +181,7 @@ def test_the_readme_demo_script_runs_every_path(system: System):
         "STOCK_URL": system.stock_url,
         "PROVIDER_URL": system.provider_url,
         "PYTHON": sys.executable,
+        "SAGACTL": f"{sys.executable} -m sagactl",
     }
     result = subprocess.run(
         ["bash", "scripts/demo.sh"], env=env, cwd=REPO, capture_output=True, text=True, timeout=180
