@@ -177,9 +177,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_provider(_args: argparse.Namespace) -> int:
+    from saga_runtime import ConfigurationError
     from simulators.payment_provider.bootstrap import main
 
-    return int(main())
+    try:
+        return int(main())
+    except ConfigurationError as exc:
+        print(f"sagactl: the provider cannot start: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_smtp_sink(_args: argparse.Namespace) -> int:

@@ -6,13 +6,19 @@ provider's ledger.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import subprocess
 import sys
 
 import httpx
 import pytest
 
+from saga_harness.bench.load import open_loop
+from saga_harness.bench.saga import order_body
+from saga_harness.chaos.driver import OrderDriver
+from saga_harness.chaos.harness import _restock
 from saga_harness.system import REPO, System
 
 pytestmark = pytest.mark.e2e
@@ -192,4 +198,32 @@ def test_the_readme_demo_script_runs_every_path(system: System):
     assert "'reason_code': 'out_of_stock'" in out
     assert "'reason_code': 'payment_declined'" in out
     assert "'reason_code': 'customer_request'" in out and "payments/PaymentRefunded" in out
+    settle(system)
+
+
+def test_the_harness_clients_carry_their_tokens(system: System, http: httpx.Client):
+    """The bench's load generator, the chaos driver (orders, cancellations) and the chaos
+    restock call the secured APIs as their customers and as an operator."""
+    url = f"{system.orders_url}/orders"
+    as_customer = lambda body: system.tokens.customer(body["customer_id"])  # noqa: E731
+    load = asyncio.run(
+        open_loop(url, order_body, rate=4, duration=1, seed=3, authorize=as_customer)
+    )
+    assert (len(load.submitted), load.rejected) == (4, {})
+    anonymous = asyncio.run(open_loop(url, order_body, rate=2, duration=1, seed=3))
+    assert anonymous.rejected == {"HTTP 401": 2}
+
+    driver = OrderDriver(system=system, rng=random.Random(1), rate=1.0)
+    with httpx.Client(timeout=10) as client:
+        driver._place(client, "happy", 0.0)
+    [(order_id, kind)] = driver.accepted.items()
+    assert driver.refused == {}
+    driver._cancel(order_id, f"chaos-{kind}")
+    assert system.wait_for_order(http, order_id)["status"] == "CANCELLED"
+
+    restocked = f"{system.stock_url}/stock/MOUSE-01"
+    low = http.put(restocked, json={"on_hand": 5}, headers=system.tokens.operator())
+    assert low.status_code == 200, low.text
+    _restock(system)
+    assert http.get(restocked).json()["received"] == low.json()["received"] + 100
     settle(system)

@@ -3,19 +3,27 @@ alone, an operator reads any, and a caller who proves nothing gets a 401 before 
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
+from jwt.algorithms import RSAAlgorithm
 
+from orders.api import create_app
 from saga_harness.system import free_port
 from saga_runtime import (
+    AuthSettings,
     DatabaseSettings,
     KafkaSettings,
     Outbox,
+    TokenVerifier,
     UnitOfWorkFactory,
     create_pool,
     events_topic,
@@ -183,3 +191,32 @@ def test_no_valid_token_is_a_401_before_any_query(kafka: KafkaSettings) -> None:
                         assert 'error="invalid_token"' in challenge
     finally:
         pool.close()
+
+
+def test_an_identity_providers_tokens_verify_with_its_jwks(
+    database: DatabaseSettings, kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """A real deployment: RS256 tokens from an issuer of its own, public keys in a JWKS file."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(RSAAlgorithm.to_jwk(private.public_key())), "kid": "2026-12"}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    settings = AuthSettings(
+        jwks_file=tmp_path / "jwks.json", issuer="https://id.example", audience="shop"
+    )
+    now = int(time.time())
+    claims = {"iss": "https://id.example", "aud": "shop", "sub": "c-ada", "scope": "customer"}
+    token = jwt.encode(
+        {**claims, "iat": now, "exp": now + 300}, private, algorithm="RS256",
+        headers={"kid": "2026-12"},
+    )  # fmt: skip
+    factory = factory_for(database, kafka)
+    try:
+        app = create_app(factory, TokenVerifier.from_settings(settings))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            assert place(client, headers)["customer_id"] == "c-ada"
+            ours = client.get("/orders", headers=ADA)  # HS256: not accepted by this deployment
+            assert ours.status_code == 401
+            assert ours.json() == {"detail": "the token's algorithm is not accepted"}
+    finally:
+        factory.pool.close()
