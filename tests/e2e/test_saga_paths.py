@@ -227,3 +227,18 @@ def test_the_harness_clients_carry_their_tokens(system: System, http: httpx.Clie
     _restock(system)
     assert http.get(restocked).json()["received"] == low.json()["received"] + 100
     settle(system)
+
+
+def test_no_secret_or_token_is_ever_logged(system: System, http: httpx.Client):
+    headers = system.tokens.customer("c-logged")
+    token = headers["Authorization"].removeprefix("Bearer ")
+    placed = system.place_order(http, customer_id="c-logged")
+    assert http.get(f"{system.orders_url}/orders/{placed['order_id']}", headers=headers).is_success
+    http.get(f"{system.orders_url}/orders", headers={"Authorization": "Bearer forged." + token})
+    system.wait_for_order(http, placed["order_id"])
+    secrets = [system.env[n] for n in ("AUTH_JWT_SECRET", "PROVIDER_API_KEY")] + [token]
+    logs = {p.name: p.read_text(errors="replace") for p in system.log_dir.glob("*.log")}
+    assert {"orders.log", "payments.log", "provider.log"} <= set(logs)
+    for name, text in logs.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret in {name}"
