@@ -62,3 +62,22 @@ def test_up_says_how_to_get_a_token() -> None:
     hint = token_hint(8000)
     assert "./dev token --customer c-42" in hint and "--operator" in hint
     assert 'Authorization: Bearer $TOKEN" http://127.0.0.1:8000/orders' in hint
+
+
+def test_local_processes_listen_on_loopback_only_by_default() -> None:
+    """What ./dev up starts is reachable from this host alone unless told otherwise."""
+    from orders.settings import OrdersSettings
+    from outbox_relay.settings import RelayProcessSettings
+    from saga_harness.infra.kafka import KAFKA_HOST
+    from saga_harness.infra.postgres import _SERVER_CONF
+    from saga_runtime import ServiceSettings
+    from simulators.payment_provider.settings import ProviderSettings
+    from simulators.smtp_sink.server import SinkSettings
+    from stock.settings import StockSettings
+
+    for settings in (OrdersSettings, StockSettings, ProviderSettings, SinkSettings):
+        assert settings.model_fields["host"].default == "127.0.0.1", settings
+    for settings in (ServiceSettings, RelayProcessSettings):
+        assert settings.model_fields["health_host"].default == "127.0.0.1", settings
+    assert KAFKA_HOST == "127.0.0.1"
+    assert "listen_addresses = '127.0.0.1'" in _SERVER_CONF
