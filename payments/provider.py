@@ -112,6 +112,14 @@ class HttpPaymentProvider:
             raise ProviderUnavailable(
                 f"{method} {url}: HTTP {response.status_code} {response.text[:200]}"
             )
+        if response.status_code in (401, 403):
+            # Our key refused: a rotation half done (the provider has the new key, we the
+            # old), or a wrong PAYMENTS_PROVIDER_API_KEY. Retried like an outage until the
+            # effect's deadline, so that a refund is never given up over a key.
+            raise ProviderUnavailable(
+                f"{method} {url}: HTTP {response.status_code}: the provider refused our key"
+                " (PAYMENTS_PROVIDER_API_KEY)"
+            )
         return response
 
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from payments.domain import Charge
-from payments.provider import HttpPaymentProvider, ProviderRejected
+from payments.provider import HttpPaymentProvider, ProviderUnavailable
 from saga_runtime import ConfigurationError, DatabaseSettings
 from simulators.payment_provider.api import create_app
 from simulators.payment_provider.settings import ProviderSettings
@@ -447,11 +447,13 @@ def test_payments_client_sends_the_key_and_never_shows_it(provider: httpx.Client
     right = HttpPaymentProvider(url, timeout=10, connect_timeout=2, api_key=API_KEY)
     charge = right.charge(Charge("k-pay", "o-pay", 100, "tok_visa"))
     assert charge.approved
+    # A refused key is retried like an outage (a rotation half done), and never shown.
     wrong = HttpPaymentProvider(url, timeout=10, connect_timeout=2, api_key="a-leaked-guess")
-    with pytest.raises(ProviderRejected) as refused:
+    with pytest.raises(ProviderUnavailable) as refused:
         wrong.charge(Charge("k-pay-2", "o-pay-2", 100, "tok_visa"))
-    assert "401" in str(refused.value)
+    assert "401" in str(refused.value) and "PAYMENTS_PROVIDER_API_KEY" in str(refused.value)
     assert "a-leaked-guess" not in str(refused.value)
+    assert ledger(provider)["charges"] == [provider.get("/charges/k-pay").json()]
 
 
 def test_the_simulator_never_runs_open(database: DatabaseSettings) -> None:

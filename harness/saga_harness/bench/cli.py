@@ -213,6 +213,28 @@ def _warm_up(system: Any, seconds: float) -> dict[str, Any]:
     )
 
 
+REPORTED_PREFIXES = (
+    "SHIPMENTS_",
+    "ORDERS_",
+    "RELAY_",
+    "CONSUMER_",
+    "DATABASE_POOL",
+    "PAYMENTS_",
+    "NOTIFICATIONS_",
+    "EFFECTS_",
+    "PROVIDER_LATENCY",
+)
+
+
+def reported_env(env: dict[str, str]) -> dict[str, str]:
+    """The system's settings a result records: tuning knobs, never an address or a secret."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith(REPORTED_PREFIXES) and "URL" not in k and not _is_secret(k)
+    }
+
+
 def _is_secret(name: str) -> bool:
     """A variable whose value must stay out of the JSON (a key, a secret, a password)."""
     return any(word in name for word in ("KEY", "SECRET", "PASSWORD", "TOKEN"))
@@ -243,25 +265,7 @@ def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool
         authorize=_customer_of(system),
     )
     result["machine"] = _machine()
-    result["system_env"] = {
-        k: v
-        for k, v in system.env.items()
-        if k.startswith(
-            (
-                "SHIPMENTS_",
-                "ORDERS_",
-                "RELAY_",
-                "CONSUMER_",
-                "DATABASE_POOL",
-                "PAYMENTS_",
-                "NOTIFICATIONS_",
-                "EFFECTS_",
-                "PROVIDER_LATENCY",
-            )
-        )
-        and "URL" not in k
-        and not _is_secret(k)
-    }
+    result["system_env"] = reported_env(system.env)
     if audit:
         _say("bench: waiting for every saga to settle, then auditing (sagactl audit's rules)")
         result["violations"] = [str(v) for v in system.wait_quiet(timeout=120)][:20]
