@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.orders import Address, OrderLine
 from orders import handlers
+from orders.access import Customer, Reader, list_owner, visible
 from orders.domain import Order, OrderStateError
 from orders.repository import OrderRepository, TimelineEntry
 from saga_runtime import (
@@ -20,7 +21,6 @@ from saga_runtime import (
     WHOLE_NUMBER,
     Email,
     JsonBodyRoute,
-    Principal,
     Text,
     TokenVerifier,
     UnitOfWorkFactory,
@@ -28,12 +28,8 @@ from saga_runtime import (
     install_authentication,
     install_error_handlers,
     problem,
-    require_scope,
     unavailable_response,
 )
-
-# A customer's token names the customer (its subject); an operator's may read any order.
-CUSTOMER, OPERATOR = "customer", "operator"
 
 # Text is taken as sent (never stripped), so each schema below is exactly what is accepted.
 PostalCode = Annotated[str, Field(min_length=1, max_length=20), NON_BLANK]
@@ -159,36 +155,6 @@ OrderId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: problem("no order with this id (or not the caller's)")
 }
-Customer = Annotated[Principal, Depends(require_scope(CUSTOMER))]
-Reader = Annotated[Principal, Depends(require_scope(CUSTOMER, OPERATOR))]
-
-
-def _visible(order: Order | None, reader: Principal) -> bool:
-    """An operator sees every order; a customer only their own (another's is "not found",
-    so that a customer cannot even learn which order ids exist)."""
-    return order is not None and (reader.has(OPERATOR) or order.customer_id == reader.subject)
-
-
-def _list_owner(reader: Principal, customer_id: str | None) -> str:
-    """Whose orders a list shows: a customer's own; for an operator, the one asked for."""
-    if reader.has(CUSTOMER) and customer_id in (None, reader.subject):
-        return reader.subject
-    if reader.has(OPERATOR) and customer_id is not None:
-        return customer_id
-    if reader.has(OPERATOR):
-        raise HTTPException(
-            422,
-            detail=[
-                {
-                    "loc": ["query", "customer_id"],
-                    "msg": "an operator lists one customer's orders: give customer_id",
-                    "type": "missing",
-                }
-            ],
-        )
-    raise HTTPException(status.HTTP_403_FORBIDDEN, detail="a customer lists only their own orders")
-
-
 # OpenAPI links: what a client (or a stateful API fuzzer) can do next with an accepted order.
 ORDER_LINKS = {
     "GetOrder": {"operationId": "getOrder", "parameters": {"order_id": "$response.body#/order_id"}},
@@ -275,7 +241,7 @@ def create_app(uow_factory: UnitOfWorkFactory, verifier: TokenVerifier) -> FastA
         with factory.pool.connection() as conn:
             repo = OrderRepository(conn)
             order = repo.get(order_id)
-            if order is None or not _visible(order, reader):
+            if order is None or not visible(order, reader):
                 raise HTTPException(status.HTTP_404_NOT_FOUND, detail="order not found")
             return order_out(order, repo.timeline(order_id))
 
@@ -304,7 +270,7 @@ def create_app(uow_factory: UnitOfWorkFactory, verifier: TokenVerifier) -> FastA
         ] = None,
     ) -> OrderPage:
         """A customer's orders, newest first; pass ``next_cursor`` back for the next page."""
-        owner = _list_owner(reader, customer_id)
+        owner = list_owner(reader, customer_id)
         before = _decode_cursor(cursor) if cursor else None
         with factory.pool.connection() as conn:
             orders = OrderRepository(conn).list_for_customer(owner, limit=limit + 1, before=before)
