@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.orders import Address, OrderLine
 from orders import handlers
+from orders.access import Customer, Reader, list_owner, visible
 from orders.domain import Order, OrderStateError
 from orders.repository import OrderRepository, TimelineEntry
 from saga_runtime import (
@@ -21,7 +22,10 @@ from saga_runtime import (
     Email,
     JsonBodyRoute,
     Text,
+    TokenVerifier,
     UnitOfWorkFactory,
+    auth_responses,
+    install_authentication,
     install_error_handlers,
     problem,
     unavailable_response,
@@ -62,7 +66,10 @@ class AddressIn(_Strict):
 
 
 class OrderIn(_Strict):
-    customer_id: Text
+    customer_id: Annotated[
+        Text | None,
+        Field(description="the token's customer (its subject); optional, and a 403 if another"),
+    ] = None
     email: Email
     items: list[ItemIn] = Field(min_length=1, max_length=100)
     payment: PaymentIn
@@ -145,7 +152,9 @@ def get_uow_factory(request: Request) -> UnitOfWorkFactory:
 UowFactory = Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
 # Order ids are UUIDs: anything outside URL-unreserved characters is no order's id.
 OrderId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._~-]+$")]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem("no order with this id")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: problem("no order with this id (or not the caller's)")
+}
 # OpenAPI links: what a client (or a stateful API fuzzer) can do next with an accepted order.
 ORDER_LINKS = {
     "GetOrder": {"operationId": "getOrder", "parameters": {"order_id": "$response.body#/order_id"}},
@@ -160,15 +169,19 @@ ORDER_LINKS = {
 }
 
 
-def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
+def create_app(uow_factory: UnitOfWorkFactory, verifier: TokenVerifier) -> FastAPI:
+    """The API over ``uow_factory``; every operation needs a token ``verifier`` accepts."""
     app = FastAPI(
         title="Orders",
-        description="Submit orders and watch their saga settle.",
+        description="Submit orders and watch their saga settle. Every operation needs a bearer"
+        " token: a customer's (scope `customer`, subject = customer id) places, reads, lists"
+        " and cancels that customer's orders; an operator's (scope `operator`) reads any.",
         version="1.0",
-        responses=unavailable_response("the orders database"),
+        responses={**unavailable_response("the orders database"), **auth_responses()},
     )
     app.router.route_class = JsonBodyRoute
     app.state.uow_factory = uow_factory
+    install_authentication(app, verifier)
     install_error_handlers(app, unavailable="the orders database")
 
     @app.post(
@@ -178,23 +191,32 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         operation_id="submitOrder",
         responses={
             202: {"links": ORDER_LINKS},
+            403: problem("not a customer's token, or a customer_id that is not the token's"),
             409: problem("Idempotency-Key reused with another body"),
         },
     )
     def submit_order(
+        customer: Customer,
         body: OrderIn,
         request: Request,
         response: Response,
         factory: UowFactory,
         idempotency_key: IdempotencyKey = None,
     ) -> OrderOut:
-        """Accept an order (202): the saga runs asynchronously; poll ``Location``."""
+        """Accept an order (202) for the token's customer; the saga runs asynchronously:
+        poll ``Location``. An ``Idempotency-Key`` is the customer's own: another customer's
+        use of the same key is another order."""
+        if body.customer_id is not None and body.customer_id != customer.subject:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, detail="customer_id is not the token's customer"
+            )
+        body = body.model_copy(update={"customer_id": customer.subject})
         fingerprint = handlers.request_hash(body.model_dump_json().encode())
         try:
             with factory.begin() as uow:
                 order, _created = handlers.place_order(
                     uow,
-                    customer_id=body.customer_id,
+                    customer_id=customer.subject,
                     email=body.email,
                     lines=[OrderLine(sku=i.sku, quantity=i.quantity) for i in body.items],
                     card_token=body.payment.card_token,
@@ -208,21 +230,34 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         return order_out(order)
 
     @app.get(
-        "/orders/{order_id}", response_model=OrderOut, responses=NOT_FOUND, operation_id="getOrder"
+        "/orders/{order_id}",
+        response_model=OrderOut,
+        responses={**NOT_FOUND, 403: problem("a token with neither scope")},
+        operation_id="getOrder",
     )
-    def get_order(order_id: OrderId, factory: UowFactory) -> OrderOut:
-        """The order, its priced lines and its saga timeline."""
+    def get_order(reader: Reader, order_id: OrderId, factory: UowFactory) -> OrderOut:
+        """The order, its priced lines and its saga timeline (a customer's own, or any for an
+        operator)."""
         with factory.pool.connection() as conn:
             repo = OrderRepository(conn)
             order = repo.get(order_id)
-            if order is None:
+            if order is None or not visible(order, reader):
                 raise HTTPException(status.HTTP_404_NOT_FOUND, detail="order not found")
             return order_out(order, repo.timeline(order_id))
 
-    @app.get("/orders", response_model=OrderPage, operation_id="listOrders")
+    @app.get(
+        "/orders",
+        response_model=OrderPage,
+        operation_id="listOrders",
+        responses={403: problem("another customer's orders, or a token with neither scope")},
+    )
     def list_orders(
+        reader: Reader,
         factory: UowFactory,
-        customer_id: Annotated[Text, Query()],
+        customer_id: Annotated[
+            Text | None,
+            Query(description="a customer's own by default; an operator must name one"),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[
             str | None,
@@ -235,11 +270,10 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         ] = None,
     ) -> OrderPage:
         """A customer's orders, newest first; pass ``next_cursor`` back for the next page."""
+        owner = list_owner(reader, customer_id)
         before = _decode_cursor(cursor) if cursor else None
         with factory.pool.connection() as conn:
-            orders = OrderRepository(conn).list_for_customer(
-                customer_id, limit=limit + 1, before=before
-            )
+            orders = OrderRepository(conn).list_for_customer(owner, limit=limit + 1, before=before)
         page, more = orders[:limit], len(orders) > limit
         return OrderPage(
             items=[order_out(o) for o in page],
@@ -251,13 +285,18 @@ def create_app(uow_factory: UnitOfWorkFactory) -> FastAPI:
         status_code=status.HTTP_202_ACCEPTED,
         response_model=OrderOut,
         operation_id="cancelOrder",
-        responses={**NOT_FOUND, 409: problem("the order is final already")},
+        responses={
+            **NOT_FOUND,
+            403: problem("not a customer's token"),
+            409: problem("the order is final already"),
+        },
     )
-    def cancel(order_id: OrderId, factory: UowFactory) -> OrderOut:
-        """Cancel before shipment; what was done is undone by the other services."""
+    def cancel(customer: Customer, order_id: OrderId, factory: UowFactory) -> OrderOut:
+        """Cancel one's own order before shipment; what was done is undone by the other
+        services."""
         try:
             with factory.begin() as uow:
-                order = handlers.cancel_order(uow, order_id)
+                order = handlers.cancel_order(uow, order_id, customer_id=customer.subject)
         except handlers.OrderNotFound as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="order not found") from exc
         except OrderStateError as exc:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from functools import partial
 
+from fastapi import FastAPI
+
 from orders.api import create_app
 from orders.deadline import run_sweeper
 from orders.settings import OrdersSettings
-from saga_runtime import Composition, ServiceRuntime, Worker, build_runtime
+from saga_runtime import Composition, ServiceRuntime, TokenVerifier, Worker, build_runtime
 
 Settings = OrdersSettings
 
@@ -29,9 +31,15 @@ def sweeper(runtime: ServiceRuntime, settings: OrdersSettings) -> Worker:
     )
 
 
+def api(runtime: ServiceRuntime, settings: OrdersSettings) -> FastAPI:
+    """The REST API, made as the service starts: without token keys (``AUTH_*``) it raises
+    ``ConfigurationError`` and the service does not start (never an open API)."""
+    return create_app(runtime.uow_factory, TokenVerifier.from_settings(settings.auth))
+
+
 def compose(settings: OrdersSettings) -> Composition:
     return Composition(
-        api=lambda runtime: create_app(runtime.uow_factory),
+        api=partial(api, settings=settings),
         workers=lambda runtime: [sweeper(runtime, settings)],
     )
 

@@ -79,8 +79,9 @@ def place_order(
     """
     repo = OrderRepository(uow.conn)
     if idempotency_key is not None:
-        uow.lock(f"idempotency:{idempotency_key}")
-        existing = repo.get_by_idempotency_key(idempotency_key)
+        # Keys are the customer's own: two customers' equal keys are two orders.
+        uow.lock(f"idempotency:{len(customer_id)}:{customer_id}:{idempotency_key}")
+        existing = repo.get_by_idempotency_key(customer_id, idempotency_key)
         if existing is not None:
             order, previous_fingerprint = existing
             if previous_fingerprint != fingerprint:
@@ -103,9 +104,11 @@ def place_order(
     return order, True
 
 
-def cancel_order(uow: UnitOfWork, order_id: str) -> Order:
+def cancel_order(uow: UnitOfWork, order_id: str, *, customer_id: str | None = None) -> Order:
+    """Cancel ``order_id``; with ``customer_id``, only if it is that customer's order (another's
+    is not found, as if it did not exist)."""
     order = _load(uow, order_id)
-    if order is None:
+    if order is None or (customer_id is not None and order.customer_id != customer_id):
         raise OrderNotFound(order_id)
     after, events = domain.cancel_by_customer(order)
     _commit(uow, order, after, events)

@@ -69,10 +69,13 @@ class OrderRepository:
         found = load_orders(self.conn, [order_id])
         return found[0] if found else None
 
-    def get_by_idempotency_key(self, key: str) -> tuple[Order, str | None] | None:
+    def get_by_idempotency_key(self, customer_id: str, key: str) -> tuple[Order, str | None] | None:
+        """The customer's order placed under ``key`` (keys are unique per customer), and the
+        hash of the request that placed it."""
         row = self.conn.execute(
-            f"SELECT {_COLUMNS}, request_hash FROM orders.orders WHERE idempotency_key = %s",
-            (key,),
+            f"SELECT {_COLUMNS}, request_hash FROM orders.orders"
+            " WHERE customer_id = %s AND idempotency_key = %s",
+            (customer_id, key),
         ).fetchone()
         return None if row is None else (_order(row[:-1]), row[-1])
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
 from pydantic_settings import SettingsConfigDict
 
-from saga_runtime import ServiceSettings
+from saga_runtime import AuthSettings, ServiceSettings
 
 
 class OrdersSettings(ServiceSettings):
@@ -24,6 +24,8 @@ class OrdersSettings(ServiceSettings):
     # One consumer: its batches read and write per batch, so a second thread only splits
     # them (measured: 88 -> 77 ms of CPU per saga with one for orders and stock).
     consumers: PositiveInt = 1
+    # Who may call the API: the token keys, issuer and audience (``AUTH_*``).
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @property
     def pending_timeout(self) -> timedelta:

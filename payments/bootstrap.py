@@ -16,6 +16,11 @@ def http_provider(settings: PaymentsSettings) -> HttpPaymentProvider:
         settings.provider_url,
         timeout=settings.provider_timeout,
         connect_timeout=settings.provider_connect_timeout,
+        api_key=(
+            settings.provider_api_key.get_secret_value()
+            if settings.provider_api_key is not None
+            else None
+        ),
     )
 
 

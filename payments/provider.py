@@ -42,12 +42,15 @@ class HttpPaymentProvider:
         *,
         timeout: float,
         connect_timeout: float,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._client = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
+            # The key goes in a header, never in a URL or a message (errors quote neither).
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
 
     def charge(self, request: Charge) -> ProviderCharge | ProviderVoided:
@@ -108,6 +111,14 @@ class HttpPaymentProvider:
         if response.status_code >= 500 or response.status_code == 429:
             raise ProviderUnavailable(
                 f"{method} {url}: HTTP {response.status_code} {response.text[:200]}"
+            )
+        if response.status_code in (401, 403):
+            # Our key refused: a rotation half done (the provider has the new key, we the
+            # old), or a wrong PAYMENTS_PROVIDER_API_KEY. Retried like an outage until the
+            # effect's deadline, so that a refund is never given up over a key.
+            raise ProviderUnavailable(
+                f"{method} {url}: HTTP {response.status_code}: the provider refused our key"
+                " (PAYMENTS_PROVIDER_API_KEY)"
             )
         return response
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import Field, PositiveFloat, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from saga_runtime import ServiceSettings
@@ -28,6 +28,9 @@ class PaymentsSettings(ServiceSettings):
     health_port: int = Field(default=8021, ge=0, le=65535)
 
     provider_url: str = "http://127.0.0.1:8010"
+    # The merchant's key at the provider (``PAYMENTS_PROVIDER_API_KEY``), sent as a bearer
+    # token on every call.
+    provider_api_key: SecretStr | None = None
     provider_timeout: PositiveFloat = 5.0
     provider_connect_timeout: PositiveFloat = 2.0
     # Seconds, from the request of the effect.

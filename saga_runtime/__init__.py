@@ -5,6 +5,7 @@ handlers, the runtime guarantees how they are stored, published and applied.
 """
 
 from saga_runtime.aggregate_states import AggregateStates
+from saga_runtime.auth import AuthSettings, InvalidToken, Principal, TokenVerifier, mint_token
 from saga_runtime.backoff import Backoff
 from saga_runtime.consumer import ConsumerRunner, Handler, Outcome
 from saga_runtime.db import TRANSIENT_DB_ERRORS, connect, create_pool, is_transient_db_error
@@ -108,6 +109,14 @@ from saga_runtime.web import (
     problem,
     unavailable_response,
 )
+from saga_runtime.web_auth import (
+    Authenticated,
+    api_key_guard,
+    auth_responses,
+    authenticate,
+    install_authentication,
+    require_scope,
+)
 from saga_runtime.workers import Worker, Workers, run_workers, stop_on_signals
 
 __all__ = [
@@ -122,6 +131,8 @@ __all__ = [
     "TRANSIENT_DB_ERRORS",
     "WHOLE_NUMBER",
     "AggregateStates",
+    "AuthSettings",
+    "Authenticated",
     "Backoff",
     "BatchResult",
     "BrokerUnreachable",
@@ -156,6 +167,7 @@ __all__ = [
     "Inbox",
     "InboxSettings",
     "InvalidEnvelopeError",
+    "InvalidToken",
     "JsonBodyRoute",
     "KafkaDeadLetterPublisher",
     "KafkaSettings",
@@ -165,6 +177,7 @@ __all__ = [
     "OutboxUsageError",
     "Outcome",
     "PoisonMessageError",
+    "Principal",
     "Printable",
     "Problem",
     "ProducerFatalError",
@@ -179,11 +192,15 @@ __all__ = [
     "ServiceSettings",
     "System",
     "Text",
+    "TokenVerifier",
     "UnitOfWork",
     "UnitOfWorkFactory",
     "Worker",
     "Workers",
     "add_health_routes",
+    "api_key_guard",
+    "auth_responses",
+    "authenticate",
     "build_runtime",
     "check_email",
     "check_inbox_retention",
@@ -205,15 +222,18 @@ __all__ = [
     "events_topic",
     "field_errors",
     "get_logger",
+    "install_authentication",
     "install_error_handlers",
     "is_retryable",
     "is_transient_db_error",
+    "mint_token",
     "notify_channel",
     "problem",
     "producer_config",
     "purge_inbox",
     "reaction",
     "relay_lock_key",
+    "require_scope",
     "run_service",
     "run_workers",
     "service_schema_statements",

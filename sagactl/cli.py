@@ -98,9 +98,12 @@ def cmd_relay(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from saga_runtime import run_service
+    from saga_runtime import ConfigurationError, run_service
 
-    return run_service(SYSTEM, args.service)
+    try:
+        return run_service(SYSTEM, args.service)
+    except ConfigurationError as exc:
+        return _fail(f"{args.service} cannot start: {exc}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     from sagactl.ops.commands import register as register_operator_commands
+    from sagactl.token import register as register_token
 
+    register_token(sub)
     register_operator_commands(sub)
     for register in installed_command_groups():
         register(parser, sub)

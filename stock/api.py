@@ -6,14 +6,12 @@ fully described by the product row (``received`` records every unit added or wri
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import APIKeyHeader
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,9 +20,14 @@ from saga_runtime import (
     NON_BLANK,
     WHOLE_NUMBER,
     JsonBodyRoute,
+    Principal,
+    TokenVerifier,
     UnitOfWorkFactory,
+    auth_responses,
+    install_authentication,
     install_error_handlers,
     problem,
+    require_scope,
     unavailable_response,
 )
 from stock import domain
@@ -110,30 +113,11 @@ def get_uow_factory(request: Request) -> UnitOfWorkFactory:
 UowFactoryDep = Annotated[UnitOfWorkFactory, Depends(get_uow_factory)]
 
 
-# A security scheme, so that the OpenAPI document says which operation needs the token.
-_admin_token_header = APIKeyHeader(
-    name="X-Admin-Token",
-    auto_error=False,
-    description="the service's STOCK_ADMIN_TOKEN (required only when one is configured)",
-)
-
-
-def require_admin(
-    request: Request, x_admin_token: Annotated[str | None, Security(_admin_token_header)] = None
-) -> None:
-    """Refuse admin calls without the configured token (no token configured: open)."""
-    expected: str | None = request.app.state.admin_token
-    if not expected:
-        return
-    if x_admin_token is None:
-        raise HTTPException(401, detail="X-Admin-Token header required")
-    # Bytes, so that any header value compares (in constant time) instead of raising. The
-    # token is never stored or echoed, so any text is only a wrong token (403), never a 422.
-    if not hmac.compare_digest(x_admin_token.encode("latin-1"), expected.encode("utf-8")):
-        raise HTTPException(403, detail="invalid admin token")
-
-
-AdminDep = Annotated[None, Depends(require_admin)]
+# Stock levels and prices are the shop's catalogue, open to read; counting stock in and
+# reading an order's reservation are an operator's (a token with the ``operator`` scope).
+OPERATOR = "operator"
+Operator = Annotated[Principal, Depends(require_scope(OPERATOR))]
+OPERATOR_ONLY = auth_responses(forbidden="the token lacks the operator scope")
 SkuPath = Annotated[
     str, Path(pattern=SKU_PATTERN, description="letters, digits, '.', '_' or '-'; 1-64")
 ]
@@ -173,16 +157,15 @@ def get_stock(sku: SkuPath, conn: ConnDep) -> ProductOut:
     responses={
         200: {"links": PRODUCT_LINKS},
         201: {"description": "created", "model": ProductOut, "links": PRODUCT_LINKS},
-        401: problem("X-Admin-Token missing (when the service has an admin token)"),
-        403: problem("X-Admin-Token wrong"),
+        **OPERATOR_ONLY,
     },
 )
 def put_stock(
+    _operator: Operator,
     sku: SkuPath,
     body: ProductPut,
     uow_factory: UowFactoryDep,
     response: Response,
-    _admin: AdminDep,
 ) -> ProductOut:
     """Create a product, or set an existing one's count (and optionally name and price)."""
     try:
@@ -222,10 +205,11 @@ def _put(uow_factory: UnitOfWorkFactory, sku: str, body: ProductPut) -> tuple[Pr
 @router.get(
     "/reservations/{order_id}",
     response_model=ReservationOut,
-    responses={404: problem("no reservation for this order")},
+    responses={404: problem("no reservation for this order"), **OPERATOR_ONLY},
     operation_id="getReservation",
 )
 def get_reservation(
+    _operator: Operator,
     order_id: Annotated[
         str,
         Path(
@@ -256,9 +240,9 @@ def health(conn: ConnDep) -> dict[str, str]:
 
 
 def create_app(
-    *, pool: ConnectionPool, uow_factory: UnitOfWorkFactory, admin_token: str | None
+    *, pool: ConnectionPool, uow_factory: UnitOfWorkFactory, verifier: TokenVerifier
 ) -> FastAPI:
-    """The API over a service's pool; ``admin_token`` guards ``PUT /stock/{sku}``."""
+    """The API over a service's pool; operator operations need a token ``verifier`` accepts."""
     app = FastAPI(
         title="Stock",
         summary="Stock levels and prices of the saga's products.",
@@ -267,7 +251,7 @@ def create_app(
     )
     app.state.pool = pool
     app.state.uow_factory = uow_factory
-    app.state.admin_token = admin_token
+    install_authentication(app, verifier)
     app.include_router(router)
     install_error_handlers(app, unavailable="the stock database")
     return app

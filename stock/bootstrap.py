@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from saga_runtime import Composition, ServiceRuntime, build_runtime
+from saga_runtime import Composition, ServiceRuntime, TokenVerifier, build_runtime
 from stock import api
 from stock.settings import StockSettings
 
@@ -12,18 +12,18 @@ Settings = StockSettings
 
 
 def create_app(runtime: ServiceRuntime, settings: StockSettings | None = None) -> FastAPI:
-    """The HTTP API over ``runtime``'s pool; the admin token comes from ``settings`` (read from
-    the environment when not given, so the API is never left open by accident)."""
+    """The HTTP API over ``runtime``'s pool; the token keys come from ``settings`` (read from
+    the environment when not given). No keys: ``ConfigurationError``, never an open API."""
     settings = settings if settings is not None else StockSettings()
-    token = settings.admin_token
     return api.create_app(
         pool=runtime.pool,
         uow_factory=runtime.uow_factory,
-        admin_token=token.get_secret_value() if token is not None else None,
+        verifier=TokenVerifier.from_settings(settings.auth),
     )
 
 
 def compose(settings: StockSettings) -> Composition:
+    # The API is made as the service starts: without token keys it refuses to start.
     return Composition(api=lambda runtime: create_app(runtime, settings))
 
 

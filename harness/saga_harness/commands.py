@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from sagactl.cli import prepare
 if TYPE_CHECKING:
     from sagactl.cli import Commands
 
-__all__ = ["default_state_dir", "provision", "register"]
+__all__ = ["default_state_dir", "missing_secrets", "provision", "register", "token_hint"]
 
 
 def default_state_dir() -> Path:
@@ -63,10 +64,41 @@ def _port_url(variable: str, default: int) -> str | None:
     return f"http://127.0.0.1:{port}" if port else None
 
 
+def missing_secrets(environ: Mapping[str, str]) -> list[str]:
+    """What ``up`` cannot start without: the APIs' token keys and the provider's key (both
+    from ``.env`` under ``./dev``). Never open APIs, so never a default."""
+    missing = []
+    if not (environ.get("AUTH_JWT_SECRET") or environ.get("AUTH_JWKS_FILE")):
+        missing.append("AUTH_JWT_SECRET (or AUTH_JWKS_FILE)")
+    missing += [
+        name for name in ("PROVIDER_API_KEY", "PAYMENTS_PROVIDER_API_KEY") if not environ.get(name)
+    ]
+    return missing
+
+
+def token_hint(orders_port: int) -> str:
+    """How to call the API, printed by ``up``: where it is and how to get a token."""
+    return (
+        f"sagactl: orders API http://127.0.0.1:{orders_port} (docs at /docs); every call needs"
+        " a bearer token:\n"
+        "  TOKEN=$(./dev token --customer c-42)    # a customer's (./dev token --operator:"
+        " an operator's)\n"
+        f'  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{orders_port}/orders'
+    )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from saga_harness.infra import stop_stack
     from saga_harness.supervisor import ProcessSpec, Supervisor
 
+    missing = missing_secrets(os.environ)
+    if missing:
+        print(
+            f"sagactl: up needs {', '.join(missing)}: run it as ./dev up, which keeps them in"
+            " .env, or export them",
+            file=sys.stderr,
+        )
+        return 2
     state_dir: Path = args.state_dir
     env, local = provision(state_dir)
     print(f"sagactl: PostgreSQL {env['DATABASE_URL']}, Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}")
@@ -115,6 +147,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     log_dir = state_dir / "logs"
     supervisor = Supervisor(specs, log_dir=log_dir, state_dir=state_dir)
     print(f"sagactl: running {', '.join(s.name for s in specs)}; logs in {log_dir}; Ctrl-C stops")
+    print(token_hint(int(os.environ.get("ORDERS_PORT", 8000))))
     try:
         supervisor.run_until_signalled()
     finally:
@@ -144,9 +177,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_provider(_args: argparse.Namespace) -> int:
+    from saga_runtime import ConfigurationError
     from simulators.payment_provider.bootstrap import main
 
-    return int(main())
+    try:
+        return int(main())
+    except ConfigurationError as exc:
+        print(f"sagactl: the provider cannot start: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_smtp_sink(_args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ database and a topic prefix of its own, so one system never sees another's data.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +29,7 @@ from psycopg import sql
 
 from migrations import upgrade
 from saga_harness.checkout import PYTHONPATH, REPO
+from saga_harness.tokens import Tokens
 from saga_runtime import KafkaSettings, composition_root, ensure_topics
 from saga_system import SYSTEM
 from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
@@ -112,6 +115,16 @@ class System:
     ports: dict[str, int]
     processes: dict[str, Process] = field(default_factory=dict)
 
+    @cached_property
+    def tokens(self) -> Tokens:
+        """Customers' and an operator's headers for the system's APIs."""
+        return Tokens.from_env(self.env)
+
+    @property
+    def provider_headers(self) -> dict[str, str]:
+        """What payments sends the provider: its merchant key."""
+        return {"Authorization": f"Bearer {self.env['PROVIDER_API_KEY']}"}
+
     @property
     def orders_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['orders']}"
@@ -186,7 +199,13 @@ class System:
         return "\n".join(out)
 
     def place_order(self, client: httpx.Client, **overrides: Any) -> dict[str, Any]:
-        response = client.post(f"{self.orders_url}/orders", json=order_request(**overrides))
+        """Place an order as its customer (the body's ``customer_id``)."""
+        body = order_request(**overrides)
+        response = client.post(
+            f"{self.orders_url}/orders",
+            json=body,
+            headers=self.tokens.customer(body["customer_id"]),
+        )
         assert response.status_code == 202, response.text
         return dict(response.json())
 
@@ -200,7 +219,11 @@ class System:
         wanted = set(statuses)
         deadline = time.monotonic() + timeout
         while True:
-            order = dict(client.get(f"{self.orders_url}/orders/{order_id}").json())
+            order = dict(
+                client.get(
+                    f"{self.orders_url}/orders/{order_id}", headers=self.tokens.operator()
+                ).json()
+            )
             if order["status"] in wanted:
                 return order
             if time.monotonic() > deadline:
@@ -209,7 +232,7 @@ class System:
 
     def ledger(self) -> tuple[list[Charge], list[Refund]]:
         """Approved charges and refunds (the same reading as ``sagactl audit``)."""
-        return fetch_ledger(self.provider_url)
+        return fetch_ledger(self.provider_url, api_key=self.env["PROVIDER_API_KEY"])
 
     def audit(self, *, require_drained: bool = True) -> list[Violation]:
         charges, refunds = self.ledger()
@@ -279,8 +302,13 @@ def build_system(
             *HEALTH_PORTED,
         )
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "RELAY_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "RELAY_", "AUTH_"))}
+    provider_key = secrets.token_urlsafe(24)
     env.update(
+        # Secrets of its own, as production has: every API checks its callers.
+        AUTH_JWT_SECRET=secrets.token_urlsafe(32),
+        PROVIDER_API_KEY=provider_key,
+        PAYMENTS_PROVIDER_API_KEY=provider_key,
         PYTHONPATH=PYTHONPATH,
         DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,

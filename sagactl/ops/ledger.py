@@ -15,6 +15,7 @@ __all__ = [
     "LedgerUnavailable",
     "fetch_ledger",
     "parse_ledger",
+    "provider_api_key",
     "provider_url",
 ]
 
@@ -28,6 +29,12 @@ class LedgerUnavailable(Exception):
 def provider_url(explicit: str | None = None) -> str:
     """``--provider-url``, else ``PAYMENTS_PROVIDER_URL`` (what payments uses), else the default."""
     return (explicit or os.environ.get("PAYMENTS_PROVIDER_URL") or DEFAULT_PROVIDER_URL).rstrip("/")
+
+
+def provider_api_key() -> str | None:
+    """``PAYMENTS_PROVIDER_API_KEY``: the key payments calls the provider with, which reads
+    the ledger too (from the environment only: a key on a command line is in ``ps``)."""
+    return os.environ.get("PAYMENTS_PROVIDER_API_KEY") or None
 
 
 def parse_ledger(data: dict[str, Any]) -> tuple[list[Charge], list[Refund]]:
@@ -44,11 +51,16 @@ def parse_ledger(data: dict[str, Any]) -> tuple[list[Charge], list[Refund]]:
     return charges, refunds
 
 
-def fetch_ledger(url: str, *, timeout: float = 10.0) -> tuple[list[Charge], list[Refund]]:
-    """``GET {url}/ledger``, parsed; raises ``LedgerUnavailable`` with the reason."""
+def fetch_ledger(
+    url: str, *, api_key: str | None = None, timeout: float = 10.0
+) -> tuple[list[Charge], list[Refund]]:
+    """``GET {url}/ledger`` with ``api_key`` (default: ``provider_api_key()``), parsed; raises
+    ``LedgerUnavailable`` with the reason (which never quotes the key)."""
     target = f"{url.rstrip('/')}/ledger"
+    key = api_key if api_key is not None else provider_api_key()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.get(target, timeout=timeout)
+        response = httpx.get(target, timeout=timeout, headers=headers)
         response.raise_for_status()
         return parse_ledger(response.json())
     except httpx.HTTPError as exc:

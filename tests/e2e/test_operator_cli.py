@@ -45,6 +45,7 @@ def cli(system: System, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC_PREFIX"):
         monkeypatch.setenv(name, system.env[name])
     monkeypatch.setenv("PAYMENTS_PROVIDER_URL", system.provider_url)
+    monkeypatch.setenv("PAYMENTS_PROVIDER_API_KEY", system.env["PAYMENTS_PROVIDER_API_KEY"])
     monkeypatch.setenv("SAGACTL_ACTOR", "ada")
 
     def run(*argv: str, env: dict[str, str | None] | None = None) -> Result:
@@ -129,7 +130,9 @@ def effects(system: System, http: httpx.Client, order_id: str) -> dict[str, Any]
                 " FROM notifications.outbox) + (SELECT count(*) FROM orders.outbox)"
             ).fetchall(),
         }
-    order = http.get(f"{system.orders_url}/orders/{order_id}").json()
+    order = http.get(
+        f"{system.orders_url}/orders/{order_id}", headers=system.tokens.operator()
+    ).json()
     mails = system.mail_file.read_text().count(order_id) if system.mail_file.exists() else 0
     return {
         "charges": sorted((c.charge_id, c.amount_cents) for c in charges if c.order_id == order_id),
@@ -500,7 +503,14 @@ def test_refusals_say_what_to_fix_and_change_nothing(system: System, cli: Cli) -
 
     no_provider = cli("audit", "--provider-url", "http://127.0.0.1:1")
     assert no_provider.code == 2 and "--provider-url" in no_provider.data["fix"]
-    assert cli("audit").code == 0
+    wrong_key = cli("audit", env={"PAYMENTS_PROVIDER_API_KEY": "a-guessed-key"})
+    assert wrong_key.code == 2 and "401" in wrong_key.data["error"]
+    assert "PAYMENTS_PROVIDER_API_KEY" in wrong_key.data["fix"]
+    assert "a-guessed-key" not in json.dumps(wrong_key.data) + wrong_key.stderr
+    passed = cli("audit")
+    assert passed.code == 0
+    secret = system.env["PAYMENTS_PROVIDER_API_KEY"]
+    assert secret not in json.dumps(passed.data) + passed.stderr, "no secret in --json output"
 
 
 # -- purge (last: it deletes every published row) ----------------------------------------------

@@ -6,13 +6,19 @@ provider's ledger.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import subprocess
 import sys
 
 import httpx
 import pytest
 
+from saga_harness.bench.load import open_loop
+from saga_harness.bench.saga import order_body
+from saga_harness.chaos.driver import OrderDriver
+from saga_harness.chaos.harness import _restock
 from saga_harness.system import REPO, System
 
 pytestmark = pytest.mark.e2e
@@ -115,7 +121,10 @@ def test_cancellation_after_payment_refunds_and_restocks(system: System, http: h
     before = stock_of(system, http, "HEAD-01")
     placed = system.place_order(http, items=[{"sku": "HEAD-01", "quantity": 1}])
     system.wait_for_order(http, placed["order_id"], ["APPROVED"])
-    response = http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel")
+    customer = system.tokens.customer(placed["customer_id"])
+    response = http.post(
+        f"{system.orders_url}/orders/{placed['order_id']}/cancel", headers=customer
+    )
     assert response.status_code == 202, response.text
 
     order = system.wait_for_order(http, placed["order_id"])
@@ -126,13 +135,17 @@ def test_cancellation_after_payment_refunds_and_restocks(system: System, http: h
     assert charges_for(system, placed["order_id"]) == (1, 1)
     after = stock_of(system, http, "HEAD-01")
     assert after["on_hand"] == before["on_hand"]
-    assert http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel").status_code == 409
+    cancel = f"{system.orders_url}/orders/{placed['order_id']}/cancel"
+    customer = system.tokens.customer(placed["customer_id"])
+    assert http.post(cancel, headers=customer).status_code == 409
 
 
 def test_cancelling_a_shipped_order_is_refused(system: System, http: httpx.Client):
     placed = system.place_order(http, items=[{"sku": "MOUSE-01", "quantity": 1}])
     system.wait_for_order(http, placed["order_id"], ["SHIPPED"])
-    assert http.post(f"{system.orders_url}/orders/{placed['order_id']}/cancel").status_code == 409
+    cancel = f"{system.orders_url}/orders/{placed['order_id']}/cancel"
+    customer = system.tokens.customer(placed["customer_id"])
+    assert http.post(cancel, headers=customer).status_code == 409
     settle(system)
 
 
@@ -174,6 +187,7 @@ def test_the_readme_demo_script_runs_every_path(system: System):
         "STOCK_URL": system.stock_url,
         "PROVIDER_URL": system.provider_url,
         "PYTHON": sys.executable,
+        "SAGACTL": f"{sys.executable} -m sagactl",
     }
     result = subprocess.run(
         ["bash", "scripts/demo.sh"], env=env, cwd=REPO, capture_output=True, text=True, timeout=180
@@ -185,3 +199,46 @@ def test_the_readme_demo_script_runs_every_path(system: System):
     assert "'reason_code': 'payment_declined'" in out
     assert "'reason_code': 'customer_request'" in out and "payments/PaymentRefunded" in out
     settle(system)
+
+
+def test_the_harness_clients_carry_their_tokens(system: System, http: httpx.Client):
+    """The bench's load generator, the chaos driver (orders, cancellations) and the chaos
+    restock call the secured APIs as their customers and as an operator."""
+    url = f"{system.orders_url}/orders"
+    as_customer = lambda body: system.tokens.customer(body["customer_id"])  # noqa: E731
+    load = asyncio.run(
+        open_loop(url, order_body, rate=4, duration=1, seed=3, authorize=as_customer)
+    )
+    assert (len(load.submitted), load.rejected) == (4, {})
+    anonymous = asyncio.run(open_loop(url, order_body, rate=2, duration=1, seed=3))
+    assert anonymous.rejected == {"HTTP 401": 2}
+
+    driver = OrderDriver(system=system, rng=random.Random(1), rate=1.0)
+    with httpx.Client(timeout=10) as client:
+        driver._place(client, "happy", 0.0)
+    [(order_id, kind)] = driver.accepted.items()
+    assert driver.refused == {}
+    driver._cancel(order_id, f"chaos-{kind}")
+    assert system.wait_for_order(http, order_id)["status"] == "CANCELLED"
+
+    restocked = f"{system.stock_url}/stock/MOUSE-01"
+    low = http.put(restocked, json={"on_hand": 5}, headers=system.tokens.operator())
+    assert low.status_code == 200, low.text
+    _restock(system)
+    assert http.get(restocked).json()["received"] == low.json()["received"] + 100
+    settle(system)
+
+
+def test_no_secret_or_token_is_ever_logged(system: System, http: httpx.Client):
+    headers = system.tokens.customer("c-logged")
+    token = headers["Authorization"].removeprefix("Bearer ")
+    placed = system.place_order(http, customer_id="c-logged")
+    assert http.get(f"{system.orders_url}/orders/{placed['order_id']}", headers=headers).is_success
+    http.get(f"{system.orders_url}/orders", headers={"Authorization": "Bearer forged." + token})
+    system.wait_for_order(http, placed["order_id"])
+    secrets = [system.env[n] for n in ("AUTH_JWT_SECRET", "PROVIDER_API_KEY")] + [token]
+    logs = {p.name: p.read_text(errors="replace") for p in system.log_dir.glob("*.log")}
+    assert {"orders.log", "payments.log", "provider.log"} <= set(logs)
+    for name, text in logs.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret in {name}"

@@ -16,6 +16,9 @@ from simulators.payment_provider.settings import ProviderSettings
 from tests.support import wait_until
 
 PROVIDER_TABLES = "provider.refunds, provider.charges, provider.charge_attempts, provider.voids"
+# The merchant's key the test provider requires, and the header that carries it.
+API_KEY = "provider-test-key"
+MERCHANT = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @contextmanager
@@ -28,6 +31,7 @@ def running_provider(database_url: str, *, clean: bool = True, **settings: Any) 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port meanwhile
     port = sock.getsockname()[1]
+    settings = {"api_key": API_KEY, **settings}
     app = create_app(ProviderSettings(database_url=database_url, port=port, **settings))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

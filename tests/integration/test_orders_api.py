@@ -12,20 +12,32 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from orders.api import create_app
 from saga_harness.system import free_port, order_request
+from saga_harness.tokens import Tokens
 from saga_runtime import (
+    AuthSettings,
     DatabaseSettings,
     Envelope,
     KafkaSettings,
     Outbox,
+    TokenVerifier,
     UnitOfWorkFactory,
     create_pool,
     events_topic,
 )
 
 pytestmark = pytest.mark.integration
+
+AUTH = AuthSettings(jwt_secret=SecretStr("orders-api-test-secret-" + "x" * 16))
+TOKENS = Tokens(AUTH)
+CUSTOMER = order_request()["customer_id"]  # the default body's, whose token the client sends
+
+
+def orders_app(factory: UnitOfWorkFactory) -> Any:
+    return create_app(factory, TokenVerifier.from_settings(AUTH))
 
 
 def order_body(**overrides: Any) -> dict[str, Any]:
@@ -45,7 +57,9 @@ def client(database: DatabaseSettings, kafka: KafkaSettings) -> Iterator[TestCli
         outbox=Outbox(schema="orders", topic=events_topic("orders", kafka.topic_prefix)),
         producer="orders",
     )
-    with TestClient(create_app(factory), raise_server_exceptions=False) as test_client:
+    with TestClient(
+        orders_app(factory), raise_server_exceptions=False, headers=TOKENS.customer(CUSTOMER)
+    ) as test_client:
         yield test_client
     pool.close()
 
@@ -89,7 +103,7 @@ def test_idempotency_key_returns_the_same_order_and_never_a_second_one(client, a
     assert len(outbox(admin_conn)) == 1
 
     other_body = client.post(
-        "/orders", json=order_body(customer_id="cust-2"), headers={"Idempotency-Key": "k-1"}
+        "/orders", json=order_body(email="other@example.com"), headers={"Idempotency-Key": "k-1"}
     )
     assert other_body.status_code == 409
     assert len(outbox(admin_conn)) == 1
@@ -119,26 +133,28 @@ def test_unknown_order_is_404(client):
 
 
 def test_customer_orders_are_paged_newest_first(client):
+    pager = TOKENS.customer("pager")
     ids = [
-        client.post("/orders", json=order_body(customer_id="pager")).json()["order_id"]
+        client.post("/orders", json=order_body(customer_id="pager"), headers=pager).json()[
+            "order_id"
+        ]
         for _ in range(5)
     ]
-    client.post("/orders", json=order_body(customer_id="someone-else"))
+    client.post("/orders", json=order_body(), headers=TOKENS.customer("someone-else"))
     seen: list[str] = []
     cursor = None
     for _ in range(5):
-        params = {"customer_id": "pager", "limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = client.get("/orders", params=params).json()
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/orders", params=params, headers=pager).json()
         seen += [o["order_id"] for o in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert seen == list(reversed(ids))
-    assert (
-        client.get("/orders", params={"customer_id": "pager", "cursor": "garbage"}).status_code
-        == 422
-    )
-    assert client.get("/orders").status_code == 422
+    garbage = client.get("/orders", params={"cursor": "garbage"}, headers=pager)
+    assert garbage.status_code == 422
+    operator = TOKENS.operator()
+    assert client.get("/orders", headers=operator).status_code == 422  # whose orders?
 
 
 def test_cancel_before_shipment_emits_order_cancelled_then_409(client, admin_conn):
@@ -290,9 +306,10 @@ def test_a_huge_number_in_a_number_field_is_a_422(client):
 def test_text_is_stored_as_sent_never_stripped(client):
     body = order_body(customer_id=" Zoë Ω ", shipping_address={**order_body()["shipping_address"]})
     body["shipping_address"]["name"] = "Zoë Ω"
-    response = post_raw(client, body)
+    zoe = TOKENS.customer(" Zoë Ω ")
+    response = post_raw(client, body, **zoe)
     assert response.status_code == 202, response.text
-    stored = client.get(response.headers["location"]).json()
+    stored = client.get(response.headers["location"], headers=zoe).json()
     assert stored["customer_id"] == " Zoë Ω "
     assert stored["shipping_address"]["name"] == "Zoë Ω"
 
@@ -314,16 +331,18 @@ def test_any_string_in_any_text_field_is_never_a_server_error(client, path, valu
     schema of the field says which: the e-mail's IDNA rule is the one thing a pattern cannot
     say (it is in the field's description), so there the schema is a necessary condition."""
     body = with_value(order_body(), path, value)
-    response = post_raw(client, body)
-    assert response.status_code in (202, 422), response.text
     valid_by_schema = schema_accepts(field_schema(client, path), value)
+    # A customer id the schema accepts is one a token can name: place it as that customer.
+    owner = value if path == ("customer_id",) and valid_by_schema else CUSTOMER
+    response = post_raw(client, body, **TOKENS.customer(owner))
+    assert response.status_code in (202, 422), response.text
     if response.status_code == 422:
         assert locs(response) == [["body", *path]], response.text
         if path != ("email",):
             assert not valid_by_schema, f"the schema accepts {value!r} in {path}"
     else:
         assert valid_by_schema, f"the schema refuses {value!r} in {path}, the server accepts it"
-        stored = client.get(response.headers["location"]).json()
+        stored = client.get(response.headers["location"], headers=TOKENS.customer(owner)).json()
         if path == ("customer_id",):
             assert stored["customer_id"] == value
 
@@ -399,15 +418,17 @@ def test_email_addresses_the_mailer_cannot_deliver_are_a_422(client, email):
 def test_openapi_lists_every_status_each_operation_returns(client):
     paths = client.get("/openapi.json").json()["paths"]
     expected = {
-        ("/orders", "post"): {"202", "409", "422", "503"},
-        ("/orders", "get"): {"200", "422", "503"},
-        ("/orders/{order_id}", "get"): {"200", "404", "422", "503"},
-        ("/orders/{order_id}/cancel", "post"): {"202", "404", "409", "422", "503"},
+        ("/orders", "post"): {"202", "401", "403", "409", "422", "503"},
+        ("/orders", "get"): {"200", "401", "403", "422", "503"},
+        ("/orders/{order_id}", "get"): {"200", "401", "403", "404", "422", "503"},
+        ("/orders/{order_id}/cancel", "post"): {"202", "401", "403", "404", "409", "422", "503"},
     }
     for (path, method), statuses in expected.items():
         operation = paths[path][method]
         assert set(operation["responses"]) == statuses, (path, method)
         assert "Retry-After" in operation["responses"]["503"]["headers"]
+        assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+        assert operation["security"] == [{"bearerJWT": []}], (path, method)
 
 
 def test_an_unavailable_database_is_a_503_with_retry_after(kafka: KafkaSettings) -> None:
@@ -424,11 +445,13 @@ def test_an_unavailable_database_is_a_503_with_retry_after(kafka: KafkaSettings)
         producer="orders",
     )
     try:
-        with TestClient(create_app(factory), raise_server_exceptions=False) as dead_client:
+        with TestClient(
+            orders_app(factory), raise_server_exceptions=False, headers=TOKENS.customer(CUSTOMER)
+        ) as dead_client:
             for method, url, body in [
                 ("POST", "/orders", order_body()),
                 ("GET", "/orders/o-1", None),
-                ("GET", "/orders?customer_id=c", None),
+                ("GET", "/orders", None),
                 ("POST", "/orders/o-1/cancel", None),
             ]:
                 response = dead_client.request(method, url, json=body)

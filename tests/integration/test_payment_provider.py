@@ -13,8 +13,12 @@ import httpx
 import psycopg
 import pytest
 
-from saga_runtime import DatabaseSettings
-from tests.integration.payment_provider_server import running_provider
+from payments.domain import Charge
+from payments.provider import HttpPaymentProvider, ProviderUnavailable
+from saga_runtime import ConfigurationError, DatabaseSettings
+from simulators.payment_provider.api import create_app
+from simulators.payment_provider.settings import ProviderSettings
+from tests.integration.payment_provider_server import API_KEY, MERCHANT, running_provider
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -24,7 +28,7 @@ pytestmark = pytest.mark.integration
 def provider(database: DatabaseSettings) -> Iterator[httpx.Client]:
     with (
         running_provider(database.url, slow_seconds=0.5) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
+        httpx.Client(base_url=url, headers=MERCHANT, timeout=30) as client,
     ):
         yield client
 
@@ -150,7 +154,7 @@ def test_a_lookup_waits_for_a_charge_in_flight_under_its_key(
     body = charge_body("tok_slow")
     with (
         running_provider(database.url, slow_seconds=3.0) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
+        httpx.Client(base_url=url, headers=MERCHANT, timeout=30) as client,
         ThreadPoolExecutor(max_workers=1) as pool,
     ):
         charging = pool.submit(client.post, "/charges", json=body)
@@ -207,7 +211,7 @@ def test_a_void_waits_for_a_charge_in_flight_under_its_key_and_returns_it(
     body = charge_body("tok_slow")
     with (
         running_provider(database.url, slow_seconds=3.0) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
+        httpx.Client(base_url=url, headers=MERCHANT, timeout=30) as client,
         ThreadPoolExecutor(max_workers=1) as pool,
     ):
         charging = pool.submit(client.post, "/charges", json=body)
@@ -341,7 +345,7 @@ def test_a_second_provider_on_the_same_database_starts_and_shares_the_ledger(
     # Its startup creates the schema "if not exists" while the first one is using it.
     with (
         running_provider(database.url, clean=False) as url,
-        httpx.Client(base_url=url) as other,
+        httpx.Client(base_url=url, headers=MERCHANT) as other,
     ):
         assert other.get("/health").json() == {"status": "ok"}
         replayed = other.post("/charges", json=body)
@@ -402,12 +406,56 @@ def test_a_body_that_cannot_be_parsed_is_a_422(provider: httpx.Client, raw: byte
 def test_openapi_lists_every_status_each_operation_returns(provider: httpx.Client) -> None:
     paths = provider.get("/openapi.json").json()["paths"]
     expected = {
-        ("/charges", "post"): {"201", "402", "409", "422", "503"},
-        ("/charges/{idempotency_key}", "get"): {"200", "404", "422", "503"},
-        ("/refunds", "post"): {"201", "404", "409", "422", "503"},
-        ("/ledger", "get"): {"200", "503"},
+        ("/charges", "post"): {"201", "401", "402", "409", "422", "503"},
+        ("/charges/{idempotency_key}", "get"): {"200", "401", "404", "422", "503"},
+        ("/refunds", "post"): {"201", "401", "404", "409", "422", "503"},
+        ("/ledger", "get"): {"200", "401", "503"},
+        ("/health", "get"): {"200", "503"},
     }
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
         assert set(responses) == statuses, (path, method)
         assert "Retry-After" in responses["503"]["headers"]
+
+
+# --- the merchant's key ------------------------------------------------------------------------
+
+OPERATIONS = [
+    ("POST", "/charges", charge_body()),
+    ("POST", "/voids", {"idempotency_key": "k-1"}),
+    ("POST", "/refunds", {"idempotency_key": "r-1", "charge_id": "c-1", "amount_cents": 1}),
+    ("GET", "/charges/k-1", None),
+    ("GET", "/ledger", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), OPERATIONS, ids=[o[1] for o in OPERATIONS])
+def test_every_operation_needs_the_merchants_key(
+    provider: httpx.Client, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer guess"}):
+        response = provider.request(method, path, json=body, headers=headers)
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert API_KEY not in response.text
+    assert ledger(provider) == {"charges": [], "refunds": [], "voids": []}, "nothing done"
+    assert provider.get("/health", headers={"Authorization": ""}).status_code == 200
+
+
+def test_payments_client_sends_the_key_and_never_shows_it(provider: httpx.Client) -> None:
+    url = str(provider.base_url)
+    right = HttpPaymentProvider(url, timeout=10, connect_timeout=2, api_key=API_KEY)
+    charge = right.charge(Charge("k-pay", "o-pay", 100, "tok_visa"))
+    assert charge.approved
+    # A refused key is retried like an outage (a rotation half done), and never shown.
+    wrong = HttpPaymentProvider(url, timeout=10, connect_timeout=2, api_key="a-leaked-guess")
+    with pytest.raises(ProviderUnavailable) as refused:
+        wrong.charge(Charge("k-pay-2", "o-pay-2", 100, "tok_visa"))
+    assert "401" in str(refused.value) and "PAYMENTS_PROVIDER_API_KEY" in str(refused.value)
+    assert "a-leaked-guess" not in str(refused.value)
+    assert ledger(provider)["charges"] == [provider.get("/charges/k-pay").json()]
+
+
+def test_the_simulator_never_runs_open(database: DatabaseSettings) -> None:
+    with pytest.raises(ConfigurationError, match="PROVIDER_API_KEY"):
+        create_app(ProviderSettings(database_url=database.url, api_key=None))

@@ -33,7 +33,7 @@ from saga_runtime import (
 )
 from sagactl.cli import main as sagactl
 from tests.fixtures.kafka import produce
-from tests.integration.payment_provider_server import running_provider
+from tests.integration.payment_provider_server import API_KEY, MERCHANT, running_provider
 from tests.integration.tcp_proxy import proxy_to
 from tests.support import ThreadedRunner, wait_until
 
@@ -62,6 +62,7 @@ def payments_settings(
 ) -> PaymentsSettings:
     values: dict[str, Any] = {
         "provider_url": provider_url,
+        "provider_api_key": API_KEY,
         "retry_initial": 0.05,
         "charge_retry_max": 0.2,
         "undo_retry_max": 0.2,
@@ -210,7 +211,9 @@ def dead_letters(conn: psycopg.Connection) -> int:
 
 
 def ledger(provider_url: str) -> dict[str, list[dict[str, Any]]]:
-    body: dict[str, list[dict[str, Any]]] = httpx.get(f"{provider_url}/ledger").json()
+    body: dict[str, list[dict[str, Any]]] = httpx.get(
+        f"{provider_url}/ledger", headers=MERCHANT
+    ).json()
     return body
 
 

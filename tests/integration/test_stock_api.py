@@ -15,40 +15,54 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from contracts.orders import Address, OrderCreated, OrderLine
-from saga_runtime import DatabaseSettings, Envelope, KafkaSettings, ServiceRuntime
+from saga_harness.tokens import Tokens
+from saga_runtime import (
+    AuthSettings,
+    ConfigurationError,
+    DatabaseSettings,
+    Envelope,
+    KafkaSettings,
+    ServiceRuntime,
+    mint_token,
+)
 from stock import bootstrap, handlers
 from stock.catalogue import CATALOGUE, seed
 from stock.settings import StockSettings
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "s3cret-token"
+AUTH = AuthSettings(jwt_secret=SecretStr("stock-api-test-secret-" + "x" * 16))
+TOKENS = Tokens(AUTH)
+OPERATOR = TOKENS.operator("ops-1")
 
 
 @pytest.fixture
 def runtime(database: DatabaseSettings, kafka: KafkaSettings) -> Iterator[ServiceRuntime]:
-    runtime = bootstrap.build(StockSettings(kafka=kafka, database=database))
+    runtime = bootstrap.build(StockSettings(kafka=kafka, database=database, auth=AUTH))
     try:
         yield runtime
     finally:
         runtime.close()
 
 
-def client_for(runtime: ServiceRuntime, token: str | None) -> TestClient:
-    settings = StockSettings(admin_token=None if token is None else SecretStr(token))
+def client_for(runtime: ServiceRuntime, headers: dict[str, str]) -> TestClient:
+    settings = StockSettings(auth=AUTH)
     # Server errors come back as responses, so that a 5xx is an assertion, not a crash.
-    return TestClient(bootstrap.create_app(runtime, settings), raise_server_exceptions=False)
+    return TestClient(
+        bootstrap.create_app(runtime, settings), raise_server_exceptions=False, headers=headers
+    )
 
 
 @pytest.fixture
 def client(runtime: ServiceRuntime) -> Iterator[TestClient]:
-    with client_for(runtime, None) as client:
+    """An operator's client: it may count stock in."""
+    with client_for(runtime, OPERATOR) as client:
         yield client
 
 
 @pytest.fixture
-def guarded(runtime: ServiceRuntime) -> Iterator[TestClient]:
-    with client_for(runtime, TOKEN) as client:
+def anonymous(runtime: ServiceRuntime) -> Iterator[TestClient]:
+    with client_for(runtime, {}) as client:
         yield client
 
 
@@ -171,17 +185,37 @@ def test_unrepresentable_text_is_refused_not_a_crash(client):
     assert response.status_code == 422
 
 
-def test_admin_token_is_required_when_configured(guarded):
+def test_counting_stock_in_needs_an_operators_token(anonymous, admin_conn):
     body = {"name": "Lamp", "price_cents": 990, "on_hand": 4}
-    assert guarded.put("/stock/LAMP-9", json=body).status_code == 401
-    wrong = guarded.put("/stock/LAMP-9", json=body, headers={"X-Admin-Token": "guess"})
-    assert wrong.status_code == 403
-    odd = guarded.put("/stock/LAMP-9", json=body, headers={"X-Admin-Token": "é€".encode()})
-    assert odd.status_code == 403
-    assert guarded.get("/stock/LAMP-9").status_code == 404, "nothing was written"
-    right = guarded.put("/stock/LAMP-9", json=body, headers={"X-Admin-Token": TOKEN})
+    missing = anonymous.put("/stock/LAMP-9", json=body)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="saga-outbox"'
+    customer = anonymous.put("/stock/LAMP-9", json=body, headers=TOKENS.customer("c-42"))
+    assert customer.status_code == 403
+    assert 'scope="operator"' in customer.headers["www-authenticate"]
+    other = AuthSettings(jwt_secret=SecretStr("another-deployments-secret-" + "y" * 8))
+    forged = mint_token(other, subject="ops-1", scopes=["operator"])
+    wrong = anonymous.put("/stock/LAMP-9", json=body, headers={"Authorization": f"Bearer {forged}"})
+    assert wrong.status_code == 401
+    assert wrong.json() == {"detail": "the token's signature does not verify"}
+    odd = anonymous.put("/stock/LAMP-9", json=body, headers={"Authorization": "Bearer é€".encode()})
+    assert odd.status_code == 401
+    assert anonymous.get("/stock/LAMP-9").status_code == 404, "nothing was written"
+    right = anonymous.put("/stock/LAMP-9", json=body, headers=OPERATOR)
     assert right.status_code == 201
-    assert guarded.get("/stock/LAMP-9").status_code == 200, "reads need no token"
+    assert anonymous.get("/stock/LAMP-9").status_code == 200, "reads need no token"
+    assert anonymous.get("/stock").status_code == 200
+
+
+def test_reading_a_reservation_needs_an_operators_token(anonymous):
+    assert anonymous.get("/reservations/o-1").status_code == 401
+    assert anonymous.get("/reservations/o-1", headers=TOKENS.customer("c-42")).status_code == 403
+    assert anonymous.get("/reservations/o-1", headers=OPERATOR).status_code == 404
+
+
+def test_the_api_never_starts_open(runtime):
+    with pytest.raises(ConfigurationError, match="AUTH_JWT_SECRET"):
+        bootstrap.create_app(runtime, StockSettings(auth=AuthSettings(jwt_secret=None)))
 
 
 def test_openapi_documents_the_routes(client):
@@ -232,18 +266,24 @@ skus = st.one_of(st.sampled_from([c.sku for c in CATALOGUE] + ["NEW-1"]), weird_
     sku=skus,
     body=st.one_of(bodies, st.binary(max_size=64)),
     content_type=st.sampled_from(["application/json", "text/plain", "application/x+json", ""]),
-    token=st.one_of(st.just(TOKEN), st.text(st.characters(min_codepoint=32, max_codepoint=255))),
+    authorization=st.one_of(
+        st.just(OPERATOR["Authorization"]),
+        st.text(st.characters(min_codepoint=32, max_codepoint=255)).map(lambda t: f"Bearer {t}"),
+        st.text(st.characters(min_codepoint=32, max_codepoint=255)),
+    ),
 )
-def test_no_input_gives_a_server_error(guarded, admin_conn, sku, body, content_type, token):
+def test_no_input_gives_a_server_error(
+    anonymous, admin_conn, sku, body, content_type, authorization
+):
     seed(admin_conn)
     path = f"/stock/{quote(sku.encode('utf-8', 'surrogatepass'), safe='')}"
-    headers = {"X-Admin-Token": token.encode("latin-1")}
+    headers = {"Authorization": authorization.encode("latin-1")}
     if content_type:
         headers["content-type"] = content_type.encode()
     for response in (
-        guarded.get(path),
-        guarded.put(path, content=body, headers=headers),
-        guarded.get("/stock"),
+        anonymous.get(path),
+        anonymous.put(path, content=body, headers=headers),
+        anonymous.get("/stock"),
     ):
         assert response.status_code < 500, (response.request.method, path, body, response.text)
     assert conserved(admin_conn)
@@ -300,7 +340,7 @@ def test_openapi_lists_every_status_each_operation_returns(client):
         ("/stock", "get"): {"200", "503"},
         ("/stock/{sku}", "get"): {"200", "404", "422", "503"},
         ("/stock/{sku}", "put"): {"200", "201", "401", "403", "422", "503"},
-        ("/reservations/{order_id}", "get"): {"200", "404", "422", "503"},
+        ("/reservations/{order_id}", "get"): {"200", "401", "403", "404", "422", "503"},
     }
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]

@@ -131,3 +131,22 @@ def test_bench_saga_takes_settings_of_the_system_under_test() -> None:
     for wrong in ("SHIPMENTS_BOOKING_SECONDS", "=2", "lower=1", "A B=1"):
         with pytest.raises(SystemExit, match="NAME=VALUE"):
             _settings([wrong])
+
+
+def test_a_results_json_records_tuning_never_a_secret_or_an_address() -> None:
+    from saga_harness.bench.cli import reported_env
+
+    env = {
+        "PAYMENTS_PROVIDER_API_KEY": "k",
+        "PAYMENTS_PROVIDER_URL": "http://127.0.0.1:1",
+        "PAYMENTS_CONSUMERS": "2",
+        "NOTIFICATIONS_WEBHOOK_SECRET": "s",
+        "AUTH_JWT_SECRET": "j",
+        "ORDERS_PENDING_TIMEOUT": "10",
+        "PROVIDER_LATENCY_SECONDS": "0.3",
+    }
+    assert reported_env(env) == {
+        "PAYMENTS_CONSUMERS": "2",
+        "ORDERS_PENDING_TIMEOUT": "10",
+        "PROVIDER_LATENCY_SECONDS": "0.3",
+    }

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from saga_harness.dotenv import SECRETS
 from saga_harness.infra.kafka import DEFAULT_KAFKA_VERSION
 from saga_runtime import composition_root
 from saga_system import SYSTEM
@@ -34,6 +35,7 @@ ENV_VARS = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
 # Where the processes read their configuration from the environment.
 SETTINGS_MODULES = (
     "saga_runtime.settings",
+    "saga_runtime.auth",
     *(f"{package}.settings" for package in SERVICE_PACKAGES),
     "outbox_relay.settings",
     "simulators.payment_provider.settings",
@@ -43,9 +45,23 @@ SETTINGS_MODULES = (
 Service = dict[str, Any]
 
 
+# What compose reads from .env, with the values a generated .env would give it.
+SAMPLE_ENV = {name: f"sample-{name.lower()}-A_b9" for name in SECRETS}
+_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[?-][^}]*)?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """``${NAME:?message}`` and ``${NAME}`` replaced as compose does, from ``env``."""
+    return _REFERENCE.sub(lambda match: env[match[1]], value)
+
+
+def raw_compose() -> str:
+    return (REPO / "compose.yaml").read_text()
+
+
 @pytest.fixture(scope="module")
 def services() -> dict[str, Service]:
-    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    compose = yaml.safe_load(interpolate(raw_compose(), SAMPLE_ENV))
     result: dict[str, Service] = compose["services"]
     return result
 
@@ -89,7 +105,33 @@ def test_every_service_package_has_a_container(services: dict[str, Service]) -> 
 
 def test_published_http_ports(services: dict[str, Service]) -> None:
     for name, port in PUBLISHED_PORTS.items():
-        assert f"{port}:{port}" in [str(p) for p in services[name].get("ports", [])]
+        assert f"127.0.0.1:{port}:{port}" in [str(p) for p in services[name].get("ports", [])]
+
+
+def test_nothing_is_published_beyond_this_host(services: dict[str, Service]) -> None:
+    published = [(n, str(p)) for n, s in services.items() for p in s.get("ports", [])]
+    assert published, "the APIs are published for the host's tools"
+    for name, port in published:
+        assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert "ports" not in services["postgres"], "the database is for the containers only"
+
+
+def test_every_secret_comes_from_the_env_file_and_goes_only_where_it_is_used() -> None:
+    """No secret is written in compose.yaml: each is a required ``${NAME:?...}`` that the
+    generated .env provides; and a container gets only the secrets its process reads."""
+    referenced = {match[1] for match in _REFERENCE.finditer(raw_compose())}
+    assert referenced <= set(SECRETS), referenced - set(SECRETS)
+    assert referenced >= {"AUTH_JWT_SECRET", "PROVIDER_API_KEY", "POSTGRES_PASSWORD"}
+    for match in _REFERENCE.finditer(raw_compose()):
+        assert ":?" in match[0], f"{match[0]} has a default: compose would start without .env"
+    compose = yaml.safe_load(raw_compose())["services"]
+    holders = {
+        secret: sorted(n for n, s in compose.items() if secret in str(s.get("environment")))
+        for secret in ("AUTH_JWT_SECRET", "PROVIDER_API_KEY")
+    }
+    assert holders["AUTH_JWT_SECRET"] == ["orders", "stock"]
+    assert holders["PROVIDER_API_KEY"] == ["payments", "provider"]
+    assert "postgres:postgres@" not in raw_compose()
 
 
 def test_two_relay_instances_for_active_and_hot_standby(services: dict[str, Service]) -> None:
@@ -132,7 +174,9 @@ def test_env_urls_point_at_the_compose_infra(services: dict[str, Service]) -> No
     kafka_env = environment(services["kafka"])
     for service in project(services).values():
         env = environment(service)
-        match = re.fullmatch(r"postgresql://(\w+):(\w+)@postgres:5432/(\w+)", env["DATABASE_URL"])
+        match = re.fullmatch(
+            r"postgresql://(\w+):([\w-]+)@postgres:5432/(\w+)", env["DATABASE_URL"]
+        )
         assert match, env["DATABASE_URL"]
         assert match.groups() == (
             pg_env["POSTGRES_USER"],

@@ -208,7 +208,45 @@ def _warmup_seconds(args: argparse.Namespace, stack: Any) -> float:
 def _warm_up(system: Any, seconds: float) -> dict[str, Any]:
     from saga_harness.bench.warmup import WARMUP_RATE, warm_up
 
-    return warm_up(system.orders_url, seconds=seconds, rate=WARMUP_RATE, progress=_say)
+    return warm_up(
+        system.orders_url,
+        seconds=seconds,
+        rate=WARMUP_RATE,
+        progress=_say,
+        authorize=_customer_of(system),
+    )
+
+
+REPORTED_PREFIXES = (
+    "SHIPMENTS_",
+    "ORDERS_",
+    "RELAY_",
+    "CONSUMER_",
+    "DATABASE_POOL",
+    "PAYMENTS_",
+    "NOTIFICATIONS_",
+    "EFFECTS_",
+    "PROVIDER_LATENCY",
+)
+
+
+def reported_env(env: dict[str, str]) -> dict[str, str]:
+    """The system's settings a result records: tuning knobs, never an address or a secret."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith(REPORTED_PREFIXES) and "URL" not in k and not _is_secret(k)
+    }
+
+
+def _is_secret(name: str) -> bool:
+    """A variable whose value must stay out of the JSON (a key, a secret, a password)."""
+    return any(word in name for word in ("KEY", "SECRET", "PASSWORD", "TOKEN"))
+
+
+def _customer_of(system: Any) -> Any:
+    """Each order's headers: the bearer token of the customer it names."""
+    return lambda body: system.tokens.customer(body["customer_id"])
 
 
 def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[str, Any]:
@@ -228,26 +266,10 @@ def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool
         kafka=system.kafka,
         cpu_targets=cpu_targets(system, stack),
         progress=_say,
+        authorize=_customer_of(system),
     )
     result["machine"] = _machine()
-    result["system_env"] = {
-        k: v
-        for k, v in system.env.items()
-        if k.startswith(
-            (
-                "SHIPMENTS_",
-                "ORDERS_",
-                "RELAY_",
-                "CONSUMER_",
-                "DATABASE_POOL",
-                "PAYMENTS_",
-                "NOTIFICATIONS_",
-                "EFFECTS_",
-                "PROVIDER_LATENCY",
-            )
-        )
-        and "URL" not in k
-    }
+    result["system_env"] = reported_env(system.env)
     if audit:
         _say("bench: waiting for every saga to settle, then auditing (sagactl audit's rules)")
         result["violations"] = [str(v) for v in system.wait_quiet(timeout=120)][:20]

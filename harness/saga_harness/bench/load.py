@@ -17,9 +17,15 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["Completions", "LoadResult", "closed_loop", "open_loop"]
+__all__ = ["Authorize", "Completions", "LoadResult", "anonymous", "closed_loop", "open_loop"]
 
 OrderBody = Callable[[random.Random], dict[str, Any]]
+# The headers that authorize one order's request (its customer's bearer token).
+Authorize = Callable[[dict[str, Any]], dict[str, str]]
+
+
+def anonymous(_body: dict[str, Any]) -> dict[str, str]:
+    return {}
 
 
 class Completions:
@@ -68,10 +74,14 @@ class LoadResult:
 
 
 async def _post(
-    session: aiohttp.ClientSession, url: str, body: dict[str, Any], result: LoadResult
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    result: LoadResult,
+    authorize: Authorize,
 ) -> str | None:
     try:
-        async with session.post(url, json=body) as response:
+        async with session.post(url, json=body, headers=authorize(body)) as response:
             if response.status == 202:
                 return str((await response.json())["order_id"])
             key = f"HTTP {response.status}"
@@ -97,15 +107,17 @@ async def open_loop(
     seed: int,
     connections: int = 256,
     progress: Callable[[LoadResult], None] | None = None,
+    authorize: Authorize = anonymous,
 ) -> LoadResult:
-    """Send ``rate`` orders per second for ``duration`` seconds, whatever the answers."""
+    """Send ``rate`` orders per second for ``duration`` seconds, whatever the answers;
+    ``authorize(body)`` gives each request's headers (its customer's token)."""
     rng = random.Random(seed)
     result = LoadResult()
     total = int(rate * duration)
     async with _session(connections) as session:
 
         async def one(due: float) -> None:
-            order_id = await _post(session, url, body(rng), result)
+            order_id = await _post(session, url, body(rng), result, authorize)
             if order_id is not None:
                 result.submitted[order_id] = due
 
@@ -140,6 +152,7 @@ async def closed_loop(
     duration: float,
     seed: int,
     progress: Callable[[LoadResult], None] | None = None,
+    authorize: Authorize = anonymous,
 ) -> LoadResult:
     """``clients`` clients, each submitting an order and waiting for its saga to finish."""
     rng = random.Random(seed)
@@ -151,7 +164,7 @@ async def closed_loop(
         async def client() -> None:
             while time.time() < end:
                 start = time.time()
-                order_id = await _post(session, url, body(rng), result)
+                order_id = await _post(session, url, body(rng), result, authorize)
                 if order_id is None:
                     await asyncio.sleep(0.1)
                     continue

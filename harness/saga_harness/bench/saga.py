@@ -13,7 +13,14 @@ from typing import Any
 
 from saga_harness.bench.backlog import BacklogSampler, growth
 from saga_harness.bench.cpu import CpuWindow, Target
-from saga_harness.bench.load import Completions, LoadResult, closed_loop, open_loop
+from saga_harness.bench.load import (
+    Authorize,
+    Completions,
+    LoadResult,
+    anonymous,
+    closed_loop,
+    open_loop,
+)
 from saga_harness.bench.observer import Observed, SagaObserver
 from saga_harness.bench.stats import summarize
 from saga_runtime import KafkaSettings, events_topic
@@ -72,8 +79,11 @@ def run_saga_bench(
     kafka: KafkaSettings,
     cpu_targets: Mapping[str, Target] | None = None,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    authorize: Authorize = anonymous,
 ) -> dict[str, Any]:
     """Drive the system, wait for the sagas to finish, and return every figure (JSON-able).
+
+    ``authorize(body)`` gives each order's request headers (its customer's token).
 
     ``cpu_targets`` are the processes whose CPU over the measured window is reported
     (``cpu``); the bench client itself (this process) is always one of them.
@@ -126,6 +136,7 @@ def run_saga_bench(
                     duration=config.duration,
                     seed=config.seed,
                     progress=report,
+                    authorize=authorize,
                 )
             )
         else:
@@ -138,6 +149,7 @@ def run_saga_bench(
                     duration=config.duration,
                     seed=config.seed,
                     progress=report,
+                    authorize=authorize,
                 )
             )
         deadline = time.time() + config.drain_timeout

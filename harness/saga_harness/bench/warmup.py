@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from saga_harness.bench.load import open_loop
+from saga_harness.bench.load import Authorize, open_loop
 from saga_harness.bench.saga import order_body
 
 __all__ = ["WARMUP_RATE", "default_warmup_seconds", "warm_up"]
@@ -29,7 +29,12 @@ def default_warmup_seconds(stack_was_running: bool) -> float:
 
 
 def warm_up(
-    orders_url: str, *, seconds: float, rate: float, progress: Callable[[str], None]
+    orders_url: str,
+    *,
+    seconds: float,
+    rate: float,
+    progress: Callable[[str], None],
+    authorize: Authorize,
 ) -> dict[str, Any]:
     """Drive ``rate`` orders/s for ``seconds`` and measure nothing; what was done, for the JSON."""
     if seconds <= 0:
@@ -40,7 +45,12 @@ def warm_up(
     )
     load = asyncio.run(
         open_loop(
-            f"{orders_url.rstrip('/')}/orders", order_body, rate=rate, duration=seconds, seed=0
+            f"{orders_url.rstrip('/')}/orders",
+            order_body,
+            rate=rate,
+            duration=seconds,
+            seed=0,
+            authorize=authorize,
         )
     )
     time.sleep(SETTLE_S)

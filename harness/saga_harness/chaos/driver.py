@@ -76,10 +76,11 @@ class OrderDriver:
             shipping_address=address,
         )
         key = str(uuid.uuid4())
+        headers = {"Idempotency-Key": key, **self.system.tokens.customer(body["customer_id"])}
         for _ in range(20):  # the orders service may be down right now: same key, same order
             try:
                 response = client.post(
-                    f"{self.system.orders_url}/orders", json=body, headers={"Idempotency-Key": key}
+                    f"{self.system.orders_url}/orders", json=body, headers=headers
                 )
             except httpx.HTTPError:
                 time.sleep(0.5)
@@ -88,7 +89,9 @@ class OrderDriver:
                 order_id = response.json()["order_id"]
                 self.accepted[order_id] = kind
                 if cancel:
-                    threading.Timer(cancel_after, self._cancel, args=(order_id,)).start()
+                    threading.Timer(
+                        cancel_after, self._cancel, args=(order_id, body["customer_id"])
+                    ).start()
                 return
             if response.status_code < 500:
                 self.refused[f"{kind}:{response.status_code}"] += 1
@@ -96,11 +99,13 @@ class OrderDriver:
             time.sleep(0.5)
         self.refused[f"{kind}:unreachable"] += 1
 
-    def _cancel(self, order_id: str) -> None:
+    def _cancel(self, order_id: str, customer_id: str) -> None:
         for _ in range(10):
             try:
                 response = httpx.post(
-                    f"{self.system.orders_url}/orders/{order_id}/cancel", timeout=5
+                    f"{self.system.orders_url}/orders/{order_id}/cancel",
+                    headers=self.system.tokens.customer(customer_id),
+                    timeout=5,
                 )
             except httpx.HTTPError:
                 time.sleep(0.5)

@@ -136,6 +136,7 @@ def _restock(system: System) -> None:
                     client.put(
                         f"{system.stock_url}/stock/{sku}",
                         json={"on_hand": product["on_hand"] + 100},
+                        headers=system.tokens.operator("chaos"),
                     )
             except (httpx.HTTPError, KeyError, ValueError):
                 pass  # the stock service is down right now: next time

@@ -17,7 +17,10 @@ from saga_runtime import (
     NON_BLANK,
     RETRY_AFTER_SECONDS,
     WHOLE_NUMBER,
+    ConfigurationError,
     JsonBodyRoute,
+    api_key_guard,
+    auth_responses,
     install_error_handlers,
     problem,
     unavailable_response,
@@ -43,6 +46,7 @@ MAX_CENTS = 2**53 - 1
 Key = Annotated[str, Field(min_length=1, max_length=255), NON_BLANK]
 Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True), WHOLE_NUMBER]
 REPLAYED_HEADER = "Idempotent-Replayed"
+MERCHANT_ONLY = auth_responses()
 # OpenAPI links: a charge can be looked up by its key, and refunded.
 CHARGE_LINKS = {
     "GetCharge": {
@@ -149,7 +153,19 @@ def _answer(view: BaseModel, result: Result[ChargeRecord] | Result[RefundRecord]
 
 
 def create_app(settings: ProviderSettings) -> FastAPI:
-    """The provider app; its pool opens (and its schema is created) when it starts serving."""
+    """The provider app; its pool opens (and its schema is created) when it starts serving.
+
+    Every operation needs the merchant's API key (``settings.api_key``): a provider that
+    moves money and lists card tokens is never open.
+    """
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+    if not api_key:
+        raise ConfigurationError(
+            "PROVIDER_API_KEY is not set: the provider never runs open (./dev writes one to .env)"
+        )
+    merchant = [
+        Depends(api_key_guard(api_key, description="the merchant's key (PROVIDER_API_KEY)"))
+    ]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -200,10 +216,12 @@ def create_app(settings: ProviderSettings) -> FastAPI:
 
     @app.post(
         "/charges",
+        dependencies=merchant,
         status_code=status.HTTP_201_CREATED,
         response_model=ChargeView,
         operation_id="createCharge",
         responses={
+            **MERCHANT_ONLY,
             201: {"links": CHARGE_LINKS},
             402: {"description": "declined (the body says why)", "model": ChargeView},
             409: problem(
@@ -226,8 +244,9 @@ def create_app(settings: ProviderSettings) -> FastAPI:
     # ``:path`` so that a key containing "/" still names one charge.
     @app.get(
         "/charges/{idempotency_key:path}",
+        dependencies=merchant,
         response_model=ChargeView,
-        responses={404: problem("no charge under this key")},
+        responses={404: problem("no charge under this key"), **MERCHANT_ONLY},
         operation_id="getCharge",
     )
     def get_charge(
@@ -243,9 +262,11 @@ def create_app(settings: ProviderSettings) -> FastAPI:
 
     @app.post(
         "/voids",
+        dependencies=merchant,
         status_code=status.HTTP_201_CREATED,
         response_model=VoidView,
         responses={
+            **MERCHANT_ONLY,
             200: {"model": ChargeView, "description": "The key holds a charge: nothing voided."},
         },
         operation_id="voidCharge",
@@ -274,10 +295,12 @@ def create_app(settings: ProviderSettings) -> FastAPI:
 
     @app.post(
         "/refunds",
+        dependencies=merchant,
         status_code=status.HTTP_201_CREATED,
         response_model=RefundView,
         operation_id="createRefund",
         responses={
+            **MERCHANT_ONLY,
             404: problem("no such charge"),
             409: problem("key reused for another request, or the charge is not refundable"),
         },
@@ -286,7 +309,13 @@ def create_app(settings: ProviderSettings) -> FastAPI:
         result = processor.refund(RefundRequest(**body.model_dump()))
         return _answer(RefundView.of(result.record), result)
 
-    @app.get("/ledger", response_model=LedgerView, operation_id="getLedger")
+    @app.get(
+        "/ledger",
+        response_model=LedgerView,
+        operation_id="getLedger",
+        dependencies=merchant,
+        responses=MERCHANT_ONLY,
+    )
     def ledger(processor: ProcessorDep) -> LedgerView:
         charges, refunds, voids = processor.ledger()
         return LedgerView(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import AliasChoices, Field, NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ProviderSettings(BaseSettings):
-    """``PROVIDER_DATABASE_URL`` (else ``DATABASE_URL``): where its ledger lives."""
+    """``PROVIDER_DATABASE_URL`` (else ``DATABASE_URL``): where its ledger lives.
+
+    ``PROVIDER_API_KEY``: the merchant's key, required in ``Authorization: Bearer`` on every
+    call but the health checks; without one the simulator refuses to start.
+    """
 
     model_config = SettingsConfigDict(env_prefix="PROVIDER_", extra="ignore")
 
+    api_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8010, ge=0, le=65535)
     slow_seconds: NonNegativeFloat = 2.0

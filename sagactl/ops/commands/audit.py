@@ -83,7 +83,8 @@ def cmd_audit(args: argparse.Namespace, out: Output) -> int:
         except LedgerUnavailable as exc:
             raise Refusal(
                 f"cannot read the payment provider's ledger: {exc}",
-                "start the provider, or pass --provider-url (or set PAYMENTS_PROVIDER_URL)",
+                "start the provider, or pass --provider-url (or set PAYMENTS_PROVIDER_URL);"
+                " the provider's key comes from PAYMENTS_PROVIDER_API_KEY",
             ) from exc
         snapshot = load_snapshot(conn, charges=charges, refunds=refunds)
     violations = check(snapshot, require_drained=not args.allow_pending)
