@@ -150,3 +150,12 @@ def test_a_results_json_records_tuning_never_a_secret_or_an_address() -> None:
         "ORDERS_PENDING_TIMEOUT": "10",
         "PROVIDER_LATENCY_SECONDS": "0.3",
     }
+
+
+def test_the_load_generator_drops_idle_connections_before_the_api_server_does() -> None:
+    import uvicorn
+
+    from saga_harness.bench.load import KEEPALIVE_SECONDS
+
+    server_keepalive = uvicorn.Config(app=None).timeout_keep_alive  # type: ignore[arg-type]
+    assert server_keepalive > KEEPALIVE_SECONDS, "a reused connection must still be open"

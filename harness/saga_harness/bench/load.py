@@ -91,9 +91,15 @@ async def _post(
     return None
 
 
+# Idle connections are dropped before the server's keep-alive (uvicorn's 5 s) ends them:
+# otherwise a closed-loop client that waited longer than that for its saga reuses a
+# connection the server is closing, and its next order fails ServerDisconnectedError.
+KEEPALIVE_SECONDS = 2.0
+
+
 def _session(connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections),
+        connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=KEEPALIVE_SECONDS),
         timeout=aiohttp.ClientTimeout(total=30),
     )
 
