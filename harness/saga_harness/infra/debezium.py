@@ -17,6 +17,7 @@ from pathlib import Path
 
 from saga_harness.infra.errors import InfraError
 from saga_harness.infra.kafka import ensure_java, kafka_cache_dir
+from saga_harness.infra.maven import copy_dependencies
 from saga_harness.infra.proc import Logger, file_lock
 from saga_harness.infra.system import ensure_command
 
@@ -124,26 +125,10 @@ def _fetch_jars(home: Path, version: str, *, log: Logger) -> Path:
     pom = home / "pom.xml"
     pom.write_text(debezium_pom(version))
     mvn_log = home / "mvn.log"
-    argv = [
-        mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(pom),
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={partial}",
-    ]
-    with mvn_log.open("w") as sink:
-        sink.write(f"$ {' '.join(argv)}\n")
-        sink.flush()
-        result = subprocess.run(argv, stdout=sink, stderr=subprocess.STDOUT, check=False, cwd=home)
-    if result.returncode != 0:
-        raise InfraError(
-            f"Maven could not fetch Debezium {version} (exit {result.returncode}): "
-            f"`{' '.join(argv)}`",
-            logs=[mvn_log],
-        )
+    mvn_log.write_text("")
+    copy_dependencies(
+        mvn, pom, partial, mvn_log, failure=f"Maven could not fetch Debezium {version}"
+    )
     for artifact in DEBEZIUM_ARTIFACTS:
         if not (partial / f"{artifact}-{version}.jar").exists():
             raise InfraError(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from saga_harness.infra.errors import InfraError
+from saga_harness.infra.maven import copy_dependencies
 from saga_harness.infra.proc import (
     Logger,
     cmdline,
@@ -126,26 +127,13 @@ def _slf4j_binding(libs: Path) -> tuple[str, str] | None:
 def _mvn_copy(mvn: str, work: Path, out: Path, version: str, extra: str, mvn_log: Path) -> None:
     pom = work / "pom.xml"
     pom.write_text(_POM.format(scala=SCALA_VERSION, version=version, extra=extra))
-    argv = [
+    copy_dependencies(
         mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(pom),
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={out}",
-    ]
-    with mvn_log.open("a") as sink:
-        sink.write(f"$ {' '.join(argv)}\n")
-        sink.flush()
-        result = subprocess.run(argv, stdout=sink, stderr=subprocess.STDOUT, check=False, cwd=work)
-    if result.returncode != 0:
-        raise InfraError(
-            f"Maven could not fetch Kafka {version} (exit {result.returncode}); is the version "
-            "published on Maven Central?",
-            logs=[mvn_log],
-        )
+        pom,
+        out,
+        mvn_log,
+        failure=f"Maven could not fetch Kafka {version}; is it published on Maven Central?",
+    )
 
 
 def install_kafka(
