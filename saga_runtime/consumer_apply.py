@@ -173,6 +173,8 @@ class MessageApplier:
                         # with one raised Alone); it then goes in a transaction of its own.
                         break
                     if envelope.event_id not in fresh:
+                        with _bound(envelope):  # rare and worth seeing: a redelivery, a replay
+                            log.info("event.duplicate")
                         outcomes.append(Outcome.DUPLICATE)
                         continue
                     fresh.discard(envelope.event_id)  # a second copy in the batch is a duplicate

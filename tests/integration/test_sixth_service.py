@@ -8,7 +8,6 @@ services' ``__main__``; the test stops it with SIGTERM, as a supervisor would.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -143,7 +142,7 @@ def test_the_sixth_service_runs_on_the_real_runtime(
     assert points == [("o-1", "a@example.com", 25)], "one award, however often it is delivered"
     assert outbox == [("PointsAwarded", "o-1", str(order.event_id))]
     logged = log_path.read_text()
-    assert duplicates(logged) == 1, "the second delivery reached the service"
+    assert '"event": "event.duplicate"' in logged, "the second delivery reached the service"
     assert '"event": "service.stopping"' in logged
 
     relay = OutboxRelay(
@@ -159,17 +158,3 @@ def test_the_sixth_service_runs_on_the_real_runtime(
     assert [(r.key, Envelope.from_bytes(r.value).event_type) for r in records] == [
         (b"o-1", "PointsAwarded")
     ]
-
-
-def duplicates(logged: str) -> int:
-    """Deliveries the service found in its inbox, from its log (per message or per batch)."""
-    found = 0
-    for line in logged.splitlines():
-        if not line.startswith("{"):
-            continue
-        entry = json.loads(line)
-        if entry.get("event") == "event.duplicate":
-            found += 1
-        elif entry.get("event") == "batch.applied":
-            found += entry.get("duplicates", 0)
-    return found
