@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from orders.settings import OrdersSettings
 from saga_harness.infra.proc import wait_until
 from saga_harness.supervisor import ProcessSpec, Supervisor
 from saga_harness.system import SERVICES, Process, System, free_port
+from stock.settings import StockSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -235,7 +237,7 @@ def test_sigterm_stops_an_api_service_after_its_consumers_leave_their_group(
         process.stop(timeout=60)
         assert process.popen.returncode == 0, process.log_path.read_text()[-3000:]
         log = process.log_path.read_text()
-        assert log.count('"event": "consumer.stopped"') - before == 3  # <SERVICE>_CONSUMERS
+        assert log.count('"event": "consumer.stopped"') - before == consumers(service)
         assert '"event": "service.stopping"' in log
     finally:
         process.start()
@@ -279,3 +281,9 @@ def test_a_relay_whose_outbox_thread_dies_exits_non_zero_and_is_restarted(
     assert '"event": "worker.died"' in log
     assert "CrashPointError: crash point relay.after_publish" in log
     assert '"event": "relay.exiting"' in log
+
+
+def consumers(service: str) -> int:
+    """How many consumer threads the service runs (``<SERVICE>_CONSUMERS``'s default)."""
+    settings = {"orders": OrdersSettings, "stock": StockSettings}[service]
+    return int(settings.model_fields["consumers"].default)
