@@ -125,3 +125,17 @@ def test_the_steady_phase_leaves_out_more_seconds_only_when_it_meets_a_cold_brok
     assert default_steady_warmup(stack_was_running=False, phases=("steady",)) == 15.0
     assert default_steady_warmup(stack_was_running=True, phases=("steady",)) == 2.0
     assert default_steady_warmup(stack_was_running=False, phases=("drain", "steady")) == 2.0
+
+
+def test_backlog_rows_number_each_aggregates_events_in_the_order_written() -> None:
+    import random
+
+    from saga_harness.bench.relay_phase import backlog_row
+
+    rng, positions, written = random.Random(1), [0, 0, 0], {}
+    rows = [backlog_row("t", rng, positions, written) for _ in range(30)]
+    assert sum(positions) == 30 and len(written) == 30
+    for aggregate in {a for a, _ in written.values()}:
+        mine = [n for (a, n) in (written[str(row[0])] for row in rows) if a == aggregate]
+        assert mine == list(range(len(mine))), "each aggregate's positions 0, 1, 2, ... in order"
+    assert all(row[4] == "t" for row in rows)

@@ -11,10 +11,15 @@ import psycopg
 from psycopg import sql
 
 from saga_harness.bench.relay_figures import DRAIN_TARGET_PER_S, check_arrivals
-from saga_harness.bench.relay_phase import BENCH_PRODUCER, SCHEMA, Phase, bench_event, pending_rows
+from saga_harness.bench.relay_phase import (
+    OUTBOX_COPY,
+    SCHEMA,
+    Phase,
+    backlog_row,
+    pending_rows,
+)
 from saga_harness.bench.relay_process import relay_running
 from saga_harness.bench.topic_reader import TopicReader
-from saga_runtime import Envelope
 
 __all__ = ["run_drain"]
 
@@ -25,32 +30,9 @@ def _write_backlog(phase: Phase, conn: psycopg.Connection) -> dict[str, tuple[st
     rng = random.Random(config.seed)
     written: dict[str, tuple[str, int]] = {}
     positions = [0] * config.aggregates
-    with conn.cursor().copy(
-        sql.SQL(
-            "COPY {}.outbox (event_id, event_type, aggregate_id, correlation_id, topic,"
-            " envelope) FROM STDIN"
-        ).format(sql.Identifier(SCHEMA))
-    ) as copy:
+    with conn.cursor().copy(OUTBOX_COPY) as copy:
         for _ in range(config.rows):
-            n = rng.randrange(config.aggregates)
-            aggregate = f"bench-order-{n}"
-            env = Envelope.new(
-                bench_event(aggregate, positions[n], rng),
-                aggregate_id=aggregate,
-                producer=BENCH_PRODUCER,
-            )
-            written[str(env.event_id)] = (aggregate, positions[n])
-            positions[n] += 1
-            copy.write_row(
-                (
-                    env.event_id,
-                    env.event_type,
-                    env.aggregate_id,
-                    env.correlation_id,
-                    phase.topic,
-                    env.model_dump_json(),
-                )
-            )
+            copy.write_row(backlog_row(phase.topic, rng, positions, written))
     # As autovacuum would have done to a backlog that built up over time.
     conn.execute(sql.SQL("VACUUM ANALYZE {}.outbox").format(sql.Identifier(SCHEMA)))
     return written

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from saga_harness.bench.relay_process import RelayUnderTest
-from saga_runtime import Event, KafkaSettings, events_topic
+from saga_runtime import Envelope, Event, KafkaSettings, events_topic
 
 __all__ = [
     "BENCH_PRODUCER",
@@ -83,6 +84,38 @@ def bench_event(aggregate_id: str, seq: int, rng: random.Random) -> BenchOrderPl
             "postal_code": "EC1A 1BB",
             "country": "GB",
         },
+    )
+
+
+# A backlog is written with COPY in these columns (see ``backlog_row``).
+OUTBOX_COPY = sql.SQL(
+    "COPY {}.outbox (event_id, event_type, aggregate_id, correlation_id, topic, envelope)"
+    " FROM STDIN"
+).format(sql.Identifier(SCHEMA))
+
+
+def backlog_row(
+    topic: str,
+    rng: random.Random,
+    positions: list[int],
+    written: dict[str, tuple[str, int]],
+) -> tuple[Any, ...]:
+    """The next backlog row for ``OUTBOX_COPY``: an event of a random aggregate, its place in
+    that aggregate's history noted in ``written`` (event id -> (aggregate, position))."""
+    n = rng.randrange(len(positions))
+    aggregate = f"bench-order-{n}"
+    env = Envelope.new(
+        bench_event(aggregate, positions[n], rng), aggregate_id=aggregate, producer=BENCH_PRODUCER
+    )
+    written[str(env.event_id)] = (aggregate, positions[n])
+    positions[n] += 1
+    return (
+        env.event_id,
+        env.event_type,
+        env.aggregate_id,
+        env.correlation_id,
+        topic,
+        env.model_dump_json(),
     )
 
 

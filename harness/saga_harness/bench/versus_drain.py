@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from saga_harness.bench.relay_figures import check_arrivals
-from saga_harness.bench.relay_phase import BENCH_PRODUCER, SCHEMA, Progress, bench_event
+from saga_harness.bench.relay_phase import OUTBOX_COPY, SCHEMA, Progress, backlog_row
 from saga_harness.bench.topic_reader import TopicReader
 from saga_harness.bench.versus_run import (
     Contender,
@@ -33,7 +33,6 @@ from saga_harness.bench.versus_run import (
     thaw,
     topic_total,
 )
-from saga_runtime import Envelope
 
 __all__ = ["CHUNK", "run_drain", "warm_up", "write_backlog"]
 
@@ -47,32 +46,10 @@ def write_backlog(
     rng = random.Random(seed)
     written: dict[str, tuple[str, int]] = {}
     positions = [0] * aggregates
-    copy_sql = sql.SQL(
-        "COPY {}.outbox (event_id, event_type, aggregate_id, correlation_id, topic, envelope)"
-        " FROM STDIN"
-    ).format(sql.Identifier(SCHEMA))
     for first in range(0, rows, CHUNK):
-        with conn.transaction(), conn.cursor().copy(copy_sql) as copy:
+        with conn.transaction(), conn.cursor().copy(OUTBOX_COPY) as copy:
             for _ in range(min(CHUNK, rows - first)):
-                n = rng.randrange(aggregates)
-                aggregate = f"bench-order-{n}"
-                env = Envelope.new(
-                    bench_event(aggregate, positions[n], rng),
-                    aggregate_id=aggregate,
-                    producer=BENCH_PRODUCER,
-                )
-                written[str(env.event_id)] = (aggregate, positions[n])
-                positions[n] += 1
-                copy.write_row(
-                    (
-                        env.event_id,
-                        env.event_type,
-                        env.aggregate_id,
-                        env.correlation_id,
-                        topic,
-                        env.model_dump_json(),
-                    )
-                )
+                copy.write_row(backlog_row(topic, rng, positions, written))
     # As autovacuum would have done to a backlog that built up over time.
     conn.execute(sql.SQL("VACUUM ANALYZE {}.outbox").format(sql.Identifier(SCHEMA)))
     return written
