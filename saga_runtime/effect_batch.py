@@ -10,7 +10,8 @@ takes the locks of all the batch's aggregates (sorted) and of its effects' rows
 arrived, reading their states once for the batch (``AggregateStates``), and one
 statement marks the effects settled. If any decision raises, the batch rolls
 back and each of its outcomes is settled alone (``Settlement.settle``), where a
-failing decision is handled as before; a retry is always scheduled alone.
+failing decision is handled as before, the failure in the batch counting as its
+first attempt; a retry is always scheduled alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from saga_runtime.effect_settlement import Retry, Settlement
+from saga_runtime.effect_settlement import DecisionFailedInBatch, Retry, Settlement
 from saga_runtime.effects import Effect, EffectKind, EffectOutcome
 from saga_runtime.logs import get_logger
 
@@ -77,6 +78,7 @@ class BatchedSettlement:
                     waiting.settled.set()
 
     def _settle(self, batch: list[_Waiting]) -> None:
+        failed: DecisionFailedInBatch | None = None
         if len(batch) > 1:
             items = [(w.effect, w.kind, w.outcome) for w in batch]
             try:
@@ -84,8 +86,15 @@ class BatchedSettlement:
                 return
             except Exception as exc:  # each alone, where a failing decision is handled
                 log.info("effects.settle_one_by_one", effects=len(batch), error=repr(exc))
+                if isinstance(exc, DecisionFailedInBatch):
+                    failed = exc
         for waiting in batch:
+            decision_error = None
+            if failed is not None and failed.effect_id == waiting.effect.id:
+                decision_error = failed.error
             try:
-                self._settlement.settle(waiting.effect, waiting.kind, waiting.outcome)
+                self._settlement.settle(
+                    waiting.effect, waiting.kind, waiting.outcome, decision_error=decision_error
+                )
             except BaseException as exc:
                 waiting.error = exc

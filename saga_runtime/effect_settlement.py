@@ -28,7 +28,7 @@ from saga_runtime.logs import get_logger
 from saga_runtime.settings import EffectSettings
 from saga_runtime.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
-__all__ = ["Retry", "Settlement", "SettlementInterrupted"]
+__all__ = ["DecisionFailedInBatch", "Retry", "Settlement", "SettlementInterrupted"]
 
 log = get_logger(__name__)
 
@@ -45,6 +45,16 @@ class Retry:
 class SettlementInterrupted(Exception):
     """The executor stops while the database is unavailable: the lease will expire and
     another executor settles the effect (calling again only if nothing was recorded)."""
+
+
+class DecisionFailedInBatch(Exception):
+    """A decision raised in ``settle_together`` (nothing of the batch committed): the
+    effect whose decision it was, and the error, counted as its first failed decision."""
+
+    def __init__(self, effect_id: int, error: str) -> None:
+        super().__init__(f"effect {effect_id}: {error}")
+        self.effect_id = effect_id
+        self.error = error
 
 
 class _DecisionFailed(Exception):
@@ -78,28 +88,40 @@ class Settlement:
         self.owner = owner
         self._stopping = stopping
 
-    def settle(self, effect: Effect, kind: EffectKind, result: EffectOutcome | Retry) -> None:
+    def settle(
+        self,
+        effect: Effect,
+        kind: EffectKind,
+        result: EffectOutcome | Retry,
+        *,
+        decision_error: str | None = None,
+    ) -> None:
         """Record the call's result and decide about it, in one transaction if the decision
-        succeeds; otherwise record it alone, then decide apart (see the module's doc)."""
-        try:
-            self._retrying("settle", lambda: self._settle_once(effect, kind, result))
-            return
-        except _Undecided as undecided:
-            log.error(
-                "effect.on_outcome_failed", error=undecided.error, decision=1, exc_info=undecided
-            )
-            failed = undecided
-        outcome = self.record(effect, kind, failed.outcome)
+        succeeds; otherwise record it alone, then decide apart (see the module's doc).
+        ``decision_error``: its decision already failed once (in a batch), with that error."""
+        if decision_error is None:
+            try:
+                self._retrying("settle", lambda: self._settle_once(effect, kind, result))
+                return
+            except _Undecided as undecided:
+                log.error(
+                    "effect.on_outcome_failed",
+                    error=undecided.error,
+                    decision=1,
+                    exc_info=undecided,
+                )
+                result, decision_error = undecided.outcome, undecided.error
+        outcome = self.record(effect, kind, result)
         if outcome is None:
             return
         # Recorded, not decided: after a crash here the decision alone is made.
         crash_point("effects.after_record")
-        self.decide(effect, kind, outcome, tried=1, error=failed.error)
+        self.decide(effect, kind, outcome, tried=1, error=decision_error)
 
     def settle_together(self, items: list[tuple[Effect, EffectKind, EffectOutcome]]) -> None:
         """Record and decide several outcomes in one transaction, decisions in the given
-        order; raises (nothing committed) if any decision raises, for the caller to
-        settle each alone."""
+        order; raises ``DecisionFailedInBatch`` (nothing committed) if a decision raises,
+        for the caller to settle each alone."""
         self._retrying("settle", lambda: self._settle_together_once(items))
 
     def _settle_together_once(self, items: list[tuple[Effect, EffectKind, EffectOutcome]]) -> None:
@@ -117,7 +139,12 @@ class Settlement:
                     continue
                 # The effect's saga goes on in the events its decision emits.
                 uow.correlation_id = effect.correlation_id
-                self._on_outcome(uow, effect, kind, outcome)
+                try:
+                    self._on_outcome(uow, effect, kind, outcome)
+                except _DecisionFailed as failed:
+                    error = f"on_outcome raised {failed.__cause__!r}"
+                    log.error("effect.on_outcome_failed", error=error, decision=1, exc_info=failed)
+                    raise DecisionFailedInBatch(effect.id, error) from failed
                 settled.append((effect, outcome))
             if settled:
                 uow.conn.execute(

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from saga_runtime import Effect, EffectExecutor, EffectOutcome, Effects, Event, UnitOfWork
-from saga_runtime.effect_settlement import Settlement
+from saga_runtime.effect_settlement import DecisionFailedInBatch, Settlement
 from saga_runtime.effect_statements import ExecutorStatements
 from tests.integration.effects_stack import OutsideWorld, Stack, effects_stack, fast
 from tests.integration.test_effects_settlement import CountingFactory
@@ -93,10 +93,40 @@ def test_a_failing_decision_leaves_nothing_of_the_batch_committed(effects_stack:
     effects = Effects(schema=effects_stack.schema, kinds=[world.kind(on_outcome=decide)])
     factory, claimed, owner = claimed_effects(effects_stack, effects, 4)  # type: ignore[misc]
     kind = effects.kind("ping")
-    with pytest.raises(Exception) as failed:
+    with pytest.raises(DecisionFailedInBatch) as failed:
         settlement(factory, effects_stack.schema, owner).settle_together(
             [(effect, kind, EffectOutcome(ok=True)) for effect in claimed]
         )
-    assert isinstance(failed.value.__cause__, KeyError)
+    assert failed.value.effect_id == claimed[2].id
+    assert isinstance(failed.value.__cause__.__cause__, KeyError)
     assert effects_stack.statuses() == ["running"] * 4
     assert effects_stack.outbox_types() == []
+
+
+def test_a_decision_that_failed_in_a_batch_is_made_again_as_many_times_as_allowed_in_all(
+    effects_stack: Stack,
+):
+    world = OutsideWorld()
+
+    def decide(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> None:
+        world.on_outcome(uow, effect, outcome)
+        raise KeyError("a bug")
+
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind(on_outcome=decide)])
+    factory, claimed, owner = claimed_effects(effects_stack, effects, 2)  # type: ignore[misc]
+    kind = effects.kind("ping")
+    settling = Settlement(
+        uow_factory=factory,
+        statements=ExecutorStatements(effects_stack.schema),
+        settings=fast(decision_attempts=2),
+        owner=owner,
+        stopping=threading.Event(),
+    )
+    with pytest.raises(DecisionFailedInBatch) as failed:
+        settling.settle_together([(effect, kind, EffectOutcome(ok=True)) for effect in claimed])
+    assert world.keys_heard() == ["k-0"]
+    settling.settle(claimed[0], kind, EffectOutcome(ok=True), decision_error=failed.value.error)
+    assert world.keys_heard() == ["k-0", "k-0"], "two decisions in all, the batch's included"
+    [first, _] = effects_stack.rows()
+    assert first["status"] == "undecided"
+    assert "on_outcome raised KeyError('a bug')" in first["last_error"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from saga_runtime import Effect, EffectOutcome
 from saga_runtime.effect_batch import BatchedSettlement
-from saga_runtime.effect_settlement import Retry
+from saga_runtime.effect_settlement import DecisionFailedInBatch, Retry
 
 
 class FakeSettlement:
@@ -16,18 +16,22 @@ class FakeSettlement:
     def __init__(self, *, together_fails: bool = False) -> None:
         self.release = threading.Event()
         self.alone: list[int] = []
+        self.decision_errors: dict[int, str | None] = {}
         self.together: list[list[int]] = []
         self._first = True
         self._together_fails = together_fails
 
-    def settle(self, effect: Effect, kind: Any, result: Any) -> None:
+    def settle(
+        self, effect: Effect, kind: Any, result: Any, *, decision_error: str | None = None
+    ) -> None:
         self._hold()
         self.alone.append(effect.id)
+        self.decision_errors[effect.id] = decision_error
 
     def settle_together(self, items: list[tuple[Effect, Any, EffectOutcome]]) -> None:
         self._hold()
         if self._together_fails:
-            raise KeyError("a decision failed")
+            raise DecisionFailedInBatch(2, "on_outcome raised KeyError('a bug')")
         self.together.append([effect.id for effect, _, _ in items])
 
     def _hold(self) -> None:
@@ -70,6 +74,18 @@ def test_when_the_batch_fails_each_outcome_is_settled_alone() -> None:
     batched = BatchedSettlement(fake, max_batch=50)  # type: ignore[arg-type]
     settle_concurrently(batched, fake, 4)
     assert sorted(fake.alone) == [0, 1, 2, 3]
+
+
+def test_a_decision_that_failed_in_the_batch_counts_as_tried_once_when_settled_alone() -> None:
+    fake = FakeSettlement(together_fails=True)
+    batched = BatchedSettlement(fake, max_batch=50)  # type: ignore[arg-type]
+    settle_concurrently(batched, fake, 4)
+    assert fake.decision_errors == {
+        0: None,
+        1: None,
+        2: "on_outcome raised KeyError('a bug')",
+        3: None,
+    }
 
 
 def test_a_retry_is_scheduled_alone_at_once() -> None:
