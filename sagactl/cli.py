@@ -106,7 +106,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"{args.service} cannot start: {exc}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands that run a process of the system: started by a supervisor, again after every
+# crash, so they parse without loading the operator's and the harness's command groups.
+SERVING_COMMANDS = ("run", "relay")
+
+
+def build_parser(*, operator_commands: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; without ``operator_commands``, only the product's own
+    commands (migrate, prepare, topics, relay, run)."""
     parser = argparse.ArgumentParser(
         prog="sagactl", description="Run and operate the order saga (Kafka + PostgreSQL outbox)."
     )
@@ -132,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one service")
     run.add_argument("service", choices=SYSTEM.names)
     run.set_defaults(func=cmd_run)
+    if not operator_commands:
+        return parser
 
     from sagactl.ops.commands import register as register_operator_commands
     from sagactl.token import register as register_token
@@ -164,7 +173,8 @@ def installed_command_groups() -> list[RegisterCommands]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    serving = bool(argv) and argv[0] in SERVING_COMMANDS
+    args = build_parser(operator_commands=not serving).parse_args(argv)
     args.argv = argv  # the audit log records the command as typed
     try:
         return int(args.func(args))

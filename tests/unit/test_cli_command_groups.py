@@ -65,3 +65,25 @@ def test_a_command_group_that_cannot_load_is_named_and_left_out(
     assert commands(cli.build_parser()) >= PRODUCT_COMMANDS
     err = capsys.readouterr().err
     assert "commands 'gone' (no_such_package.commands:register) not loaded" in err
+
+
+def test_a_serving_command_parses_without_the_operator_and_harness_commands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A service restarted after a crash pays for what its command line loads."""
+    built: list[argparse.ArgumentParser] = []
+    build = cli.build_parser
+
+    def recording(**options: bool) -> argparse.ArgumentParser:
+        built.append(build(**options))
+        return built[-1]
+
+    monkeypatch.setattr(cli, "build_parser", recording)
+    monkeypatch.setattr(cli, "installed_command_groups", lambda: pytest.fail("harness loaded"))
+    ran: list[str] = []
+    monkeypatch.setattr(cli, "cmd_run", lambda args: ran.append(args.service) or 0)
+    assert cli.main(["run", "payments"]) == 0
+    assert ran == ["payments"]
+    [parser] = built
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert sorted(commands.choices) == ["migrate", "prepare", "relay", "run", "topics"]
