@@ -220,6 +220,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
                 duration=args.duration,
                 fault_every=args.fault_every,
                 order_rate=args.rate,
+                replicas=tuple(args.replicas),
             ),
             stack=stack,
             log_dir=args.state_dir / "chaos" / f"run-{seed}",
@@ -228,6 +229,18 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         stack.stop()
     print(report.to_json() if args.json else report.summary())
     return 0 if report.passed else 1
+
+
+def replica_count(text: str) -> tuple[str, int]:
+    """``SERVICE=N`` for ``--replicas``: a service of the system and a count from 1 to 4."""
+    service, _, count = text.partition("=")
+    if service not in SYSTEM.names:
+        raise argparse.ArgumentTypeError(
+            f"unknown service {service!r} (one of {', '.join(SYSTEM.names)})"
+        )
+    if not count.isdigit() or not 1 <= int(count) <= 4:
+        raise argparse.ArgumentTypeError(f"expected {service}=N with N from 1 to 4, got {text!r}")
+    return service, int(count)
 
 
 def register(parser: argparse.ArgumentParser, sub: Commands) -> None:
@@ -280,6 +293,14 @@ def register(parser: argparse.ArgumentParser, sub: Commands) -> None:
     )
     chaos.add_argument("--rate", type=float, default=2.0, help="orders per second")
     chaos.add_argument("--seed", type=int, help="reproduce a run's fault schedule")
+    chaos.add_argument(
+        "--replicas",
+        type=replica_count,
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="run N processes of SERVICE (repeatable; default one of each)",
+    )
     chaos.add_argument("--json", action="store_true", help="print the report as JSON")
     chaos.set_defaults(func=cmd_chaos)
 

@@ -276,9 +276,15 @@ def build_system(
     kafka_bootstrap: str,
     log_dir: Path,
     relays: int = 1,
+    replicas: dict[str, int] | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> System:
-    """Create a database and topics of its own, seed the catalogue, describe every process."""
+    """Create a database and topics of its own, seed the catalogue, describe every process.
+
+    ``replicas``: how many processes run a service (default one), in one consumer group
+    and sharing its effects; the first is named after the service, the others
+    ``<service>-2``... Each has a port and a static group member name of its own.
+    """
     name = f"saga_sys_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -357,7 +363,26 @@ def build_system(
         )
     for service in SERVICES:
         add(service, [*base, "run", service], health=ports[service])
+        for n in range(2, (replicas or {}).get(service, 1) + 1):
+            replica = f"{service}-{n}"
+            ports[replica] = free_port()
+            more = _replica_env(service, n, ports[replica], env)
+            add(replica, [*base, "run", service], health=ports[replica], **more)
     return system
+
+
+def _replica_env(service: str, n: int, port: int, env: dict[str, str]) -> dict[str, str]:
+    """What replica ``n`` of ``service`` sets apart from the first: its port (the health
+    port of a service without an API) and, for static members, its member name."""
+    port_variable = (
+        f"{service.upper()}_HEALTH_PORT"
+        if service in HEALTH_PORTED
+        else (f"{service.upper()}_PORT")
+    )
+    more = {port_variable: str(port)}
+    if member := env.get("CONSUMER_GROUP_INSTANCE_ID"):
+        more["CONSUMER_GROUP_INSTANCE_ID"] = f"{member}-{n}"
+    return more
 
 
 def drop_system_topics(kafka: KafkaSettings, *, timeout: float = 30.0) -> None:

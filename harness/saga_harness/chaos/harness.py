@@ -36,6 +36,8 @@ class ChaosConfig:
     order_rate: float = 2.0  # orders per second
     converge_timeout: float = 240.0
     faults: tuple[str, ...] = tuple(FAULTS)
+    # Processes per service (default one each), e.g. (("payments", 2),).
+    replicas: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -155,6 +157,7 @@ def run_chaos(
         kafka_bootstrap=addresses.kafka_bootstrap,
         log_dir=log_dir,
         relays=2,
+        replicas=dict(config.replicas),
         extra_env={
             "SAGA_CRASH_POINTS": CRASH_POINTS,
             "ORDERS_PENDING_TIMEOUT": "30",
