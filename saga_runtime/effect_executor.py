@@ -13,6 +13,12 @@ expire, and another takes the effects over and calls again with the same
 idempotency key. An outcome is recorded only while its lease is still held, so a
 late duplicate (the lease expired and was taken) records nothing; see
 ``effect_settlement`` for how it is recorded and decided.
+
+A restarted executor first runs as many effects as its previous life held in waves
+of 1, 2, 4... calls, each wave once the last is settled, then all at once: if a
+call killed the process (a response its client cannot survive), it kills it alone
+rather than with every call in flight, so a process in a crash loop still settles
+work between crashes (the idea of Sidekiq's super_fetch and of TCP's slow start).
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ class EffectExecutor:
         self._lock = threading.Lock()
         # Effects in this executor's hands -> when their lease was last taken or renewed.
         self._held: dict[int, float] = {}
+        # After a take-over: effects still to run in growing waves, and the next wave's size.
+        self._ramp_left = 0
+        self._ramp_wave = 1
         self._failure: BaseException | None = None
         self._sql = ExecutorStatements(effects.schema)
         self._settlement = Settlement(
@@ -128,12 +137,12 @@ class EffectExecutor:
                 self._raise_failure()
                 self._wake.clear()
                 self.heartbeat()
-                free = settings.concurrency - self._in_flight
-                if free <= 0:
+                wanted = self._wanted()
+                if wanted <= 0:
                     self._wake.wait(tick)
                     continue
                 try:
-                    claimed = self.claim(min(free, settings.claim_batch))
+                    claimed = self.claim(wanted)
                 except Exception as exc:
                     if not is_transient_db_error(exc):
                         raise
@@ -142,9 +151,10 @@ class EffectExecutor:
                     self._stopping.wait(min(delay, tick))
                     continue
                 backoff.reset()
+                self._ramp_up(len(claimed))
                 for effect, outcome in claimed:
                     pool.submit(self._run_one, effect, outcome)
-                if claimed and len(claimed) == min(free, settings.claim_batch):
+                if claimed and len(claimed) == wanted:
                     continue  # there may be more due right now
                 self._wake.wait(tick)
             self._raise_failure()
@@ -155,6 +165,22 @@ class EffectExecutor:
             failed = self._failure is not None
             pool.shutdown(wait=not failed, cancel_futures=failed)
             log.info("effects.executor_stopped", owner=self.owner)
+
+    def _wanted(self) -> int:
+        """How many effects to claim now: the free threads, or while ramping up after a
+        take-over, the next wave once the last one is settled."""
+        in_flight = self._in_flight
+        if self._ramp_left > 0:
+            if in_flight:
+                return 0
+            return min(self._ramp_wave, self._ramp_left, self.settings.concurrency)
+        return min(self.settings.concurrency - in_flight, self.settings.claim_batch)
+
+    def _ramp_up(self, claimed: int) -> None:
+        if self._ramp_left > 0:
+            # Nothing due (claimed by another executor, or waiting for a retry): ramp over.
+            self._ramp_left = self._ramp_left - claimed if claimed else 0
+            self._ramp_wave *= 2
 
     def _take_over(self) -> None:
         """End the leases of this instance's previous lives at once, so their effects are
@@ -173,6 +199,7 @@ class EffectExecutor:
             return
         if rows:
             log.info("effects.taken_over", effect_ids=[row[0] for row in rows])
+            self._ramp_left, self._ramp_wave = len(rows), 1
 
     def claim(self, limit: int) -> list[Claimed]:
         """Lease up to ``limit`` due effects, at most one per aggregate: its oldest unfinished.

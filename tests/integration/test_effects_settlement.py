@@ -4,6 +4,7 @@ a database error while recording is retried, and the decision continues the saga
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -252,3 +253,29 @@ def test_a_restarted_instance_takes_over_its_previous_lifes_leases_at_once(
     assert world.keys_called() == [mine.key], "the neighbour's effect is still its own"
     assert neighbour.owner in {row["lease_owner"] for row in effects_stack.rows()}
     assert theirs.key != mine.key
+
+
+def test_a_restarted_instance_runs_what_it_took_over_in_growing_waves(effects_stack: Stack):
+    """One call, then two, then four, each wave after the last is settled: a call that
+    killed the previous life kills the next one alone, not with everything in flight."""
+
+    def answer(request: dict[str, Any], key: str) -> dict[str, Any]:
+        time.sleep(0.2)
+        return {}
+
+    world = OutsideWorld(answer=answer)
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    factory = effects_stack.factory(effects)
+    for n in range(7):
+        request(factory, "ping", aggregate_id=f"a-{n}", key=f"k-{n}")
+    crashed = EffectExecutor(effects=effects, uow_factory=factory, settings=fast(), instance="p")
+    assert len(crashed.claim(7)) == 7  # then the process dies with seven calls in flight
+    reborn = EffectExecutor(effects=effects, uow_factory=factory, settings=fast(), instance="p")
+    with running(reborn):
+        wait_until(lambda: effects_stack.statuses() == ["done"] * 7, timeout=20)
+    spans = sorted((start, end) for _, start, end in world.calls)
+    waves = [spans[:1], spans[1:3], spans[3:7]]
+    for earlier, later in itertools.pairwise(waves):
+        assert min(start for start, _ in later) >= max(end for _, end in earlier)
+    fours = waves[2]
+    assert max(start for start, _ in fours) < min(end for _, end in fours), "a wave runs at once"
