@@ -28,6 +28,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
 
@@ -96,10 +97,14 @@ def system_grants(system: System, prefix: str = "") -> list[Grant]:
         grants.append(Grant(service, "group", consumer_group(service, prefix), "READ"))
         grants.append(Grant(service, "topic", dead_letter_topic(service, prefix), "WRITE"))
     for outbox in system.outboxes():
-        topic = events_topic(outbox, prefix)
-        grants.append(Grant(relay_principal(outbox), "topic", topic, "WRITE"))
-        # Its start-up check compares the topic's retention with the inboxes'.
-        grants.append(Grant(relay_principal(outbox), "topic", topic, "DESCRIBE_CONFIGS"))
+        relay = relay_principal(outbox)
+        grants.append(Grant(relay, "topic", events_topic(outbox, prefix), "WRITE"))
+        # The relay purges the service's inbox, and first checks that the topics the
+        # inbox reads keep their messages for less time (their retention, a config).
+        grants += [
+            Grant(relay, "topic", events_topic(producer, prefix), "DESCRIBE_CONFIGS")
+            for producer in system.subscriptions(outbox)
+        ]
     return grants
 
 
@@ -115,7 +120,7 @@ def apply_access(
     client = AdminClient(admin.client_properties())
     if passwords:
         info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-        upserts = [
+        upserts: list[UserScramCredentialAlteration] = [
             UserScramCredentialUpsertion(user, info, password.encode())
             for user, password in passwords.items()
         ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -15,6 +15,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saga_runtime.errors import ConfigurationError
 
 __all__ = [
     "ConsumerSettings",
@@ -54,26 +56,21 @@ class KafkaSettings(BaseSettings):
     # A SecretStr: shown as ``**********`` in reprs, dumps and errors.
     sasl_password: SecretStr | None = None
 
-    @model_validator(mode="after")
-    def _sasl_needs_credentials(self) -> Self:
-        if self.security_protocol.startswith("SASL_") and not (
-            self.sasl_username and self.sasl_password and self.sasl_password.get_secret_value()
-        ):
-            raise ValueError(
-                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs KAFKA_SASL_USERNAME"
-                " and KAFKA_SASL_PASSWORD"
-            )
-        return self
-
-    def client_properties(self) -> dict[str, str]:
+    def client_properties(self) -> dict[str, Any]:
         """librdkafka properties every client of this process needs: the broker's address,
         how to log in to it, and ``client_config``, which wins."""
-        properties = {
+        properties: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
         }
         if self.security_protocol.startswith("SASL_"):
-            assert self.sasl_username is not None and self.sasl_password is not None
+            if not (self.sasl_username and self.sasl_password):
+                # Checked here, not when the settings are read: the relay logs in once per
+                # outbox, with credentials of its own (``RELAY_KAFKA_PASSWORDS``).
+                raise ConfigurationError(
+                    f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs"
+                    " KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                )
             properties.update(
                 {
                     "sasl.mechanisms": self.sasl_mechanism,
