@@ -6,6 +6,8 @@ database and a topic prefix of its own, so one system never sees another's data.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 import signal
@@ -29,8 +31,11 @@ from psycopg import sql
 
 from migrations import upgrade
 from saga_harness.checkout import PYTHONPATH, REPO
+from saga_harness.infra.kafka_sasl import ADMIN_PRINCIPAL
+from saga_harness.kafka_logins import provision_access, relay_login, service_login
 from saga_harness.tokens import Tokens
 from saga_runtime import KafkaSettings, composition_root, ensure_topics
+from saga_runtime.kafka_access import principals
 from saga_system import SYSTEM
 from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
 from sagactl.ops.ledger import fetch_ledger
@@ -277,8 +282,13 @@ def build_system(
     log_dir: Path,
     relays: int = 1,
     extra_env: dict[str, str] | None = None,
+    kafka_super_user: dict[str, str] | None = None,
 ) -> System:
-    """Create a database and topics of its own, seed the catalogue, describe every process."""
+    """Create a database and topics of its own, seed the catalogue, describe every process.
+
+    ``kafka_super_user`` (librdkafka login properties of a secured broker's super user): every
+    process logs in as its own principal, with the system's ACLs (``secure_system``).
+    """
     name = f"saga_sys_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -289,6 +299,9 @@ def build_system(
     kafka = KafkaSettings(
         bootstrap_servers=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}."
     )
+    logins: dict[str, dict[str, str]] = {}
+    if kafka_super_user is not None:
+        kafka, logins = secure_system(kafka, kafka_super_user)
     ensure_topics(kafka, SYSTEM.topics(kafka.topic_prefix))
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = {
@@ -330,6 +343,7 @@ def build_system(
         RELAY_LOCK_RETRY_INTERVAL="0.5",
         DATABASE_POOL_MAX_SIZE="4",
         **{f"{name.upper()}_HEALTH_PORT": str(ports[name]) for name in HEALTH_PORTED},
+        **({"KAFKA_SECURITY_PROTOCOL": kafka.security_protocol} if logins else {}),
     )
     env.update(extra_env or {})
     system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
@@ -354,10 +368,33 @@ def build_system(
             health=ports[name],
             RELAY_NAME=name,
             RELAY_HEALTH_PORT=str(ports[name]),
+            **logins.get("relay", {}),
         )
     for service in SERVICES:
-        add(service, [*base, "run", service], health=ports[service])
+        add(service, [*base, "run", service], health=ports[service], **logins.get(service, {}))
     return system
+
+
+def secure_system(
+    kafka: KafkaSettings, super_user: dict[str, str]
+) -> tuple[KafkaSettings, dict[str, dict[str, str]]]:
+    """Set the system's ACLs for its topic prefix on a secured broker; return the super
+    user's settings and each process's login environment (by service name, and ``relay``).
+
+    Principals are the same for every system on a broker, so their passwords are derived
+    from the super user's: systems that run at once on one broker agree on them.
+    """
+    root = super_user["sasl.password"].encode()
+    passwords = {
+        p: hmac.new(root, p.encode(), hashlib.sha256).hexdigest()
+        for p in (ADMIN_PRINCIPAL, *principals(SYSTEM))
+    }
+    admin = provision_access(
+        kafka.bootstrap_servers, super_user, SYSTEM, passwords, prefix=kafka.topic_prefix
+    )
+    logins = {s: service_login(s, passwords) for s in SYSTEM.consumers()}
+    logins["relay"] = relay_login(SYSTEM, passwords)
+    return admin, logins
 
 
 def drop_system_topics(kafka: KafkaSettings, *, timeout: float = 30.0) -> None:
@@ -369,7 +406,7 @@ def drop_system_topics(kafka: KafkaSettings, *, timeout: float = 30.0) -> None:
     if not kafka.topic_prefix:
         return  # never touch a shared, unprefixed namespace
     try:
-        admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+        admin = AdminClient(kafka.client_properties())
         names = [
             t for t in admin.list_topics(timeout=timeout).topics if t.startswith(kafka.topic_prefix)
         ]
