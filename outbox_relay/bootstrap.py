@@ -17,6 +17,7 @@ from saga_runtime import (
     Worker,
     Workers,
     configure_logging,
+    events_topic,
     get_logger,
     producer_config,
     run_workers,
@@ -35,7 +36,7 @@ def build_relays(settings: RelayProcessSettings) -> list[OutboxRelay]:
             database=settings.database,
             settings=settings.relay,
             producer_factory=lambda outbox=outbox: Producer(  # type: ignore[misc]
-                producer_config(settings.kafka, client_id=f"{settings.name}-{outbox}")
+                producer_config(settings.kafka_for(outbox), client_id=f"{settings.name}-{outbox}")
             ),
             name=settings.name,
         )
@@ -68,12 +69,15 @@ def main(settings: RelayProcessSettings | None = None) -> int:
     """
     settings = settings or RelayProcessSettings()
     configure_logging(settings.log, service="outbox_relay", relay=settings.name)
-    # The relay purges the inboxes: refuse a retention the topics' replay window outlasts.
-    verify_inbox_retention(
-        settings.kafka,
-        SYSTEM.events_topics(settings.kafka.topic_prefix),
-        InboxSettings().retention,
-    )
+    # The relay purges each outbox's service's inbox: refuse a retention that the replay
+    # window of a topic that inbox reads outlasts (asked as the outbox's own principal).
+    for outbox in settings.outboxes:
+        kafka = settings.kafka_for(outbox)
+        verify_inbox_retention(
+            kafka,
+            [events_topic(p, kafka.topic_prefix) for p in SYSTEM.subscriptions(outbox)],
+            InboxSettings().retention,
+        )
     stop = threading.Event()
     workers = Workers()
     relays = build_relays(settings)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from saga_runtime import DatabaseSettings, KafkaSettings, LogSettings, RelaySettings
+from saga_runtime.kafka_access import relay_principal
 from saga_system import SYSTEM
 
 
 class RelayProcessSettings(BaseSettings):
     """``RELAY_OUTBOXES`` picks which services' outboxes this process relays (default: all)."""
 
-    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="RELAY_", extra="ignore", hide_input_in_errors=True
+    )
 
     outboxes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: SYSTEM.outboxes())
     name: str = "relay"
@@ -24,9 +27,21 @@ class RelayProcessSettings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=0, ge=0, le=65535)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    # On a secured broker each outbox is published as a principal of its own,
+    # ``relay-<outbox>``, the only one that may write the outbox's events topic:
+    # ``RELAY_KAFKA_PASSWORDS='{"orders":"...","stock":"..."}'``. An outbox without an
+    # entry is published as ``KAFKA_SASL_USERNAME``.
+    kafka_passwords: dict[str, SecretStr] = Field(default_factory=dict)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    def kafka_for(self, outbox: str) -> KafkaSettings:
+        """The broker settings, logged in as the principal that publishes ``outbox``."""
+        password = self.kafka_passwords.get(outbox)
+        if password is None:
+            return self.kafka
+        return self.kafka.as_principal(relay_principal(outbox), password)
 
     @field_validator("outboxes", mode="before")
     @classmethod

@@ -94,7 +94,7 @@ def topic_retentions(
     kafka: KafkaSettings, topics: Iterable[str], *, timeout: float = 10.0
 ) -> dict[str, timedelta | None]:
     """Each existing topic's ``retention.ms`` (None: kept forever); missing topics are left out."""
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, **kafka.client_config})
+    admin = AdminClient(kafka.client_properties())
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [t for t in dict.fromkeys(topics) if t in existing]
     if not wanted:

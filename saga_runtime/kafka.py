@@ -28,7 +28,6 @@ def producer_config(settings: KafkaSettings, *, client_id: str) -> dict[str, Any
     p99 29.8 -> 16.0 ms at 1,000 events/s; drain unchanged, BENCHMARKS.md).
     """
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
         "client.id": client_id,
         "enable.idempotence": True,
         "enable.gapless.guarantee": True,
@@ -38,7 +37,7 @@ def producer_config(settings: KafkaSettings, *, client_id: str) -> dict[str, Any
         "linger.ms": 0,
         "compression.type": "lz4",
         "reconnect.backoff.max.ms": 1000,
-        **settings.client_config,
+        **settings.client_properties(),
     }
 
 
@@ -62,7 +61,6 @@ def consumer_config(
     """
     static = {"group.instance.id": group_instance_id} if group_instance_id else {}
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
         "group.id": group_id,
         "client.id": client_id,
         "enable.auto.commit": True,
@@ -76,7 +74,7 @@ def consumer_config(
         "topic.metadata.refresh.interval.ms": 5000,
         "statistics.interval.ms": 5000,
         **static,
-        **settings.client_config,
+        **settings.client_properties(),
     }
 
 
@@ -88,7 +86,7 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str], *, timeout: fl
     envelope's ``occurred_at`` it tells how long an event took from its
     transaction to the broker (``sagactl bench`` reads both).
     """
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.client_config})
+    admin = AdminClient(settings.client_properties())
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -11,9 +11,12 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    SecretStr,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saga_runtime.errors import ConfigurationError
 
 __all__ = [
     "ConsumerSettings",
@@ -27,19 +30,61 @@ __all__ = [
 
 
 class KafkaSettings(BaseSettings):
-    """Where the broker is and how topics are named.
+    """Where the broker is, who this process is to it, and how topics are named.
 
-    ``client_config`` passes extra librdkafka properties through unchanged
-    (security settings, for example), as JSON:
-    ``KAFKA_CLIENT_CONFIG='{"security.protocol":"SSL"}'``.
+    Plain mode (``KAFKA_SECURITY_PROTOCOL=PLAINTEXT``, the default) is for a broker that
+    checks nobody. Secured mode (``SASL_PLAINTEXT`` or ``SASL_SSL``) logs in as
+    ``KAFKA_SASL_USERNAME`` with ``KAFKA_SASL_PASSWORD`` (SCRAM-SHA-512 unless
+    ``KAFKA_SASL_MECHANISM`` says otherwise); each process has a principal of its own,
+    whose ACLs ``saga_runtime.kafka_access`` derives from the system. ``client_config``
+    passes extra librdkafka properties through unchanged (TLS files, for example), as
+    JSON: ``KAFKA_CLIENT_CONFIG='{"ssl.ca.location":"/etc/ca.pem"}'``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+    # hide_input_in_errors: a validation error must not quote the password it was given.
+    model_config = SettingsConfigDict(
+        env_prefix="KAFKA_", extra="ignore", hide_input_in_errors=True
+    )
 
     bootstrap_servers: str = "127.0.0.1:19092"
     topic_prefix: str = ""
     topic_partitions: PositiveInt = 3
     client_config: dict[str, str] = Field(default_factory=dict)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    # A SecretStr: shown as ``**********`` in reprs, dumps and errors.
+    sasl_password: SecretStr | None = None
+
+    def client_properties(self) -> dict[str, Any]:
+        """librdkafka properties every client of this process needs: the broker's address,
+        how to log in to it, and ``client_config``, which wins."""
+        properties: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL_"):
+            if not (self.sasl_username and self.sasl_password):
+                # Checked here, not when the settings are read: the relay logs in once per
+                # outbox, with credentials of its own (``RELAY_KAFKA_PASSWORDS``).
+                raise ConfigurationError(
+                    f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs"
+                    " KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                )
+            properties.update(
+                {
+                    "sasl.mechanisms": self.sasl_mechanism,
+                    "sasl.username": self.sasl_username,
+                    "sasl.password": self.sasl_password.get_secret_value(),
+                }
+            )
+        return {**properties, **self.client_config}
+
+    def as_principal(self, username: str, password: str | SecretStr) -> KafkaSettings:
+        """The same broker and topics, logged in as another principal (the relay logs in
+        once per outbox it relays)."""
+        secret = password if isinstance(password, SecretStr) else SecretStr(password)
+        return self.model_copy(update={"sasl_username": username, "sasl_password": secret})
 
 
 class DatabaseSettings(BaseSettings):

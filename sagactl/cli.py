@@ -55,7 +55,13 @@ def prepare(env: dict[str, str]) -> None:
         added = seed(conn)
     if added:
         print(f"sagactl: seeded the catalogue with {added} products")
-    kafka = KafkaSettings(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    # The broker's address from ``env``; how to log in to it, the topics' prefix too.
+    login = {
+        key: env[f"KAFKA_{key.upper()}"]
+        for key in ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password")
+        if env.get(f"KAFKA_{key.upper()}")
+    }
+    kafka = KafkaSettings(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], **login)  # type: ignore[arg-type]
     ensure_topics(kafka, system_topics(kafka))
 
 

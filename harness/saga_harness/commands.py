@@ -42,7 +42,8 @@ def provision(state_dir: Path) -> tuple[dict[str, str], bool]:
     if not (database_url and bootstrap):
         from saga_harness.infra import ensure_stack
 
-        addresses = ensure_stack(state_dir=state_dir / "dev")
+        # The local broker runs secured, as production would: logins and ACLs.
+        addresses = ensure_stack(state_dir=state_dir / "dev", kafka_secured=True)
         database_url = database_url or addresses.database_url
         bootstrap = bootstrap or addresses.kafka_bootstrap
         local = True
@@ -87,8 +88,43 @@ def token_hint(orders_port: int) -> str:
     )
 
 
+def _kafka_logins(
+    state_dir: Path, env: dict[str, str], local: bool
+) -> tuple[dict[str, str] | None, dict[str, str]]:
+    """Each principal's password when the broker is secured (the local one always is; one
+    of the user's when ``KAFKA_SECURITY_PROTOCOL`` says SASL), else None; and the login
+    ``prepare`` creates the topics with. Sets the local broker's ACLs and passwords."""
+    from saga_harness.kafka_logins import take_passwords
+
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if not (local or protocol.startswith("SASL_")):
+        return None, {}
+    passwords = take_passwords(os.environ, SYSTEM)
+    if local:
+        from saga_harness.infra import LocalKafka
+        from saga_harness.kafka_logins import provision_access
+        from saga_runtime import KafkaSettings
+
+        root = LocalKafka(state_dir=state_dir / "dev", secured=True).admin_properties()
+        provision_access(
+            env["KAFKA_BOOTSTRAP_SERVERS"],
+            root,
+            SYSTEM,
+            passwords,
+            prefix=KafkaSettings().topic_prefix,
+        )
+        env["KAFKA_SECURITY_PROTOCOL"] = "SASL_PLAINTEXT"
+        return passwords, {
+            "KAFKA_SASL_MECHANISM": root["sasl.mechanisms"],
+            "KAFKA_SASL_USERNAME": root["sasl.username"],
+            "KAFKA_SASL_PASSWORD": root["sasl.password"],
+        }
+    return passwords, {}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from saga_harness.infra import stop_stack
+    from saga_harness.kafka_logins import relay_login, service_login
     from saga_harness.supervisor import ProcessSpec, Supervisor
 
     missing = missing_secrets(os.environ)
@@ -102,7 +138,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     env, local = provision(state_dir)
     print(f"sagactl: PostgreSQL {env['DATABASE_URL']}, Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}")
-    prepare(env)
+    passwords, super_user = _kafka_logins(state_dir, env, local)
+    prepare({**env, **super_user})  # the broker's super user's login goes to no child
     env.setdefault("SMTP_SINK_FILE", str(state_dir / "mail.jsonl"))
     # The simulated carrier takes a moment to book, so a demo can still cancel after payment.
     env.setdefault("SHIPMENTS_BOOKING_SECONDS", os.environ.get("SHIPMENTS_BOOKING_SECONDS", "2"))
@@ -129,7 +166,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         ProcessSpec(
             name=f"relay-{n}",
             argv=[*base, "relay"],
-            env={**env, "RELAY_NAME": f"relay-{n}", "RELAY_HEALTH_PORT": str(port)},
+            env={
+                **env,
+                "RELAY_NAME": f"relay-{n}",
+                "RELAY_HEALTH_PORT": str(port),
+                **(relay_login(SYSTEM, passwords) if passwords else {}),
+            },
             health_url=f"http://127.0.0.1:{port}",
         )
         for n, port in zip("ab"[: args.relays], (8030, 8031), strict=False)
@@ -139,7 +181,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ProcessSpec(
             name=s,
             argv=[*base, "run", s],
-            env=env,
+            env={**env, **(service_login(s, passwords) if passwords else {})},
             health_url=_health_url(s),
         )
         for s in services

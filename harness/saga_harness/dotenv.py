@@ -16,6 +16,9 @@ import secrets
 import sys
 from pathlib import Path
 
+from saga_harness.kafka_logins import kafka_secrets
+from saga_system import SYSTEM
+
 __all__ = ["SECRETS", "ensure_env_file", "read_env_file"]
 
 # name -> what it is. PAYMENTS_PROVIDER_API_KEY is the provider's key as payments (and
@@ -25,6 +28,8 @@ SECRETS = {
     "PROVIDER_API_KEY": "the merchant's key the payment-provider simulator requires",
     "PAYMENTS_PROVIDER_API_KEY": "the same key, as payments and sagactl audit send it",
     "POSTGRES_PASSWORD": "the compose PostgreSQL superuser's password",
+    # KAFKA_PASSWORD_<PRINCIPAL>: each Kafka principal's, derived from the system.
+    **kafka_secrets(SYSTEM),
 }
 _SAME_AS = {"PAYMENTS_PROVIDER_API_KEY": "PROVIDER_API_KEY"}
 _LINE = re.compile(r"^([A-Z_][A-Z0-9_]*)=(.*)$")

@@ -6,6 +6,8 @@ database and a topic prefix of its own, so one system never sees another's data.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 import signal
@@ -29,8 +31,11 @@ from psycopg import sql
 
 from migrations import upgrade
 from saga_harness.checkout import PYTHONPATH, REPO
+from saga_harness.infra.kafka_sasl import ADMIN_PRINCIPAL
+from saga_harness.kafka_logins import provision_access, relay_login, service_login
 from saga_harness.tokens import Tokens
 from saga_runtime import KafkaSettings, composition_root, ensure_topics
+from saga_runtime.kafka_access import principals
 from saga_system import SYSTEM
 from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
 from sagactl.ops.ledger import fetch_ledger
@@ -278,12 +283,15 @@ def build_system(
     relays: int = 1,
     replicas: dict[str, int] | None = None,
     extra_env: dict[str, str] | None = None,
+    kafka_super_user: dict[str, str] | None = None,
 ) -> System:
     """Create a database and topics of its own, seed the catalogue, describe every process.
 
     ``replicas``: how many processes run a service (default one), in one consumer group
     and sharing its effects; the first is named after the service, the others
     ``<service>-2``... Each has a port and a static group member name of its own.
+    ``kafka_super_user`` (librdkafka login properties of a secured broker's super user): every
+    process logs in as its own principal, with the system's ACLs (``secure_system``).
     """
     name = f"saga_sys_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_database_url, autocommit=True) as conn:
@@ -295,6 +303,9 @@ def build_system(
     kafka = KafkaSettings(
         bootstrap_servers=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}."
     )
+    logins: dict[str, dict[str, str]] = {}
+    if kafka_super_user is not None:
+        kafka, logins = secure_system(kafka, kafka_super_user)
     ensure_topics(kafka, SYSTEM.topics(kafka.topic_prefix))
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = {
@@ -336,6 +347,7 @@ def build_system(
         RELAY_LOCK_RETRY_INTERVAL="0.5",
         DATABASE_POOL_MAX_SIZE="4",
         **{f"{name.upper()}_HEALTH_PORT": str(ports[name]) for name in HEALTH_PORTED},
+        **({"KAFKA_SECURITY_PROTOCOL": kafka.security_protocol} if logins else {}),
     )
     env.update(extra_env or {})
     system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
@@ -360,14 +372,16 @@ def build_system(
             health=ports[name],
             RELAY_NAME=name,
             RELAY_HEALTH_PORT=str(ports[name]),
+            **logins.get("relay", {}),
         )
     for service in SERVICES:
-        add(service, [*base, "run", service], health=ports[service])
+        login = logins.get(service, {})
+        add(service, [*base, "run", service], health=ports[service], **login)
         for n in range(2, (replicas or {}).get(service, 1) + 1):
             replica = f"{service}-{n}"
             ports[replica] = free_port()
             more = _replica_env(service, n, ports[replica], env)
-            add(replica, [*base, "run", service], health=ports[replica], **more)
+            add(replica, [*base, "run", service], health=ports[replica], **login, **more)
     return system
 
 
@@ -385,6 +399,28 @@ def _replica_env(service: str, n: int, port: int, env: dict[str, str]) -> dict[s
     return more
 
 
+def secure_system(
+    kafka: KafkaSettings, super_user: dict[str, str]
+) -> tuple[KafkaSettings, dict[str, dict[str, str]]]:
+    """Set the system's ACLs for its topic prefix on a secured broker; return the super
+    user's settings and each process's login environment (by service name, and ``relay``).
+
+    Principals are the same for every system on a broker, so their passwords are derived
+    from the super user's: systems that run at once on one broker agree on them.
+    """
+    root = super_user["sasl.password"].encode()
+    passwords = {
+        p: hmac.new(root, p.encode(), hashlib.sha256).hexdigest()
+        for p in (ADMIN_PRINCIPAL, *principals(SYSTEM))
+    }
+    admin = provision_access(
+        kafka.bootstrap_servers, super_user, SYSTEM, passwords, prefix=kafka.topic_prefix
+    )
+    logins = {s: service_login(s, passwords) for s in SYSTEM.consumers()}
+    logins["relay"] = relay_login(SYSTEM, passwords)
+    return admin, logins
+
+
 def drop_system_topics(kafka: KafkaSettings, *, timeout: float = 30.0) -> None:
     """Delete the topics of a system made by ``build_system`` (its own prefix), best effort.
 
@@ -394,7 +430,7 @@ def drop_system_topics(kafka: KafkaSettings, *, timeout: float = 30.0) -> None:
     if not kafka.topic_prefix:
         return  # never touch a shared, unprefixed namespace
     try:
-        admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+        admin = AdminClient(kafka.client_properties())
         names = [
             t for t in admin.list_topics(timeout=timeout).topics if t.startswith(kafka.topic_prefix)
         ]

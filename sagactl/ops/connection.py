@@ -139,11 +139,7 @@ def kafka_settings() -> KafkaSettings:
 
 def existing_topics(settings: KafkaSettings) -> set[str]:
     """The broker's topics; refuses if it does not answer."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "logger": quiet_kafka_logger(),
-        **settings.client_config,
-    }
+    config: dict[str, Any] = {"logger": quiet_kafka_logger(), **settings.client_properties()}
     try:
         return set(AdminClient(config).list_topics(timeout=KAFKA_TIMEOUT_S).topics)
     except KafkaException as exc:

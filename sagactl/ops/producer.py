@@ -35,7 +35,6 @@ class AckingProducer:
     def __init__(self, settings: KafkaSettings, *, timeout_s: float = 30.0) -> None:
         self._timeout_s = timeout_s
         config: dict[str, Any] = {
-            "bootstrap.servers": settings.bootstrap_servers,
             "client.id": "sagactl",
             "enable.idempotence": True,
             "acks": "all",
@@ -44,7 +43,7 @@ class AckingProducer:
             # 1 MB default (a dead-lettered value can be as large as the topic allows).
             "message.max.bytes": 100 * 1024 * 1024,
             "logger": quiet_kafka_logger(),
-            **settings.client_config,
+            **settings.client_properties(),
         }
         self._producer = Producer(config)
 

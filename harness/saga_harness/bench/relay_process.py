@@ -88,6 +88,7 @@ def effective_settings(env: Mapping[str, str], *, client_id: str) -> dict[str, A
     settings = _read_env(env, RelaySettings)
     config = producer_config(_read_env(env, KafkaSettings), client_id=client_id)
     config.pop("bootstrap.servers", None)
+    config.pop("sasl.password", None)  # the results are published; a password never is
     return {"settings": settings.model_dump(mode="json"), "producer_config": config}
 
 

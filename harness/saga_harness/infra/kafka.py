@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from saga_harness.infra.errors import InfraError
+from saga_harness.infra.kafka_sasl import BROKER_PRINCIPAL, broker_password, secured_properties
 from saga_harness.infra.maven import copy_dependencies
 from saga_harness.infra.proc import (
     Logger,
@@ -181,11 +182,16 @@ def install_kafka(
 
 
 def wait_for_kafka(
-    bootstrap: str, *, timeout: float = READY_TIMEOUT_S, alive: Callable[[], bool] | None = None
+    bootstrap: str,
+    *,
+    timeout: float = READY_TIMEOUT_S,
+    alive: Callable[[], bool] | None = None,
+    config: dict[str, str] | None = None,
 ) -> None:
     """Poll until the broker answers a metadata request listing itself, or raise InfraError.
 
-    ``alive`` lets the caller abort at once when the broker process has died.
+    ``alive`` lets the caller abort at once when the broker process has died; ``config``
+    adds client properties (a secured broker's login).
     """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
@@ -203,7 +209,11 @@ def wait_for_kafka(
             time.sleep(0.2)
             continue
         if client is None:
-            conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
+            conf: dict[str, Any] = {
+                "bootstrap.servers": bootstrap,
+                "logger": quiet,
+                **(config or {}),
+            }
             client = AdminClient(conf)
         try:
             metadata = client.list_topics(timeout=5)
@@ -221,6 +231,8 @@ class LocalKafka:
 
     The JVM runs in its own session with a pidfile, so it outlives the Python process that
     started it until ``stop()``; ``kill``/``pause``/``resume`` exist for chaos tests.
+    ``secured``: clients must log in (SASL) and may do only what ACLs allow (``kafka_sasl``);
+    ``admin_properties`` is how the harness logs in as the broker's super user.
     """
 
     def __init__(
@@ -233,8 +245,10 @@ class LocalKafka:
         heap: str = "512m",
         log: Logger = print,
         cache_dir: Path | None = None,
+        secured: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
+        self.secured = secured
         self.port = port
         self.controller_port = controller_port
         self.version = version
@@ -269,6 +283,26 @@ class LocalKafka:
     def bootstrap(self) -> str:
         return f"{KAFKA_HOST}:{self.port}"
 
+    @property
+    def mode_file(self) -> Path:
+        """Which mode (plain or secured) the running broker was started in."""
+        return self.home / "kafka.mode"
+
+    @property
+    def mode(self) -> str:
+        return "secured" if self.secured else "plain"
+
+    def admin_properties(self) -> dict[str, str]:
+        """librdkafka properties that log in as a super user (none for a plain broker)."""
+        if not self.secured:
+            return {}
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": "PLAIN",
+            "sasl.username": BROKER_PRINCIPAL,
+            "sasl.password": broker_password(self.home),
+        }
+
     # -- state -------------------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
@@ -297,6 +331,12 @@ class LocalKafka:
         answers metadata requests (see ``wait_ready``).
         """
         if self.is_running():
+            running = self.mode_file.read_text().strip() if self.mode_file.exists() else "plain"
+            if running != self.mode:
+                raise InfraError(
+                    f"the Kafka broker of {self.state_dir} runs {running}, not {self.mode}: "
+                    "stop it (./dev down) and start again"
+                )
             if wait:
                 self.wait_ready()
             return False
@@ -324,6 +364,7 @@ class LocalKafka:
                 start_new_session=True,
             )
         write_pidfile(self.pidfile, proc.pid)
+        self.mode_file.write_text(self.mode + "\n")
         if wait:
             self.wait_ready()
         return True
@@ -331,7 +372,12 @@ class LocalKafka:
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Block until the broker serves metadata; raise InfraError with its log if not."""
         try:
-            wait_for_kafka(self.bootstrap, timeout=timeout, alive=self.is_running)
+            wait_for_kafka(
+                self.bootstrap,
+                timeout=timeout,
+                alive=self.is_running,
+                config=self.admin_properties(),
+            )
         except InfraError as exc:
             raise InfraError(str(exc), logs=[self.console_file, self.log_file]) from None
 
@@ -425,11 +471,20 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
         }
+        if self.secured:
+            password = broker_password(self.home)
+            settings.update(
+                secured_properties(bootstrap=self.bootstrap, controller=ctrl, password=password)
+            )
         props = self.home / "server.properties"
-        props.write_text(
-            "# written by sagactl on every start\n"
-            + "".join(f"{k}={v}\n" for k, v in settings.items())
-        )
+        # Owner-only: a secured broker's config holds its password.
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(
+                "# written by sagactl on every start\n"
+                + "".join(f"{k}={v}\n" for k, v in settings.items())
+            )
+        props.chmod(0o600)
         return props
 
     def _format(self, java: str, libs: Path, props: Path) -> None:

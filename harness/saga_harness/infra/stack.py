@@ -45,6 +45,7 @@ class LocalStack:
         database: str = "saga",
         kafka_version: str = DEFAULT_KAFKA_VERSION,
         kafka_heap: str = "512m",
+        kafka_secured: bool = False,
         log: Logger = print,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
@@ -57,6 +58,7 @@ class LocalStack:
             version=kafka_version,
             heap=kafka_heap,
             log=log,
+            secured=kafka_secured,
         )
 
     @property
@@ -107,12 +109,14 @@ def ensure_stack(
     database: str = "saga",
     kafka_version: str = DEFAULT_KAFKA_VERSION,
     kafka_heap: str = "512m",
+    kafka_secured: bool = False,
     log: Logger = print,
 ) -> StackAddresses:
     """Make the local PostgreSQL + Kafka stack of ``state_dir`` run and return its addresses.
 
     Idempotent: what already runs (per the pidfiles) is only checked for readiness, so
     ``sagactl up`` and every test session can call it without restarting anything.
+    ``kafka_secured``: the broker requires logins and ACLs (``LocalKafka``).
     """
     return LocalStack(
         state_dir=state_dir,
@@ -122,6 +126,7 @@ def ensure_stack(
         database=database,
         kafka_version=kafka_version,
         kafka_heap=kafka_heap,
+        kafka_secured=kafka_secured,
         log=log,
     ).ensure()
 

@@ -1,0 +1,98 @@
+"""Each process's Kafka login under ``./dev up``, and provisioning the secured local broker.
+
+Every principal (``saga_runtime.kafka_access.principals``, and the operators' ``admin``) has
+a password in ``.env``, ``KAFKA_PASSWORD_<PRINCIPAL>``, generated like the other secrets.
+``up`` sets them on the broker and gives each process only its own: a service gets
+``KAFKA_SASL_USERNAME``/``KAFKA_SASL_PASSWORD``, a relay ``RELAY_KAFKA_PASSWORDS`` (one per
+outbox), and no process inherits the ``KAFKA_PASSWORD_*`` variables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, MutableMapping
+from typing import Final, Literal
+
+from saga_harness.infra.kafka_sasl import ADMIN_PRINCIPAL
+from saga_runtime import ConfigurationError, KafkaSettings
+from saga_runtime.kafka_access import apply_access, principals, relay_principal, system_grants
+from saga_runtime.system import System
+
+__all__ = [
+    "PASSWORD_PREFIX",
+    "kafka_secrets",
+    "password_variable",
+    "provision_access",
+    "relay_login",
+    "service_login",
+    "take_passwords",
+]
+
+PASSWORD_PREFIX = "KAFKA_PASSWORD_"
+SECURED: Final[Literal["SASL_PLAINTEXT"]] = "SASL_PLAINTEXT"
+
+
+def password_variable(principal: str) -> str:
+    """``relay-orders`` -> ``KAFKA_PASSWORD_RELAY_ORDERS``."""
+    return PASSWORD_PREFIX + principal.upper().replace("-", "_")
+
+
+def kafka_secrets(system: System) -> dict[str, str]:
+    """The ``.env`` variables of every Kafka principal's password, with what each is."""
+    secrets = {password_variable(ADMIN_PRINCIPAL): "the Kafka operators' (super user) password"}
+    secrets.update(
+        {password_variable(p): f"the Kafka password of principal {p}" for p in principals(system)}
+    )
+    return secrets
+
+
+def take_passwords(environ: MutableMapping[str, str], system: System) -> dict[str, str]:
+    """Each principal's password (by principal), removed from ``environ`` so that no child
+    process inherits the others'. Raises ConfigurationError naming what is missing."""
+    wanted = [ADMIN_PRINCIPAL, *principals(system)]
+    missing = [password_variable(p) for p in wanted if not environ.get(password_variable(p))]
+    if missing:
+        raise ConfigurationError(f"missing Kafka passwords: {', '.join(missing)} (run ./dev)")
+    return {p: environ.pop(password_variable(p)) for p in wanted}
+
+
+def service_login(service: str, passwords: Mapping[str, str]) -> dict[str, str]:
+    """The environment a service's process logs in with."""
+    return {
+        "KAFKA_SECURITY_PROTOCOL": SECURED,
+        "KAFKA_SASL_USERNAME": service,
+        "KAFKA_SASL_PASSWORD": passwords[service],
+    }
+
+
+def relay_login(system: System, passwords: Mapping[str, str]) -> dict[str, str]:
+    """The environment a relay of every outbox logs in with: a principal per outbox."""
+    return {
+        "KAFKA_SECURITY_PROTOCOL": SECURED,
+        "RELAY_KAFKA_PASSWORDS": json.dumps(
+            {o: passwords[relay_principal(o)] for o in system.outboxes()}
+        ),
+    }
+
+
+def provision_access(
+    bootstrap: str,
+    super_user: Mapping[str, str],
+    system: System,
+    passwords: Mapping[str, str],
+    *,
+    prefix: str = "",
+) -> KafkaSettings:
+    """Set every principal's password and the system's ACLs on a secured broker, logged in
+    with ``super_user`` (librdkafka login properties); return settings logged in as
+    ``super_user``, to create the topics with."""
+    root = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        security_protocol=SECURED,
+        sasl_mechanism=super_user["sasl.mechanisms"],  # type: ignore[arg-type]
+        sasl_username=super_user["sasl.username"],
+        sasl_password=super_user["sasl.password"],  # type: ignore[arg-type]
+    )
+    apply_access(root, system_grants(system, prefix), passwords)
+    return root
