@@ -25,6 +25,7 @@ from saga_runtime.envelope import Envelope, Event
 from saga_runtime.errors import (
     ConfigurationError,
     EffectUsageError,
+    ForgedEventError,
     InvalidEnvelopeError,
     OutboxUsageError,
     PoisonMessageError,
@@ -160,6 +161,7 @@ __all__ = [
     "Email",
     "Envelope",
     "Event",
+    "ForgedEventError",
     "Handler",
     "Health",
     "HealthReport",

@@ -18,7 +18,12 @@ from saga_runtime.consumer_dead_letter import DeadLettering
 from saga_runtime.consumer_messages import header
 from saga_runtime.consumer_retry import CONFLICTS, IDLE_TIMEOUT, TRANSIENT, RetryBudget
 from saga_runtime.envelope import HEADER_EVENT_TYPE, Envelope
-from saga_runtime.errors import InvalidEnvelopeError, RetryableError, RetryUntilDoneError
+from saga_runtime.errors import (
+    ForgedEventError,
+    InvalidEnvelopeError,
+    RetryableError,
+    RetryUntilDoneError,
+)
 from saga_runtime.inbox import Inbox, apply_once
 from saga_runtime.logs import get_logger
 from saga_runtime.settings import ConsumerSettings
@@ -52,8 +57,9 @@ class MessageApplier:
 
     A message is judged by one rule alone and in a batch: an ``event_type``
     header naming a type the service does not handle is skipped unparsed, and
-    a header that disagrees with the body is poison. A handler's failure is
-    classified here: an outage is retried for ever, a ``RetryableError``
+    a header that disagrees with the body is poison, and so is an event read
+    from another topic than the one ``sources`` names for its type (forged). A
+    handler's failure is classified here: an outage is retried for ever, a ``RetryableError``
     within its budget (``RetryBudget``), anything else is dead-lettered.
     """
 
@@ -69,8 +75,12 @@ class MessageApplier:
         settings: ConsumerSettings,
         stopping: threading.Event,
         clock: Callable[[], float],
+        sources: Mapping[str, str] | None = None,
     ) -> None:
         self._handlers = handlers
+        # Event type -> the one topic it may come from (None: no check, as for a runtime
+        # built without a declared system).
+        self._sources = sources
         self._side_effecting = side_effecting
         self._uow_factory = uow_factory
         self._inbox = inbox
@@ -95,7 +105,7 @@ class MessageApplier:
             envelope = Envelope.from_bytes(msg.value())
         except InvalidEnvelopeError as exc:
             return self._dead_letter(msg, exc, None)
-        disagreement = _disagreement(event_type, envelope)
+        disagreement = _disagreement(event_type, envelope) or self._forged(msg, envelope)
         if disagreement is not None:
             return self._dead_letter(msg, disagreement, envelope)
         with _bound(envelope):
@@ -146,7 +156,7 @@ class MessageApplier:
                 envelope = Envelope.from_bytes(msg.value())
             except InvalidEnvelopeError:
                 raise OneByOne from None
-            if _disagreement(event_type, envelope) is not None:
+            if _disagreement(event_type, envelope) or self._forged(msg, envelope):
                 raise OneByOne  # poison: the single-message path dead-letters it
             handler = self._handlers.get(envelope.event_type)
             work.append(None if handler is None else (msg, envelope, handler))
@@ -213,6 +223,18 @@ class MessageApplier:
         )
         uow.locked.update(envelope.aggregate_id for _, envelope, _ in work)
         return fresh
+
+    def _forged(self, msg: Message, envelope: Envelope) -> ForgedEventError | None:
+        """An event of a handled type read from another topic than its producer's."""
+        if self._sources is None:
+            return None
+        source = self._sources.get(envelope.event_type)
+        if source is None or source == msg.topic():
+            return None
+        return ForgedEventError(
+            f"{envelope.event_type} read from topic {msg.topic()!r}: only its producer's"
+            f" topic {source!r} may carry it"
+        )
 
     def _retry_or_dead_letter(
         self, msg: Message, exc: BaseException, envelope: Envelope

@@ -88,6 +88,12 @@ def build_runtime(
         emits=[event.event_type for event in service.emits],
         effects=service.effect_kinds(dependencies),
         effect_settings=settings.effects,
+        # Each handled event type only from its declared producer's topic (else forged).
+        producers={
+            event.event_type: producer
+            for event in service.handles
+            if (producer := system.producer(event)) is not None
+        },
     )
 
 

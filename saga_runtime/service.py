@@ -73,6 +73,7 @@ class ServiceRuntime:
         emits: Collection[str] | None = None,
         effects: Sequence[EffectKind] = (),
         effect_settings: EffectSettings | None = None,
+        producers: Mapping[str, str] | None = None,
     ) -> ServiceRuntime:
         """Open the pool and, when the service consumes, its Kafka consumers.
 
@@ -86,7 +87,9 @@ class ServiceRuntime:
         ``emits`` are the only event types the outbox takes (None: any).
         ``effects`` are the kinds of effects the service declares: its units of work
         may then request them, and an executor (``effect_settings``) runs them
-        beside the consumers.
+        beside the consumers. ``producers`` maps each handled event type to the service
+        that emits it: an event read from another topic than that service's is
+        dead-lettered as forged (None: no check).
         """
         pool = create_pool(
             database,
@@ -141,6 +144,11 @@ class ServiceRuntime:
                 topic=dead_letter_topic(service, kafka.topic_prefix),
                 service=service,
             )
+            sources = (
+                None
+                if producers is None
+                else {t: events_topic(p, kafka.topic_prefix) for t, p in producers.items()}
+            )
             for n in range(consumers):
                 runtime.runners.append(
                     ConsumerRunner(
@@ -168,6 +176,7 @@ class ServiceRuntime:
                         dead_letter_publisher=publisher,
                         settings=settings,
                         side_effecting=side_effecting,
+                        sources=sources,
                     )
                 )
             runtime.runner = runtime.runners[0]
