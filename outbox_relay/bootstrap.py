@@ -23,6 +23,7 @@ from saga_runtime import (
     verify_inbox_retention,
 )
 from saga_runtime.health import Probe
+from saga_runtime.tracing import configure_tracing
 from saga_system import SYSTEM
 
 log = get_logger(__name__)
@@ -68,6 +69,7 @@ def main(settings: RelayProcessSettings | None = None) -> int:
     """
     settings = settings or RelayProcessSettings()
     configure_logging(settings.log, service="outbox_relay", relay=settings.name)
+    configure_tracing("outbox_relay")
     # The relay purges the inboxes: refuse a retention the topics' replay window outlasts.
     verify_inbox_retention(
         settings.kafka,

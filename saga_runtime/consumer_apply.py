@@ -14,10 +14,11 @@ from typing import Any
 from confluent_kafka import Message
 from structlog.contextvars import bound_contextvars
 
+from saga_runtime import tracing
 from saga_runtime.consumer_dead_letter import DeadLettering
 from saga_runtime.consumer_messages import header
 from saga_runtime.consumer_retry import CONFLICTS, IDLE_TIMEOUT, TRANSIENT, RetryBudget
-from saga_runtime.envelope import HEADER_EVENT_TYPE, Envelope
+from saga_runtime.envelope import HEADER_EVENT_TYPE, HEADER_TRACEPARENT, Envelope
 from saga_runtime.errors import (
     ForgedEventError,
     InvalidEnvelopeError,
@@ -83,6 +84,7 @@ class MessageApplier:
         self._sources = sources
         self._side_effecting = side_effecting
         self._uow_factory = uow_factory
+        self._service = uow_factory.producer  # names the consuming service in its spans
         self._inbox = inbox
         self._retries = retries
         self._dead_lettering = dead_lettering
@@ -114,7 +116,8 @@ class MessageApplier:
                 log.debug("event.ignored")
                 return Outcome.IGNORED
             try:
-                outcome = self._apply(msg, envelope, handler)
+                with _consuming(self._service, msg, envelope):
+                    outcome = self._apply(msg, envelope, handler)
             except RetryUntilDoneError as exc:
                 # A step that must happen (a compensation): no budget, like an outage.
                 retrying = self._retries.count_attempt(msg)
@@ -188,9 +191,9 @@ class MessageApplier:
                         outcomes.append(Outcome.DUPLICATE)
                         continue
                     fresh.discard(envelope.event_id)  # a second copy in the batch is a duplicate
-                    with _bound(envelope):
+                    with _bound(envelope), _consuming(self._service, msg, envelope):
                         uow.cause = envelope
-                        handler(uow, envelope)
+                        _traced(handler)(uow, envelope)
                         log.debug("event.applied")
                     outcomes.append(Outcome.APPLIED)
                 # Those left for later were recorded but not applied: they come again.
@@ -270,7 +273,7 @@ class MessageApplier:
             self._inbox,
             uow,
             envelope,
-            handler,
+            _traced(handler),
             topic=msg.topic(),
             partition=msg.partition(),
             offset=msg.offset(),
@@ -286,6 +289,34 @@ def _bound(envelope: Envelope) -> Any:
         aggregate_id=envelope.aggregate_id,
         correlation_id=str(envelope.correlation_id),
     )
+
+
+def _consuming(service: str, msg: Message, envelope: Envelope) -> Any:
+    """The span of one message's consumption, child of the relay's publish span (the
+    ``traceparent`` header), or of the emitting span (an envelope a relay without tracing
+    published); an event without either starts a trace of its own."""
+    return tracing.span(
+        f"consume {envelope.event_type}",
+        parent=header(msg, HEADER_TRACEPARENT) or envelope.traceparent,
+        kind=tracing.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": msg.topic() or "",
+            "messaging.message.id": str(envelope.event_id),
+            "saga.aggregate_id": envelope.aggregate_id,
+            "saga.service": service,
+        },
+    )
+
+
+def _traced(handler: Handler) -> Handler:
+    """``handler`` inside a span of its own, where the events it emits get their parent."""
+
+    def traced(uow: UnitOfWork, envelope: Envelope) -> None:
+        with tracing.span(f"handle {envelope.event_type}"):
+            handler(uow, envelope)
+
+    return traced
 
 
 def _disagreement(header_type: str | None, envelope: Envelope) -> InvalidEnvelopeError | None:

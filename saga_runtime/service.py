@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from psycopg_pool import ConnectionPool
 
+from saga_runtime import tracing
 from saga_runtime.consumer import ConsumerFactory, ConsumerRunner, Handler
 from saga_runtime.consumer_health import StatsCallback
 from saga_runtime.db import create_pool
@@ -270,6 +271,7 @@ class ServiceRuntime:
 
         watched = self._watch(on_failure=on_failure)
         add_health_routes(app, self.health(watched))
+        tracing.trace_requests(app)
         # uvicorn takes SIGTERM/SIGINT while it serves, then puts these back and raises
         # the signal again: without them that second SIGTERM would kill the process
         # before the consumers finish their messages and leave the group.
