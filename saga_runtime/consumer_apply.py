@@ -118,6 +118,7 @@ class MessageApplier:
             try:
                 with _consuming(self._service, msg, envelope):
                     outcome = self._apply(msg, envelope, handler)
+                    log.info(f"event.{outcome.value}")  # in the span: it carries its ids
             except RetryUntilDoneError as exc:
                 # A step that must happen (a compensation): no budget, like an outage.
                 retrying = self._retries.count_attempt(msg)
@@ -139,7 +140,6 @@ class MessageApplier:
             except Exception as exc:
                 self._retries.count_attempt(msg)
                 return self._dead_letter(msg, exc, envelope)
-            log.info(f"event.{outcome.value}")
             return outcome
 
     def apply_batch(self, msgs: Sequence[Message]) -> list[Outcome]:
