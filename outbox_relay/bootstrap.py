@@ -24,6 +24,7 @@ from saga_runtime import (
     verify_inbox_retention,
 )
 from saga_runtime.health import Probe
+from saga_runtime.tracing import configure_tracing
 from saga_system import SYSTEM
 
 log = get_logger(__name__)
@@ -69,6 +70,7 @@ def main(settings: RelayProcessSettings | None = None) -> int:
     """
     settings = settings or RelayProcessSettings()
     configure_logging(settings.log, service="outbox_relay", relay=settings.name)
+    configure_tracing("outbox_relay")
     # The relay purges each outbox's service's inbox: refuse a retention that the replay
     # window of a topic that inbox reads outlasts (asked as the outbox's own principal).
     for outbox in settings.outboxes:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from saga_runtime.errors import (
         ConfigurationError,
         EffectUsageError,
+        ForgedEventError,
         InvalidEnvelopeError,
         OutboxUsageError,
         PoisonMessageError,
@@ -175,6 +176,7 @@ __all__ = [
     "Email",
     "Envelope",
     "Event",
+    "ForgedEventError",
     "Handler",
     "Health",
     "HealthReport",

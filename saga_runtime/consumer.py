@@ -95,6 +95,9 @@ class ConsumerRunner:
     A consumer that librdkafka leaves out of its group, or not fetching a
     partition it was assigned, for ``stall_seconds`` is replaced by a new one
     (see ``consumer_health``).
+
+    ``sources`` maps each event type to the only topic it may come from (its
+    declared producer's): read from any other, it is forged and dead-lettered.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class ConsumerRunner:
         dead_letter_publisher: DeadLetterPublisher,
         settings: ConsumerSettings,
         side_effecting: Collection[str] = (),
+        sources: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
@@ -143,6 +147,7 @@ class ConsumerRunner:
             settings=settings,
             stopping=self._stopping,
             clock=clock,
+            sources=sources,
         )
 
     def stop(self) -> None:

@@ -14,11 +14,17 @@ from typing import Any
 from confluent_kafka import Message
 from structlog.contextvars import bound_contextvars
 
+from saga_runtime import tracing
 from saga_runtime.consumer_dead_letter import DeadLettering
 from saga_runtime.consumer_messages import header
 from saga_runtime.consumer_retry import CONFLICTS, IDLE_TIMEOUT, TRANSIENT, RetryBudget
-from saga_runtime.envelope import HEADER_EVENT_TYPE, Envelope
-from saga_runtime.errors import InvalidEnvelopeError, RetryableError, RetryUntilDoneError
+from saga_runtime.envelope import HEADER_EVENT_TYPE, HEADER_TRACEPARENT, Envelope
+from saga_runtime.errors import (
+    ForgedEventError,
+    InvalidEnvelopeError,
+    RetryableError,
+    RetryUntilDoneError,
+)
 from saga_runtime.inbox import Inbox, apply_once
 from saga_runtime.logs import get_logger
 from saga_runtime.settings import ConsumerSettings
@@ -52,8 +58,9 @@ class MessageApplier:
 
     A message is judged by one rule alone and in a batch: an ``event_type``
     header naming a type the service does not handle is skipped unparsed, and
-    a header that disagrees with the body is poison. A handler's failure is
-    classified here: an outage is retried for ever, a ``RetryableError``
+    a header that disagrees with the body is poison, and so is an event read
+    from another topic than the one ``sources`` names for its type (forged). A
+    handler's failure is classified here: an outage is retried for ever, a ``RetryableError``
     within its budget (``RetryBudget``), anything else is dead-lettered.
     """
 
@@ -69,10 +76,15 @@ class MessageApplier:
         settings: ConsumerSettings,
         stopping: threading.Event,
         clock: Callable[[], float],
+        sources: Mapping[str, str] | None = None,
     ) -> None:
         self._handlers = handlers
+        # Event type -> the one topic it may come from (None: no check, as for a runtime
+        # built without a declared system).
+        self._sources = sources
         self._side_effecting = side_effecting
         self._uow_factory = uow_factory
+        self._service = uow_factory.producer  # names the consuming service in its spans
         self._inbox = inbox
         self._retries = retries
         self._dead_lettering = dead_lettering
@@ -95,7 +107,7 @@ class MessageApplier:
             envelope = Envelope.from_bytes(msg.value())
         except InvalidEnvelopeError as exc:
             return self._dead_letter(msg, exc, None)
-        disagreement = _disagreement(event_type, envelope)
+        disagreement = _disagreement(event_type, envelope) or self._forged(msg, envelope)
         if disagreement is not None:
             return self._dead_letter(msg, disagreement, envelope)
         with _bound(envelope):
@@ -104,7 +116,9 @@ class MessageApplier:
                 log.debug("event.ignored")
                 return Outcome.IGNORED
             try:
-                outcome = self._apply(msg, envelope, handler)
+                with _consuming(self._service, msg, envelope):
+                    outcome = self._apply(msg, envelope, handler)
+                    log.info(f"event.{outcome.value}")  # in the span: it carries its ids
             except RetryUntilDoneError as exc:
                 # A step that must happen (a compensation): no budget, like an outage.
                 retrying = self._retries.count_attempt(msg)
@@ -126,7 +140,6 @@ class MessageApplier:
             except Exception as exc:
                 self._retries.count_attempt(msg)
                 return self._dead_letter(msg, exc, envelope)
-            log.info(f"event.{outcome.value}")
             return outcome
 
     def apply_batch(self, msgs: Sequence[Message]) -> list[Outcome]:
@@ -146,7 +159,7 @@ class MessageApplier:
                 envelope = Envelope.from_bytes(msg.value())
             except InvalidEnvelopeError:
                 raise OneByOne from None
-            if _disagreement(event_type, envelope) is not None:
+            if _disagreement(event_type, envelope) or self._forged(msg, envelope):
                 raise OneByOne  # poison: the single-message path dead-letters it
             handler = self._handlers.get(envelope.event_type)
             work.append(None if handler is None else (msg, envelope, handler))
@@ -178,9 +191,9 @@ class MessageApplier:
                         outcomes.append(Outcome.DUPLICATE)
                         continue
                     fresh.discard(envelope.event_id)  # a second copy in the batch is a duplicate
-                    with _bound(envelope):
+                    with _bound(envelope), _consuming(self._service, msg, envelope):
                         uow.cause = envelope
-                        handler(uow, envelope)
+                        _traced(handler)(uow, envelope)
                         log.debug("event.applied")
                     outcomes.append(Outcome.APPLIED)
                 # Those left for later were recorded but not applied: they come again.
@@ -213,6 +226,18 @@ class MessageApplier:
         )
         uow.locked.update(envelope.aggregate_id for _, envelope, _ in work)
         return fresh
+
+    def _forged(self, msg: Message, envelope: Envelope) -> ForgedEventError | None:
+        """An event of a handled type read from another topic than its producer's."""
+        if self._sources is None:
+            return None
+        source = self._sources.get(envelope.event_type)
+        if source is None or source == msg.topic():
+            return None
+        return ForgedEventError(
+            f"{envelope.event_type} read from topic {msg.topic()!r}: only its producer's"
+            f" topic {source!r} may carry it"
+        )
 
     def _retry_or_dead_letter(
         self, msg: Message, exc: BaseException, envelope: Envelope
@@ -248,7 +273,7 @@ class MessageApplier:
             self._inbox,
             uow,
             envelope,
-            handler,
+            _traced(handler),
             topic=msg.topic(),
             partition=msg.partition(),
             offset=msg.offset(),
@@ -264,6 +289,34 @@ def _bound(envelope: Envelope) -> Any:
         aggregate_id=envelope.aggregate_id,
         correlation_id=str(envelope.correlation_id),
     )
+
+
+def _consuming(service: str, msg: Message, envelope: Envelope) -> Any:
+    """The span of one message's consumption, child of the relay's publish span (the
+    ``traceparent`` header), or of the emitting span (an envelope a relay without tracing
+    published); an event without either starts a trace of its own."""
+    return tracing.span(
+        f"consume {envelope.event_type}",
+        parent=header(msg, HEADER_TRACEPARENT) or envelope.traceparent,
+        kind=tracing.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": msg.topic() or "",
+            "messaging.message.id": str(envelope.event_id),
+            "saga.aggregate_id": envelope.aggregate_id,
+            "saga.service": service,
+        },
+    )
+
+
+def _traced(handler: Handler) -> Handler:
+    """``handler`` inside a span of its own, where the events it emits get their parent."""
+
+    def traced(uow: UnitOfWork, envelope: Envelope) -> None:
+        with tracing.span(f"handle {envelope.event_type}"):
+            handler(uow, envelope)
+
+    return traced
 
 
 def _disagreement(header_type: str | None, envelope: Envelope) -> InvalidEnvelopeError | None:

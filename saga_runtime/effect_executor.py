@@ -33,6 +33,7 @@ from uuid import uuid4
 
 from structlog.contextvars import bound_contextvars
 
+from saga_runtime import tracing
 from saga_runtime.backoff import Backoff
 from saga_runtime.db import is_transient_db_error
 from saga_runtime.effect_batch import BatchedSettlement
@@ -223,6 +224,7 @@ class EffectExecutor:
                     request=row[4],
                     attempts=row[5],
                     correlation_id=row[6],
+                    traceparent=row[9],
                 )
                 outcome = EffectOutcome.from_json(row[8]) if row[7] == "recorded" else None
                 self._held[effect.id] = claimed_at
@@ -299,7 +301,13 @@ class EffectExecutor:
 
     def _call(self, effect: Effect, kind: EffectKind) -> EffectOutcome | Retry:
         try:
-            return EffectOutcome(ok=True, result=kind.call(effect.request, effect.key))
+            with tracing.span(
+                f"call {effect.kind}",
+                parent=effect.traceparent,
+                kind=tracing.SpanKind.CLIENT,
+                attributes={"saga.effect_id": effect.id, "saga.attempt": effect.attempts},
+            ):
+                return EffectOutcome(ok=True, result=kind.call(effect.request, effect.key))
         except CrashPointError:
             # A crash point inside a call stands for the process dying there (between
             # the far side's work and its recording), not for a failed call.

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from psycopg.types.json import Jsonb
 
+from saga_runtime import tracing
 from saga_runtime.backoff import Backoff
 from saga_runtime.db import is_transient_db_error
 from saga_runtime.effect_statements import ExecutorStatements
@@ -298,7 +299,9 @@ class Settlement:
         self, uow: UnitOfWork, effect: Effect, kind: EffectKind, outcome: EffectOutcome
     ) -> None:
         try:
-            kind.on_outcome(uow, effect, outcome)
+            # What the decision emits continues the trace of the request.
+            with tracing.span(f"decide {effect.kind}", parent=effect.traceparent):
+                kind.on_outcome(uow, effect, outcome)
         except Exception as exc:
             if is_transient_db_error(exc):
                 raise

@@ -46,7 +46,7 @@ class ExecutorStatements:
             "  lease_owner = %s, lease_until = now() + %s, updated_at = now()"
             " FROM due WHERE e.id = due.id"
             " RETURNING e.id, e.aggregate_id, e.kind, e.idempotency_key, e.request,"
-            "  e.attempts, e.correlation_id, e.status, e.outcome"
+            "  e.attempts, e.correlation_id, e.status, e.outcome, e.traceparent"
         )
         # The heartbeat: leases of effects still in this executor's hands last longer.
         self.renew = compose(

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from saga_runtime import tracing
 from saga_runtime.effect_retry import RetryPolicy
 from saga_runtime.errors import EffectUsageError
 from saga_runtime.naming import validate_service_name
@@ -44,6 +45,7 @@ class Effect:
     request: JSON
     attempts: int = 0
     correlation_id: UUID | None = None
+    traceparent: str | None = None  # the span that requested it (saga_runtime.tracing)
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class Effects:
         self._insert = (
             sql.SQL(
                 "INSERT INTO {} (aggregate_id, kind, idempotency_key, request, correlation_id,"
-                " deadline_at) VALUES (%s, %s, %s, %s::jsonb, %s, now() + %s)"
+                " deadline_at, traceparent) VALUES (%s, %s, %s, %s::jsonb, %s, now() + %s, %s)"
                 " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
             )
             .format(table)
@@ -159,6 +161,8 @@ class Effects:
                 json.dumps(request),
                 correlation_id,
                 deadline if deadline is not None else declared.deadline,
+                # The requesting handler's span: the call and its decision join its trace.
+                tracing.current_traceparent(),
             ),
         ).fetchone()
         if row is not None:

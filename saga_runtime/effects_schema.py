@@ -48,6 +48,8 @@ def effects_ddl(schema: str) -> list[str]:
             created_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now(),
             decided_at timestamptz,
+            -- The trace of the request (W3C traceparent): its call and decision continue it.
+            traceparent text,
             CHECK (status <> 'running' OR (lease_owner IS NOT NULL AND lease_until IS NOT NULL))
         ) WITH ({BUSY_TABLE_STORAGE})
         """,

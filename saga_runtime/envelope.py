@@ -16,6 +16,7 @@ __all__ = [
     "HEADER_CORRELATION_ID",
     "HEADER_EVENT_ID",
     "HEADER_EVENT_TYPE",
+    "HEADER_TRACEPARENT",
     "Envelope",
     "Event",
     "unstorable_text",
@@ -26,6 +27,7 @@ _E = TypeVar("_E", bound="Event")
 HEADER_EVENT_ID = "event_id"
 HEADER_EVENT_TYPE = "event_type"
 HEADER_CORRELATION_ID = "correlation_id"
+HEADER_TRACEPARENT = "traceparent"  # W3C Trace Context (see saga_runtime.tracing)
 
 
 def unstorable_text(value: Any) -> str | None:
@@ -162,13 +164,16 @@ class Envelope(BaseModel):
     causation_id: UUID | None = None
     producer: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] = Field(default_factory=dict)
+    # W3C trace context of the span that emitted the event (``saga_runtime.tracing``):
+    # its consumers continue that trace. Absent from envelopes older than tracing.
+    traceparent: str | None = Field(default=None, max_length=128)
 
     @field_validator("occurred_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         return value.astimezone(UTC)
 
-    @field_validator("event_type", "aggregate_id", "producer", "payload")
+    @field_validator("event_type", "aggregate_id", "producer", "payload", "traceparent")
     @classmethod
     def _storable(cls, value: Any) -> Any:
         # Every text of an event ends up in PostgreSQL (inbox, state, outbox, dead
@@ -188,6 +193,7 @@ class Envelope(BaseModel):
         producer: str,
         correlation_id: UUID | None = None,
         cause: Envelope | None = None,
+        traceparent: str | None = None,
     ) -> Self:
         """Wrap ``event``; when it was caused by another event, inherit its saga.
 
@@ -204,6 +210,7 @@ class Envelope(BaseModel):
             causation_id=cause.event_id if cause is not None else None,
             producer=producer,
             payload=event.model_dump(mode="json"),
+            traceparent=traceparent,
         )
 
     def to_bytes(self) -> bytes:
@@ -222,11 +229,14 @@ class Envelope(BaseModel):
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
         """Headers that let tools route and trace without parsing the value."""
-        return [
+        headers = [
             (HEADER_EVENT_ID, str(self.event_id).encode()),
             (HEADER_EVENT_TYPE, self.event_type.encode()),
             (HEADER_CORRELATION_ID, str(self.correlation_id).encode()),
         ]
+        if self.traceparent is not None:
+            headers.append((HEADER_TRACEPARENT, self.traceparent.encode()))
+        return headers
 
     def payload_as(self, model: type[_E]) -> _E:
         """Validate the payload against ``model``; a mismatch is poison, not a retry.

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "EffectUsageError",
+    "ForgedEventError",
     "InvalidEnvelopeError",
     "OutboxUsageError",
     "PoisonMessageError",
@@ -52,6 +53,15 @@ class PoisonMessageError(SagaRuntimeError):
 
 class InvalidEnvelopeError(PoisonMessageError):
     """The bytes are not a valid event envelope."""
+
+
+class ForgedEventError(PoisonMessageError):
+    """An event arrived on another topic than its declared producer's events topic.
+
+    Only the producer's relay may write its topic (Kafka ACLs), so an event type read
+    from any other topic was written by someone who may not emit it: dead-lettered,
+    never applied.
+    """
 
 
 class OutboxUsageError(SagaRuntimeError):

@@ -19,6 +19,7 @@ from saga_runtime.logs import configure_logging
 from saga_runtime.service import ServiceRuntime
 from saga_runtime.settings import ServiceSettings
 from saga_runtime.system import DefinitionError, System
+from saga_runtime.tracing import configure_tracing
 from saga_runtime.workers import Worker
 
 __all__ = ["Composition", "CompositionRoot", "build_runtime", "composition_root", "run_service"]
@@ -88,6 +89,12 @@ def build_runtime(
         emits=[event.event_type for event in service.emits],
         effects=service.effect_kinds(dependencies),
         effect_settings=settings.effects,
+        # Each handled event type only from its declared producer's topic (else forged).
+        producers={
+            event.event_type: producer
+            for event in service.handles
+            if (producer := system.producer(event)) is not None
+        },
     )
 
 
@@ -99,6 +106,7 @@ def run_service(system: System, name: str, settings: ServiceSettings | None = No
     root = composition_root(system, name)
     settings = settings if settings is not None else root.Settings()
     configure_logging(settings.log, service=name)
+    configure_tracing(name)
     composition: Composition = root.compose(settings)
     runtime = build_runtime(system, name, settings, composition.dependencies)
     try:

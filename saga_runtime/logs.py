@@ -8,6 +8,7 @@ import sys
 import structlog
 
 from saga_runtime.settings import LogSettings
+from saga_runtime.tracing import log_trace_ids
 
 __all__ = ["configure_logging", "get_logger"]
 
@@ -27,6 +28,7 @@ def configure_logging(settings: LogSettings | None = None, **context: str) -> No
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            log_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

@@ -10,9 +10,16 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
+from opentelemetry.trace import Span
 from psycopg import sql
 
-from saga_runtime.envelope import HEADER_CORRELATION_ID, HEADER_EVENT_ID, HEADER_EVENT_TYPE
+from saga_runtime import tracing
+from saga_runtime.envelope import (
+    HEADER_CORRELATION_ID,
+    HEADER_EVENT_ID,
+    HEADER_EVENT_TYPE,
+    HEADER_TRACEPARENT,
+)
 from saga_runtime.faults import crash_point, freeze_point
 from saga_runtime.logs import get_logger
 from saga_runtime.relay_lease import Lease
@@ -78,7 +85,7 @@ class BatchPublisher:
         self._select = statement(
             # Ids as text: they only become header bytes (no UUID objects to make).
             "SELECT id, topic, aggregate_id, envelope::text, event_id::text, event_type,"
-            " correlation_id::text FROM {}.outbox"
+            " correlation_id::text, envelope->>'traceparent' FROM {}.outbox"
             " WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT %s"
         )
         self._mark_published = statement(
@@ -121,7 +128,8 @@ class BatchPublisher:
         results: dict[int, KafkaError | None] = {}
         held, processed = False, 0
         metadata = _Metadata()
-        for row_id, topic, key, value, event_id, event_type, correlation_id in rows:
+        spans: list[Span] = []
+        for row_id, topic, key, value, event_id, event_type, correlation_id, parent in rows:
             refusal = self._topic_refusal(producer, topic, metadata)
             if refusal is WAIT_FOR_TOPIC:
                 # Keep this row and every later one pending, so nothing overtakes it.
@@ -132,20 +140,27 @@ class BatchPublisher:
                 results[row_id] = refusal
                 continue
             self._lease.ensure(conn)
-            self._produce(
-                conn,
-                producer,
-                topic,
-                key,
-                value,
-                [
-                    (HEADER_EVENT_ID, event_id.encode()),
-                    (HEADER_EVENT_TYPE, event_type.encode()),
-                    (HEADER_CORRELATION_ID, correlation_id.encode()),
-                ],
-                recorder(results, row_id),
+            headers: list[tuple[str, str | bytes | None]] = [
+                (HEADER_EVENT_ID, event_id.encode()),
+                (HEADER_EVENT_TYPE, event_type.encode()),
+                (HEADER_CORRELATION_ID, correlation_id.encode()),
+            ]
+            # The publish span, from produce to the batch's acks: consumers continue the
+            # trace from it (the header), child of the span that emitted the event.
+            publishing = tracing.start_span(
+                f"publish {event_type}",
+                parent=parent,
+                kind=tracing.SpanKind.PRODUCER,
+                attributes={"messaging.destination.name": topic},
             )
-        if not self._await_acks(conn, producer, results, processed, stop):
+            spans.append(publishing)
+            if (traceparent := tracing.traceparent_of(publishing)) is not None:
+                headers.append((HEADER_TRACEPARENT, traceparent.encode()))
+            self._produce(conn, producer, topic, key, value, headers, recorder(results, row_id))
+        acks = self._await_acks(conn, producer, results, processed, stop)
+        for publishing in spans:
+            publishing.end()
+        if not acks:
             return BatchResult(len(rows), 0, 0)
         if processed:
             crash_point("relay.after_publish")

@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from psycopg_pool import ConnectionPool
 
+from saga_runtime import tracing
 from saga_runtime.consumer import ConsumerFactory, ConsumerRunner, Handler
 from saga_runtime.consumer_health import StatsCallback
 from saga_runtime.db import create_pool
@@ -73,6 +74,7 @@ class ServiceRuntime:
         emits: Collection[str] | None = None,
         effects: Sequence[EffectKind] = (),
         effect_settings: EffectSettings | None = None,
+        producers: Mapping[str, str] | None = None,
     ) -> ServiceRuntime:
         """Open the pool and, when the service consumes, its Kafka consumers.
 
@@ -86,7 +88,9 @@ class ServiceRuntime:
         ``emits`` are the only event types the outbox takes (None: any).
         ``effects`` are the kinds of effects the service declares: its units of work
         may then request them, and an executor (``effect_settings``) runs them
-        beside the consumers.
+        beside the consumers. ``producers`` maps each handled event type to the service
+        that emits it: an event read from another topic than that service's is
+        dead-lettered as forged (None: no check).
         """
         pool = create_pool(
             database,
@@ -141,6 +145,11 @@ class ServiceRuntime:
                 topic=dead_letter_topic(service, kafka.topic_prefix),
                 service=service,
             )
+            sources = (
+                None
+                if producers is None
+                else {t: events_topic(p, kafka.topic_prefix) for t, p in producers.items()}
+            )
             for n in range(consumers):
                 runtime.runners.append(
                     ConsumerRunner(
@@ -168,6 +177,7 @@ class ServiceRuntime:
                         dead_letter_publisher=publisher,
                         settings=settings,
                         side_effecting=side_effecting,
+                        sources=sources,
                     )
                 )
             runtime.runner = runtime.runners[0]
@@ -261,6 +271,7 @@ class ServiceRuntime:
 
         watched = self._watch(on_failure=on_failure)
         add_health_routes(app, self.health(watched))
+        tracing.trace_requests(app)
         # uvicorn takes SIGTERM/SIGINT while it serves, then puts these back and raises
         # the signal again: without them that second SIGTERM would kill the process
         # before the consumers finish their messages and leave the group.

@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from saga_runtime import tracing
 from saga_runtime.effects import Effects
 from saga_runtime.envelope import Envelope, Event
 from saga_runtime.errors import EffectUsageError
@@ -82,12 +83,21 @@ class UnitOfWork:
         saga from the unit of work's ``correlation_id`` when it has no cause)."""
         if correlation_id is None and self.cause is None:
             correlation_id = self.correlation_id
+        # A span of its own (ended at once): the event's consumers continue the trace from
+        # it, so each event is a child of the handler, decision or request that emitted it.
+        emitting = tracing.start_span(
+            f"emit {event.event_type}",
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={"saga.aggregate_id": aggregate_id, "saga.service": self.producer},
+        )
+        emitting.end()
         envelope = Envelope.new(
             event,
             aggregate_id=aggregate_id,
             producer=self.producer,
             correlation_id=correlation_id,
             cause=self.cause,
+            traceparent=tracing.traceparent_of(emitting),
         )
         self.outbox.check(envelope)  # a bug shows where it is, not at commit
         self.defer(self.outbox.add_many, envelope)

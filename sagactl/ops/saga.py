@@ -44,6 +44,7 @@ class Emitted:
     failed_at: datetime | None
     last_error: str | None
     causation_id: str | None
+    trace_id: str | None = None  # of the envelope's traceparent (saga_runtime.tracing)
 
     @property
     def state(self) -> str:
@@ -85,6 +86,16 @@ class TraceData:
     def found(self) -> bool:
         return bool(self.order or self.emitted or self.dead_letters)
 
+    @property
+    def trace_ids(self) -> list[str]:
+        """The traces the order's events belong to, the first event's first: one when the
+        whole saga ran traced (a sweeper's cancellation starts one of its own)."""
+        found: list[str] = []
+        for event in sorted(self.emitted, key=lambda e: (e.created_at, e.outbox_id)):
+            if event.trace_id and event.trace_id not in found:
+                found.append(event.trace_id)
+        return found
+
 
 def load_trace(conn: psycopg.Connection, order_id: str) -> TraceData:
     data = TraceData(order_id)
@@ -111,7 +122,8 @@ def load_trace(conn: psycopg.Connection, order_id: str) -> TraceData:
             for r in conn.execute(
                 sql.SQL(
                     "SELECT id, event_id, event_type, created_at, published_at, failed_at,"
-                    " last_error, envelope->>'causation_id' FROM {}.outbox"
+                    " last_error, envelope->>'causation_id',"
+                    " substr(envelope->>'traceparent', 4, 32) FROM {}.outbox"
                     " WHERE aggregate_id = %s ORDER BY id"
                 ).format(table),
                 (order_id,),

@@ -9,6 +9,7 @@ run in file order: the purge test, which deletes every published row, comes last
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -208,6 +209,9 @@ def test_trace_follows_an_order_across_every_service(
     assert hop["from_service"] == "orders"
     assert trace.data["order"]["status"] == "SHIPPED"
     assert trace.data["summary"]["unpublished"] == 0
+    # One order, one trace: every event of the saga carries it (saga_runtime.tracing).
+    [trace_id] = trace.data["trace_ids"]
+    assert trace.data["trace_id"] == trace_id and re.fullmatch("[0-9a-f]{32}", trace_id)
 
     rows = cli("outbox", "list", "--order", order_id, "--limit", "100")
     assert rows.code == 0

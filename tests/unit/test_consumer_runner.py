@@ -48,7 +48,10 @@ def answer(uow: UnitOfWork, event: Envelope) -> None:
 
 
 def make_runner(
-    consumer: FakeConsumer | Callable[[Any], FakeConsumer], handler=answer, **settings: object
+    consumer: FakeConsumer | Callable[[Any], FakeConsumer],
+    handler=answer,
+    sources: dict[str, str] | None = None,
+    **settings: object,
 ):  # type: ignore[no-untyped-def]
     uow = FakeUnitOfWorkFactory()
     letters = FakeDeadLetters()
@@ -64,6 +67,7 @@ def make_runner(
         dead_letters=letters,  # type: ignore[arg-type]
         dead_letter_publisher=letters,
         settings=ConsumerSettings(backoff_initial=0.001, backoff_max=0.002, **settings),  # type: ignore[arg-type]
+        sources=sources,
     )
     return runner, uow, letters
 
@@ -133,6 +137,24 @@ def test_a_message_is_judged_by_one_rule_alone_and_in_a_batch(batched: bool) -> 
     assert [e.payload for e in uow.outbox.rows] == [{"n": 2}]
     [letter] = letters.letters
     assert "disagrees" in letter.error
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "in a batch"])
+def test_an_event_from_another_topic_than_its_producers_is_forged(batched: bool) -> None:
+    """Only the declared producer's topic may carry its events: any other is dead-lettered
+    as forged and never applied, and what comes from the right topic still is."""
+    genuine = FakeMessage(asked(1).to_bytes(), 0)
+    forged = FakeMessage(asked(2).to_bytes(), 0, _topic="payments.events")
+    consumer = FakeConsumer([genuine, forged])
+    runner, uow, letters = make_runner(consumer, sources={"Asked": "orders.events"})
+    polled = consumer.consume(10, 0)
+    outcomes = runner.process_batch(polled) if batched else [runner.process(m) for m in polled]  # type: ignore[arg-type]
+    assert outcomes == [Outcome.APPLIED, Outcome.DEAD_LETTERED]
+    assert [e.payload for e in uow.outbox.rows] == [{"n": 1}]
+    [letter] = letters.letters
+    assert letter.error_type == "ForgedEventError"
+    assert letter.source_topic == "payments.events"
+    assert "orders.events" in letter.error
 
 
 def test_transient_database_failure_rewinds_and_retries_without_skipping() -> None:

@@ -22,7 +22,8 @@ from confluent_kafka import KafkaError, KafkaException
 from saga_runtime import DatabaseSettings, OutboxRelay, ProducerFatalError, RelaySettings
 
 ROWS = [
-    (n, "orders.events", "order-1", f'{{"n": {n}}}', f"e{n}", "Numbered", "c1") for n in (1, 2, 3)
+    (n, "orders.events", "order-1", f'{{"n": {n}}}', f"e{n}", "Numbered", "c1", None)
+    for n in (1, 2, 3)
 ]
 
 

@@ -100,6 +100,8 @@ def cmd_trace(args: argparse.Namespace, out: Output) -> int:
         {
             "order_id": args.order_id,
             "order": data.order,
+            "trace_id": data.trace_ids[0] if data.trace_ids else None,
+            "trace_ids": data.trace_ids,
             "steps": [s.as_dict() for s in steps],
             "timeline": data.timeline,
             "summary": summary,
@@ -114,6 +116,8 @@ def cmd_trace(args: argparse.Namespace, out: Output) -> int:
             + " UTC",
             style="bold",
         )
+    if data.trace_ids:
+        out.line(f"trace {', '.join(data.trace_ids)}")
     out.table(
         ("at", "+", "what", "latency", "event id", "detail"),
         [
