@@ -16,6 +16,9 @@ import secrets
 import sys
 from pathlib import Path
 
+from saga_runtime import password_variable
+from sagactl.cli import system_logins
+
 __all__ = ["SECRETS", "ensure_env_file", "read_env_file"]
 
 # name -> what it is. PAYMENTS_PROVIDER_API_KEY is the provider's key as payments (and
@@ -25,6 +28,12 @@ SECRETS = {
     "PROVIDER_API_KEY": "the merchant's key the payment-provider simulator requires",
     "PAYMENTS_PROVIDER_API_KEY": "the same key, as payments and sagactl audit send it",
     "POSTGRES_PASSWORD": "the compose PostgreSQL superuser's password",
+    # One per login role (saga_runtime.db_logins): each service's and each outbox relay's.
+    **{
+        password_variable(login): f"the password the {login.replace('_', ' ')} logs in"
+        " to PostgreSQL with"
+        for login in system_logins()
+    },
 }
 _SAME_AS = {"PAYMENTS_PROVIDER_API_KEY": "PROVIDER_API_KEY"}
 _LINE = re.compile(r"^([A-Z_][A-Z0-9_]*)=(.*)$")

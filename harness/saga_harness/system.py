@@ -29,6 +29,7 @@ from psycopg import sql
 
 from migrations import upgrade
 from saga_harness.checkout import PYTHONPATH, REPO
+from saga_harness.logins import drop_login_roles, login_passwords, passwords_for, without_user
 from saga_harness.tokens import Tokens
 from saga_runtime import KafkaSettings, composition_root, ensure_topics
 from saga_system import SYSTEM
@@ -284,6 +285,7 @@ def build_system(
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     database_url = with_database(admin_database_url, name)
     upgrade(database_url)
+    passwords = login_passwords(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         seed(conn)
     kafka = KafkaSettings(
@@ -336,10 +338,14 @@ def build_system(
     base = [sys.executable, "-m", "sagactl"]
 
     def add(name: str, argv: list[str], *, health: int | None, **more: str) -> None:
+        # As in production: services and relays log in as their own roles, with only their
+        # own passwords; the simulators keep the admin's URL.
+        logins = passwords_for(name, passwords)
+        url = {"DATABASE_URL": without_user(database_url)} if logins else {}
         system.processes[name] = Process(
             name,
             argv,
-            {**env, **more},
+            {**env, **logins, **url, **more},
             log_dir / f"{name}.log",
             health_url=None if health is None else f"http://127.0.0.1:{health}",
         )
@@ -388,5 +394,6 @@ def drop_system_database(admin_database_url: str, database_url: str) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+            drop_login_roles(conn, name)
     except psycopg.OperationalError:
         pass
