@@ -78,6 +78,7 @@ from saga_runtime.schema import (
     RUNTIME_TABLES,
     create_service_schema,
     drop_service_schema,
+    grant_service_logins,
     service_schema_statements,
 )
 from saga_runtime.service import ServiceRuntime
@@ -229,6 +230,7 @@ __all__ = [
     "events_topic",
     "field_errors",
     "get_logger",
+    "grant_service_logins",
     "install_authentication",
     "install_error_handlers",
     "is_retryable",

@@ -21,6 +21,7 @@ __all__ = [
     "RUNTIME_TABLES",
     "create_service_schema",
     "drop_service_schema",
+    "grant_service_logins",
     "service_schema_statements",
 ]
 
@@ -161,6 +162,12 @@ def service_schema_statements(service: str, *own_tables: str) -> list[str]:
         "RESET ROLE",
         _logins(service),
     ]
+
+
+def grant_service_logins(execute: Execute, service: str) -> None:
+    """Create ``service``'s and its relay's login roles and grant them their rows, for a schema
+    made by other means than :func:`create_service_schema` (which does this itself)."""
+    execute(_logins(validate_service_name(service)))
 
 
 def create_service_schema(execute: Execute, service: str, *own_tables: str) -> None:

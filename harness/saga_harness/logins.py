@@ -8,7 +8,7 @@ process is given only the passwords of the roles it logs in as.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -51,10 +51,12 @@ def without_user(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def drop_login_roles(conn: psycopg.Connection, database: str) -> None:
-    """Drop ``database``'s login roles, once the database itself is dropped (roles outlive
-    databases: without this every test database would leave its roles on the server)."""
-    for login in system_logins():
+def drop_login_roles(conn: psycopg.Connection, database: str, services: Iterable[str] = ()) -> None:
+    """Drop ``database``'s login roles, the system's and those of ``services`` (more services
+    a test created), once the database itself is dropped: roles outlive databases, and
+    without this every test database would leave its roles on the server."""
+    more = [login for service in services for login in (service, relay_login(service))]
+    for login in [*system_logins(), *more]:
         conn.execute(
             sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"{database}_{login}"))
         )
