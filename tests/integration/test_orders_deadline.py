@@ -177,7 +177,11 @@ def failing_order_trigger(admin_conn: psycopg.Connection) -> Iterator[list[str]]
         "   RETURN NEW;"
         " END $$"
     )
-    admin_conn.execute("GRANT SELECT ON public.deadline_test_bad TO orders")
+    admin_conn.execute(
+        sql.SQL("GRANT SELECT ON public.deadline_test_bad TO {}").format(
+            sql.Identifier(login_role(admin_conn.info.dsn, "orders"))
+        )
+    )
     admin_conn.execute(
         "CREATE TRIGGER deadline_test_refuse BEFORE UPDATE ON orders.orders"
         " FOR EACH ROW EXECUTE FUNCTION public.deadline_test_refuse()"
