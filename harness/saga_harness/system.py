@@ -304,7 +304,9 @@ def build_system(
             *HEALTH_PORTED,
         )
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "RELAY_", "AUTH_"))}
+    # Secrets of its own below: none inherited (a test session's database passwords neither).
+    ignored = ("SAGA_", "RELAY_", "AUTH_", "DATABASE_PASSWORD_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ignored)}
     provider_key = secrets.token_urlsafe(24)
     env.update(
         # Secrets of its own, as production has: every API checks its callers.
