@@ -20,6 +20,7 @@ from saga_runtime import (
     events_topic,
     get_logger,
     producer_config,
+    relay_login,
     run_workers,
     verify_inbox_retention,
 )
@@ -54,8 +55,10 @@ def health(settings: RelayProcessSettings, relays: list[OutboxRelay], workers: W
             return None
         return "neither active nor standby (connecting to the database)"
 
+    # The first outbox's login: the process holds no login of its own.
+    login = relay_login(settings.outboxes[0])
     ready: dict[str, Probe] = {
-        "database": DatabaseProbe(settings.database, role=None, name=settings.name)
+        "database": DatabaseProbe(settings.database, role=login, name=settings.name)
     }
     ready.update({f"outbox-{relay.schema}": partial(role, relay) for relay in relays})
     return Health(alive={"workers": workers.problem}, ready=ready)

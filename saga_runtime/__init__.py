@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     from saga_runtime.backoff import Backoff
     from saga_runtime.consumer import ConsumerRunner, Handler, Outcome
     from saga_runtime.db import TRANSIENT_DB_ERRORS, connect, create_pool, is_transient_db_error
+    from saga_runtime.db_logins import (
+        login_credentials,
+        login_role,
+        password_variable,
+        relay_login,
+        set_login_passwords,
+    )
     from saga_runtime.dead_letters import (
         DeadLetter,
         DeadLetterPublisher,
@@ -85,6 +92,7 @@ if TYPE_CHECKING:
         RUNTIME_TABLES,
         create_service_schema,
         drop_service_schema,
+        grant_service_logins,
         service_schema_statements,
     )
     from saga_runtime.service import ServiceRuntime
@@ -239,21 +247,27 @@ __all__ = [
     "events_topic",
     "field_errors",
     "get_logger",
+    "grant_service_logins",
     "install_authentication",
     "install_error_handlers",
     "is_retryable",
     "is_transient_db_error",
+    "login_credentials",
+    "login_role",
     "mint_token",
     "notify_channel",
+    "password_variable",
     "problem",
     "producer_config",
     "purge_inbox",
     "reaction",
     "relay_lock_key",
+    "relay_login",
     "require_scope",
     "run_service",
     "run_workers",
     "service_schema_statements",
+    "set_login_passwords",
     "stop_on_signals",
     "topic_retentions",
     "unavailable_response",

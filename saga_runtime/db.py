@@ -1,4 +1,4 @@
-"""Database connections: one pool per service, working under the service's own role."""
+"""Database connections: one pool per service, logged in as the service's own role."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from saga_runtime.naming import validate_service_name
+from saga_runtime.db_logins import login_credentials
 from saga_runtime.settings import DatabaseSettings
 
 __all__ = [
@@ -86,13 +85,10 @@ def connection_kwargs(
     }
 
 
-def _set_role(role: str | None):  # type: ignore[no-untyped-def]
-    def configure(conn: psycopg.Connection) -> None:
-        if role is not None:
-            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-        conn.commit()
-
-    return configure
+def _login(settings: DatabaseSettings, role: str | None) -> dict[str, str]:
+    # A login of its own, not SET ROLE, which any statement could undo. None: the URL's
+    # own user (the operator's CLI, the harness).
+    return {} if role is None else login_credentials(settings.url, role)
 
 
 # A pooled connection back in use within this long skips the round trip of a check.
@@ -128,21 +124,19 @@ class _CheckIfIdle:
 def create_pool(
     settings: DatabaseSettings, *, role: str | None, name: str, max_size: int | None = None
 ) -> ConnectionPool:
-    """Open a pool whose connections act as ``role`` (the service's own database role).
+    """Open a pool whose connections log in as ``role``'s login role (``db_logins``): a
+    service's, or ``relay_login(service)``; None logs in as ``DATABASE_URL`` says.
 
     Connections idle for more than a second are checked before use, so after a
     PostgreSQL restart the pool hands out a fresh connection instead of a dead one.
     Every connection drops a vanished peer (``connection_kwargs``).
     """
-    if role is not None:
-        validate_service_name(role)
     checker = _CheckIfIdle()
     return ConnectionPool(
         settings.url,
         min_size=settings.pool_min_size,
         max_size=max_size or settings.pool_max_size,
-        kwargs=connection_kwargs(settings, name=name),
-        configure=_set_role(role),
+        kwargs={**connection_kwargs(settings, name=name), **_login(settings, role)},
         check=checker.check,
         reset=checker.returned,
         name=name,
@@ -161,16 +155,11 @@ def connect(
 ) -> psycopg.Connection:
     """One dedicated connection (the relay holds its leadership lock on one).
 
-    ``session``: server settings for this connection only, e.g. the relay's
-    ``idle_session_timeout`` (see ``connection_kwargs``).
+    ``role`` as for ``create_pool``. ``session``: server settings for this connection
+    only, e.g. the relay's ``idle_session_timeout`` (see ``connection_kwargs``).
     """
-    conn = psycopg.connect(
-        settings.url,
-        autocommit=autocommit,
+    params: dict[str, Any] = {
         **connection_kwargs(settings, name=name, session=session),
-    )
-    if role is not None:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(validate_service_name(role))))
-        if not autocommit:
-            conn.commit()
-    return conn
+        **_login(settings, role),
+    }
+    return psycopg.connect(settings.url, autocommit=autocommit, **params)

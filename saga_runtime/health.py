@@ -95,7 +95,7 @@ class DatabaseProbe:
     """Is PostgreSQL reachable: ``SELECT 1`` on a connection of its own, cached ``ttl`` seconds.
 
     Its own connection, so a pool busy with consumers never makes the process
-    look unready, and a refused login or ``SET ROLE`` shows here too. A check
+    look unready, and a refused login shows here too. A check
     that hangs (a frozen server) holds the others up at most ``timeout``
     seconds, which they report as a failure.
     """

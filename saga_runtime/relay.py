@@ -18,6 +18,7 @@ from psycopg import sql
 
 from saga_runtime.backoff import Backoff
 from saga_runtime.db import TRANSIENT_DB_ERRORS, connect
+from saga_runtime.db_logins import relay_login
 from saga_runtime.logs import get_logger
 from saga_runtime.naming import notify_channel, relay_lock_key, validate_service_name
 from saga_runtime.relay_lease import Lease
@@ -173,7 +174,7 @@ class OutboxRelay:
         lease = round(self._settings.lease * 1000)
         return connect(
             self._database,
-            role=self.schema,
+            role=relay_login(self.schema),
             name=f"{self._name}:{self.schema}",
             autocommit=True,
             # The lease: the server ends this session, and frees the lock, once
@@ -217,7 +218,7 @@ class OutboxRelay:
             # notification arriving mid-batch waits in its socket for the next wait.
             with connect(
                 self._database,
-                role=None,
+                role=relay_login(self.schema),
                 name=f"{self._name}:{self.schema}:listen",
                 autocommit=True,
             ) as listener:

@@ -21,6 +21,7 @@ __all__ = [
     "RUNTIME_TABLES",
     "create_service_schema",
     "drop_service_schema",
+    "grant_service_logins",
     "service_schema_statements",
 ]
 
@@ -112,12 +113,43 @@ def _tables(service: str) -> list[str]:
     ]
 
 
-def service_schema_statements(service: str, *own_tables: str) -> list[str]:
-    """The SQL that creates ``service``'s role, schema and runtime tables, then ``own_tables``.
+def _logins(service: str) -> str:
+    # The service's and its relay's LOGIN roles and their grants, as migration 0012 gives
+    # them to the first five services (see saga_runtime.db_logins). Named after the
+    # database, because roles are shared by every database on the server.
+    return f"""
+        DO $$
+        DECLARE
+            app   text := current_database() || '_{service}';
+            relay text := current_database() || '_{service}_relay';
+        BEGIN
+            FOREACH app IN ARRAY ARRAY[app, relay] LOOP
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = app) THEN
+                    EXECUTE format('CREATE ROLE %I LOGIN', app);
+                END IF;
+            END LOOP;
+            app := current_database() || '_{service}';
+            EXECUTE format('GRANT USAGE ON SCHEMA {service} TO %I, %I', app, relay);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES'
+                           ' IN SCHEMA {service} TO %I', app);
+            EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {service} TO %I', app);
+            EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE {service} IN SCHEMA {service}'
+                           ' GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', app);
+            EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE {service} IN SCHEMA {service}'
+                           ' GRANT USAGE, SELECT ON SEQUENCES TO %I', app);
+            EXECUTE format('GRANT SELECT, UPDATE, DELETE ON {service}.outbox TO %I', relay);
+            EXECUTE format('GRANT SELECT, DELETE ON {service}.inbox TO %I', relay);
+        END $$
+        """
 
-    The role is NOLOGIN (services connect as a login user and ``SET ROLE``); the schema
-    belongs to it, and every table is created under it (``SET LOCAL ROLE``), so the
-    service owns its tables and no other service's role can touch them. Run the
+
+def service_schema_statements(service: str, *own_tables: str) -> list[str]:
+    """The SQL that creates ``service``'s role, schema and runtime tables, then ``own_tables``,
+    then the service's and its relay's login roles with their grants.
+
+    The owner role is NOLOGIN: the schema belongs to it, and every table is created under
+    it (``SET LOCAL ROLE``). The service logs in as another role that owns nothing and may
+    only read and write its own schema's rows (``saga_runtime.db_logins``). Run the
     statements in one transaction, as Alembic runs a migration.
     """
     validate_service_name(service)  # it becomes an identifier in every statement
@@ -128,7 +160,14 @@ def service_schema_statements(service: str, *own_tables: str) -> list[str]:
         *_tables(service),
         *own_tables,
         "RESET ROLE",
+        _logins(service),
     ]
+
+
+def grant_service_logins(execute: Execute, service: str) -> None:
+    """Create ``service``'s and its relay's login roles and grant them their rows, for a schema
+    made by other means than :func:`create_service_schema` (which does this itself)."""
+    execute(_logins(validate_service_name(service)))
 
 
 def create_service_schema(execute: Execute, service: str, *own_tables: str) -> None:

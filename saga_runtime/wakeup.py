@@ -30,6 +30,7 @@ class RelayWakeup:
 
     def __init__(self, settings: DatabaseSettings, *, schema: str, name: str) -> None:
         self._settings = settings
+        self._schema = schema
         self._channel = notify_channel(schema)
         self._name = name
         self._pending = threading.Event()
@@ -61,7 +62,11 @@ class RelayWakeup:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(
-                        self._settings, role=None, name=f"{self._name}:wakeup", autocommit=True
+                        # As the service: NOTIFY needs no grant, only a login.
+                        self._settings,
+                        role=self._schema,
+                        name=f"{self._name}:wakeup",
+                        autocommit=True,
                     )
                 self._conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
             except psycopg.Error as exc:

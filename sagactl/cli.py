@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, TypeAlias
 
-from saga_runtime import KafkaSettings, ensure_topics
+from saga_runtime import KafkaSettings, ensure_topics, relay_login, set_login_passwords
 from saga_system import SYSTEM
 
 # The entry-point group other distributions register command groups in. Each entry is a
@@ -40,8 +40,14 @@ def system_topics(kafka: KafkaSettings) -> list[str]:
     return SYSTEM.topics(kafka.topic_prefix)
 
 
+def system_logins() -> list[str]:
+    """Every login role of the system: one per service and one per outbox's relay."""
+    return [*SYSTEM.names, *(relay_login(outbox) for outbox in SYSTEM.outboxes())]
+
+
 def prepare(env: dict[str, str]) -> None:
-    """Migrate the database to head, seed the catalogue and create every topic the system uses."""
+    """Migrate the database to head, give the login roles the passwords the environment
+    configures, seed the catalogue and create every topic the system uses."""
     import psycopg
 
     from migrations import upgrade
@@ -52,7 +58,11 @@ def prepare(env: dict[str, str]) -> None:
 
     upgrade(env["DATABASE_URL"])
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        # Every run sets them again: a changed value in the environment is a rotation.
+        passwords = set_login_passwords(conn, system_logins(), {**os.environ, **env})
         added = seed(conn)
+    if passwords:
+        print(f"sagactl: set the database passwords of {len(passwords)} logins")
     if added:
         print(f"sagactl: seeded the catalogue with {added} products")
     # The broker's address from ``env``; how to log in to it, the topics' prefix too.

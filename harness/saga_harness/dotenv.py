@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 from saga_harness.kafka_logins import kafka_secrets
+from saga_runtime import password_variable
 from saga_system import SYSTEM
+from sagactl.cli import system_logins
 
 __all__ = ["SECRETS", "ensure_env_file", "read_env_file"]
 
@@ -30,6 +32,12 @@ SECRETS = {
     "POSTGRES_PASSWORD": "the compose PostgreSQL superuser's password",
     # KAFKA_PASSWORD_<PRINCIPAL>: each Kafka principal's, derived from the system.
     **kafka_secrets(SYSTEM),
+    # One per login role (saga_runtime.db_logins): each service's and each outbox relay's.
+    **{
+        password_variable(login): f"the password the {login.replace('_', ' ')} logs in"
+        " to PostgreSQL with"
+        for login in system_logins()
+    },
 }
 _SAME_AS = {"PAYMENTS_PROVIDER_API_KEY": "PROVIDER_API_KEY"}
 _LINE = re.compile(r"^([A-Z_][A-Z0-9_]*)=(.*)$")

@@ -33,6 +33,7 @@ from migrations import upgrade
 from saga_harness.checkout import PYTHONPATH, REPO
 from saga_harness.infra.kafka_sasl import ADMIN_PRINCIPAL
 from saga_harness.kafka_logins import provision_access, relay_login, service_login
+from saga_harness.logins import drop_login_roles, login_passwords, passwords_for, without_user
 from saga_harness.tokens import Tokens
 from saga_runtime import KafkaSettings, composition_root, ensure_topics
 from saga_runtime.kafka_access import principals
@@ -298,6 +299,7 @@ def build_system(
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     database_url = with_database(admin_database_url, name)
     upgrade(database_url)
+    passwords = login_passwords(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         seed(conn)
     kafka = KafkaSettings(
@@ -319,7 +321,9 @@ def build_system(
             *HEALTH_PORTED,
         )
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "RELAY_", "AUTH_"))}
+    # Secrets of its own below: none inherited (a test session's database passwords neither).
+    ignored = ("SAGA_", "RELAY_", "AUTH_", "DATABASE_PASSWORD_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ignored)}
     provider_key = secrets.token_urlsafe(24)
     env.update(
         # Secrets of its own, as production has: every API checks its callers.
@@ -354,10 +358,14 @@ def build_system(
     base = [sys.executable, "-m", "sagactl"]
 
     def add(name: str, argv: list[str], *, health: int | None, **more: str) -> None:
+        # As in production: services and relays log in as their own roles, with only their
+        # own passwords; the simulators keep the admin's URL.
+        logins = passwords_for(name, passwords)
+        url = {"DATABASE_URL": without_user(database_url)} if logins else {}
         system.processes[name] = Process(
             name,
             argv,
-            {**env, **more},
+            {**env, **logins, **url, **more},
             log_dir / f"{name}.log",
             health_url=None if health is None else f"http://127.0.0.1:{health}",
         )
@@ -449,5 +457,6 @@ def drop_system_database(admin_database_url: str, database_url: str) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+            drop_login_roles(conn, name)
     except psycopg.OperationalError:
         pass

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import httpx
+import psycopg
 import pytest
 
 from saga_harness.bench.load import open_loop
@@ -20,6 +21,8 @@ from saga_harness.bench.saga import order_body
 from saga_harness.chaos.driver import OrderDriver
 from saga_harness.chaos.harness import _restock
 from saga_harness.system import REPO, System
+from saga_system import SYSTEM
+from sagactl.cli import system_logins
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +87,31 @@ def test_happy_order_is_priced_charged_shipped_and_announced(system: System, htt
     after = stock_of(system, http, "KEYB-01")
     assert (after["on_hand"], after["sold"]) == (before["on_hand"] - 1, before["sold"] + 1)
     assert mail_kinds(system, placed["order_id"]) == ["order_approved", "order_shipped"]
+
+
+def test_every_process_logs_in_as_its_own_database_role(system: System, http: httpx.Client):
+    """No service or relay session runs as the admin: each is its own login role's."""
+    placed = system.place_order(http)
+    system.wait_for_order(http, placed["order_id"])
+    database = system.database_url.rsplit("/", 1)[-1]
+    with psycopg.connect(system.database_url, autocommit=True) as conn:
+        sessions = conn.execute(
+            "SELECT application_name, usename FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    outboxes = SYSTEM.outboxes()
+    expected = {}
+    for application, user in sessions:
+        process, _, part = application.partition(":")
+        if process in SYSTEM.names:
+            expected[application] = (user, f"{database}_{process}")
+        elif process.startswith("relay-"):
+            outbox = part.split(":")[0] if part.split(":")[0] in outboxes else outboxes[0]
+            expected[application] = (user, f"{database}_{outbox}_relay")
+    assert all(user == login for user, login in expected.values()), expected
+    logins = {login for _, login in expected.values()}
+    assert logins == {f"{database}_{login}" for login in system_logins()}, sessions
 
 
 def test_out_of_stock_order_is_cancelled_and_nothing_is_charged(system: System, http: httpx.Client):
@@ -237,6 +265,15 @@ def test_no_secret_or_token_is_ever_logged(system: System, http: httpx.Client):
     http.get(f"{system.orders_url}/orders", headers={"Authorization": "Bearer forged." + token})
     system.wait_for_order(http, placed["order_id"])
     secrets = [system.env[n] for n in ("AUTH_JWT_SECRET", "PROVIDER_API_KEY")] + [token]
+    # And every database login's password, which only its own processes are given.
+    passwords = {
+        value
+        for process in system.processes.values()
+        for name, value in process.env.items()
+        if name.startswith("DATABASE_PASSWORD_")
+    }
+    assert len(passwords) == 2 * len(SYSTEM.names)
+    secrets += sorted(passwords)
     logs = {p.name: p.read_text(errors="replace") for p in system.log_dir.glob("*.log")}
     assert {"orders.log", "payments.log", "provider.log"} <= set(logs)
     for name, text in logs.items():

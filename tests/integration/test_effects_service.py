@@ -34,7 +34,10 @@ from saga_runtime import (
     ensure_topics,
     events_topic,
     faults,
+    grant_service_logins,
+    login_role,
     reaction,
+    relay_login,
 )
 from saga_runtime.testing import HandlerRunner
 from tests.fixtures.kafka import produce
@@ -123,9 +126,16 @@ def toy(database: DatabaseSettings) -> Iterator[Toy]:
             admin.execute(
                 sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(name, table), role)
             )
+        grant_service_logins(admin.execute, name)  # type: ignore[arg-type]
         yield Toy(name=name, admin=admin)
     finally:
         admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(role))
+        for login in (name, relay_login(name)):
+            admin.execute(
+                sql.SQL("DROP ROLE IF EXISTS {}").format(
+                    sql.Identifier(login_role(database.url, login))
+                )
+            )
         admin.execute(sql.SQL("DROP ROLE {}").format(role))
         admin.close()
 

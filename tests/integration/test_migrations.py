@@ -16,6 +16,7 @@ from psycopg import sql
 
 from migrations import downgrade, upgrade
 from migrations.history import FIRST_SERVICES
+from saga_harness.logins import drop_login_roles
 from saga_runtime import (
     RUNTIME_TABLES,
     create_service_schema,
@@ -36,6 +37,7 @@ def empty_database(infra) -> Iterator[str]:  # type: ignore[no-untyped-def]
     yield with_database(infra.admin_database_url, name)
     with psycopg.connect(infra.admin_database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_login_roles(conn, name, ["runtime_helper_check", "effects_ddl_check"])
 
 
 def tables(url: str) -> set[tuple[str, str, str]]:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 from structlog.testing import capture_logs
 
 import orders.handlers
@@ -22,6 +23,7 @@ from saga_runtime import (
     UnitOfWorkFactory,
     create_pool,
     events_topic,
+    login_role,
 )
 from tests.support import wait_until
 
@@ -109,7 +111,12 @@ def gated_orders(admin_conn: psycopg.Connection) -> Iterator[list[str]]:
         "   RETURN NEW;"
         " END $$"
     )
-    admin_conn.execute("GRANT SELECT ON public.deadline_test_gated TO orders")
+    # To the role the service logs in as (saga_runtime.db_logins).
+    admin_conn.execute(
+        sql.SQL("GRANT SELECT ON public.deadline_test_gated TO {}").format(
+            sql.Identifier(login_role(admin_conn.info.dsn, "orders"))
+        )
+    )
     admin_conn.execute(
         "CREATE TRIGGER deadline_test_gate BEFORE UPDATE ON orders.orders"
         " FOR EACH ROW EXECUTE FUNCTION public.deadline_test_gate()"
@@ -170,7 +177,11 @@ def failing_order_trigger(admin_conn: psycopg.Connection) -> Iterator[list[str]]
         "   RETURN NEW;"
         " END $$"
     )
-    admin_conn.execute("GRANT SELECT ON public.deadline_test_bad TO orders")
+    admin_conn.execute(
+        sql.SQL("GRANT SELECT ON public.deadline_test_bad TO {}").format(
+            sql.Identifier(login_role(admin_conn.info.dsn, "orders"))
+        )
+    )
     admin_conn.execute(
         "CREATE TRIGGER deadline_test_refuse BEFORE UPDATE ON orders.orders"
         " FOR EACH ROW EXECUTE FUNCTION public.deadline_test_refuse()"

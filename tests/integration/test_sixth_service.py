@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, pool
 
 from contracts.orders import OrderShipped
 from migrations import upgrade
+from saga_harness.logins import drop_login_roles
 from saga_runtime import (
     DatabaseSettings,
     Envelope,
@@ -81,6 +82,7 @@ def loyalty_database(infra) -> Iterator[DatabaseSettings]:  # type: ignore[no-un
     finally:
         with psycopg.connect(infra.admin_database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            drop_login_roles(conn, name, ["loyalty"])
 
 
 def shipped(order_id: str) -> Envelope:

@@ -19,8 +19,9 @@ import yaml
 
 from saga_harness.dotenv import SECRETS
 from saga_harness.infra.kafka import DEFAULT_KAFKA_VERSION
-from saga_runtime import composition_root
+from saga_runtime import composition_root, password_variable, relay_login
 from saga_system import SYSTEM
+from sagactl.cli import system_logins
 
 REPO = Path(__file__).resolve().parents[2]
 # From the definition: a service added there without its container fails here.
@@ -134,6 +135,24 @@ def test_every_secret_comes_from_the_env_file_and_goes_only_where_it_is_used() -
     assert "postgres:postgres@" not in raw_compose()
 
 
+def test_each_database_password_goes_to_its_login_and_the_migrate_job_only(
+    services: dict[str, Service],
+) -> None:
+    """A service gets its own login's password, a relay those of the outboxes' relays, the
+    migrate job all of them (it sets them); only it and the provider simulator get the
+    superuser's."""
+    holders = {
+        name: sorted(n for n, s in services.items() if SAMPLE_ENV[name] in str(s["environment"]))
+        for name in SECRETS
+        if name.startswith(("DATABASE_PASSWORD_", "POSTGRES_PASSWORD"))
+    }
+    for service in SYSTEM.names:
+        assert holders[password_variable(service)] == sorted(["migrate", service])
+        relay = password_variable(relay_login(service))
+        assert holders[relay] == ["migrate", "relay-a", "relay-b"]
+    assert holders["POSTGRES_PASSWORD"] == ["migrate", "postgres", "provider"]
+
+
 def test_two_relay_instances_for_active_and_hot_standby(services: dict[str, Service]) -> None:
     relays = [n for n, s in project(services).items() if argv(s) == ["sagactl", "relay"]]
     assert len(relays) == 2, relays
@@ -172,15 +191,18 @@ def test_project_containers_get_the_infra_addresses(services: dict[str, Service]
 def test_env_urls_point_at_the_compose_infra(services: dict[str, Service]) -> None:
     pg_env = environment(services["postgres"])
     kafka_env = environment(services["kafka"])
-    for service in project(services).values():
+    for name, service in project(services).items():
         env = environment(service)
         match = re.fullmatch(
-            r"postgresql://(\w+):([\w-]+)@postgres:5432/(\w+)", env["DATABASE_URL"]
+            r"postgresql://(?:(\w+):([\w-]+)@)?postgres:5432/(\w+)", env["DATABASE_URL"]
         )
         assert match, env["DATABASE_URL"]
+        # The superuser for the migrate job and the provider simulator; every other process
+        # logs in as its own role (no user in the URL: saga_runtime.db_logins).
+        admin = name in ("migrate", "provider")
         assert match.groups() == (
-            pg_env["POSTGRES_USER"],
-            pg_env["POSTGRES_PASSWORD"],
+            pg_env["POSTGRES_USER"] if admin else None,
+            pg_env["POSTGRES_PASSWORD"] if admin else None,
             pg_env["POSTGRES_DB"],
         )
         assert f"PLAINTEXT://{env['KAFKA_BOOTSTRAP_SERVERS']}" in kafka_env[
@@ -212,6 +234,8 @@ def test_every_env_var_compose_sets_is_read_by_the_code(services: dict[str, Serv
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings:
                 read |= env_names(obj)
+    # The login roles' passwords, which saga_runtime.db_logins reads.
+    read |= {password_variable(login) for login in system_logins()}
     for name, service in project(services).items():
         unknown = set(environment(service)) - read
         assert not unknown, f"{name} sets {sorted(unknown)}, which no settings class reads"

@@ -20,7 +20,10 @@ def test_a_services_own_tables_are_created_under_its_role_after_the_runtime_tabl
         "CREATE SCHEMA loyalty AUTHORIZATION loyalty",
         "SET LOCAL ROLE loyalty",
     ]
-    assert statements[-2:] == [own, "RESET ROLE"]
+    assert statements[-3:-1] == [own, "RESET ROLE"]
+    # Then the logins, as the admin: the service's own and its relay's, which own nothing.
+    assert "current_database() || '_loyalty'" in statements[-1]
+    assert "GRANT SELECT, UPDATE, DELETE ON loyalty.outbox TO %I', relay" in statements[-1]
     created = " ".join(statements)
     for table in ("loyalty.outbox", "loyalty.inbox", "loyalty.dead_letters"):
         assert f"CREATE TABLE {table} (" in created
