@@ -18,11 +18,13 @@ from saga_runtime import (
     Workers,
     configure_logging,
     get_logger,
+    metrics,
     producer_config,
     run_workers,
     verify_inbox_retention,
 )
 from saga_runtime.health import Probe
+from saga_runtime.metrics_http import MetricsServer
 from saga_system import SYSTEM
 
 log = get_logger(__name__)
@@ -74,6 +76,7 @@ def main(settings: RelayProcessSettings | None = None) -> int:
         SYSTEM.events_topics(settings.kafka.topic_prefix),
         InboxSettings().retention,
     )
+    metrics.set_enabled(settings.metrics_enabled)
     stop = threading.Event()
     workers = Workers()
     relays = build_relays(settings)
@@ -84,6 +87,9 @@ def main(settings: RelayProcessSettings | None = None) -> int:
             host=settings.health_host,
             port=settings.health_port,
         )
+    closers = [server.close] if server is not None else []
+    if settings.metrics_port:
+        closers.append(MetricsServer(host=settings.health_host, port=settings.metrics_port).close)
     log.info("relay.started", outboxes=settings.outboxes)
     return run_workers(
         workers,
@@ -96,5 +102,5 @@ def main(settings: RelayProcessSettings | None = None) -> int:
         ],
         name="relay",
         join_timeout=10,
-        closers=[server.close] if server is not None else [],
+        closers=closers,
     )

@@ -57,6 +57,7 @@ from saga_runtime.lifecycle import (
     run_service,
 )
 from saga_runtime.logs import configure_logging, get_logger
+from saga_runtime.metrics import saga_finished
 from saga_runtime.naming import (
     consumer_group,
     dead_letter_topic,
@@ -236,6 +237,7 @@ __all__ = [
     "require_scope",
     "run_service",
     "run_workers",
+    "saga_finished",
     "service_schema_statements",
     "stop_on_signals",
     "topic_retentions",

@@ -27,6 +27,7 @@ from uuid import uuid4
 
 from structlog.contextvars import bound_contextvars
 
+from saga_runtime import metrics
 from saga_runtime.backoff import Backoff
 from saga_runtime.db import is_transient_db_error
 from saga_runtime.effect_batch import BatchedSettlement
@@ -271,6 +272,17 @@ class EffectExecutor:
             log.warning("effect.settlement_interrupted", step=str(interrupted))
 
     def _call(self, effect: Effect, kind: EffectKind) -> EffectOutcome | Retry:
+        started = time.monotonic()
+        result = self._attempt(effect, kind)
+        metrics.effect_called(
+            self.effects.schema,
+            effect.kind,
+            "retry" if isinstance(result, Retry) else "ok" if result.ok else "failed",
+            time.monotonic() - started,
+        )
+        return result
+
+    def _attempt(self, effect: Effect, kind: EffectKind) -> EffectOutcome | Retry:
         try:
             return EffectOutcome(ok=True, result=kind.call(effect.request, effect.key))
         except CrashPointError:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from saga_runtime import metrics
 from saga_runtime.logs import configure_logging
 from saga_runtime.service import ServiceRuntime
 from saga_runtime.settings import ServiceSettings
@@ -99,6 +100,7 @@ def run_service(system: System, name: str, settings: ServiceSettings | None = No
     root = composition_root(system, name)
     settings = settings if settings is not None else root.Settings()
     configure_logging(settings.log, service=name)
+    metrics.set_enabled(settings.metrics_enabled)
     composition: Composition = root.compose(settings)
     runtime = build_runtime(system, name, settings, composition.dependencies)
     try:
@@ -111,7 +113,10 @@ def run_service(system: System, name: str, settings: ServiceSettings | None = No
                 composition.api(runtime), host=host, port=port, workers=workers
             )
         return runtime.run_consumer(
-            health_host=settings.health_host, health_port=settings.health_port, workers=workers
+            health_host=settings.health_host,
+            health_port=settings.health_port,
+            metrics_port=settings.metrics_port,
+            workers=workers,
         )
     finally:
         runtime.close()
