@@ -58,6 +58,7 @@ from saga_runtime.lifecycle import (
 )
 from saga_runtime.logs import configure_logging, get_logger
 from saga_runtime.metrics import saga_finished
+from saga_runtime.metrics_http import QueryGauge
 from saga_runtime.naming import (
     consumer_group,
     dead_letter_topic,
@@ -182,6 +183,7 @@ __all__ = [
     "Printable",
     "Problem",
     "ProducerFatalError",
+    "QueryGauge",
     "Reaction",
     "RelaySettings",
     "RetryPolicy",

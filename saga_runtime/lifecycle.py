@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import REGISTRY
+from prometheus_client.registry import Collector
+
 from saga_runtime import metrics
 from saga_runtime.logs import configure_logging
 from saga_runtime.service import ServiceRuntime
@@ -29,6 +32,10 @@ def _no_workers(_runtime: ServiceRuntime) -> Sequence[Worker]:
     return ()
 
 
+def _no_collectors(_runtime: ServiceRuntime) -> Sequence[Collector]:
+    return ()
+
+
 @dataclass
 class Composition:
     """What a composition root gives the runtime.
@@ -36,12 +43,15 @@ class Composition:
     ``dependencies`` are injected into the handlers by parameter name. ``api(runtime)``
     returns the ASGI app served on ``settings.host``/``settings.port`` (None: the service
     has no API and serves health on ``settings.health_port``). ``workers(runtime)`` are
-    watched threads run beside the consumers; ``closers`` run after the runtime closes.
+    watched threads run beside the consumers; ``collectors(runtime)`` add the service's own
+    metrics; ``closers`` run after the runtime closes.
     """
 
     dependencies: Mapping[str, object] = field(default_factory=dict)
     api: Callable[[ServiceRuntime], Any] | None = None
     workers: Callable[[ServiceRuntime], Sequence[Worker]] = _no_workers
+    # Metrics of the service's own (``saga_runtime.metrics_http.QueryGauge``), on /metrics.
+    collectors: Callable[[ServiceRuntime], Sequence[Collector]] = _no_collectors
     closers: Sequence[Callable[[], object]] = ()
 
 
@@ -103,6 +113,9 @@ def run_service(system: System, name: str, settings: ServiceSettings | None = No
     metrics.set_enabled(settings.metrics_enabled)
     composition: Composition = root.compose(settings)
     runtime = build_runtime(system, name, settings, composition.dependencies)
+    collectors = list(composition.collectors(runtime))
+    for collector in collectors:
+        REGISTRY.register(collector)
     try:
         workers = composition.workers(runtime)
         if composition.api is not None:
@@ -119,6 +132,8 @@ def run_service(system: System, name: str, settings: ServiceSettings | None = No
             workers=workers,
         )
     finally:
+        for collector in collectors:
+            REGISTRY.unregister(collector)
         runtime.close()
         for close in composition.closers:
             close()

@@ -33,7 +33,7 @@ from saga_runtime.logs import get_logger
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["MetricsServer", "OutboxBacklog", "add_metrics_routes"]
+__all__ = ["MetricsServer", "OutboxBacklog", "QueryGauge", "add_metrics_routes"]
 
 log = get_logger(__name__)
 
@@ -166,3 +166,41 @@ class OutboxBacklog(Collector):
         age.add_metric([self._schema], oldest)
         yield rows
         yield age
+
+
+class QueryGauge(Collector):
+    """A gauge a service defines by a query returning one number, read at each scrape
+    (e.g. sagas not final long after they began). Keep the query cheap: it runs every
+    scrape interval."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        name: str,
+        documentation: str,
+        query: str,
+        params: tuple[Any, ...] = (),
+        timeout: float = 2.0,
+    ) -> None:
+        self._pool = pool
+        self._name = name
+        self._documentation = documentation
+        self._query = query
+        self._params = params
+        self._timeout = timeout
+
+    def describe(self) -> list[Any]:
+        return []  # as ``OutboxBacklog``: no query on register
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The gauge, or nothing if the database does not answer now."""
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn:
+                row = conn.execute(self._query, self._params).fetchone()
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.debug("metrics.query_failed", metric=self._name, error=repr(exc))
+            return
+        yield GaugeMetricFamily(
+            self._name, self._documentation, value=float(row[0]) if row and row[0] else 0.0
+        )

@@ -70,6 +70,8 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
     # Where it serves /healthz and /readyz (http://host:port), if it does.
     health_url: str | None = None
+    # Where it serves Prometheus's /metrics (host:port), if it does.
+    metrics_address: str | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
@@ -140,6 +142,14 @@ class System:
     @property
     def mail_file(self) -> Path:
         return Path(self.env["SMTP_SINK_FILE"])
+
+    def metrics_targets(self) -> dict[str, str]:
+        """What Prometheus scrapes: process name -> ``host:port`` serving ``/metrics``."""
+        return {
+            name: process.metrics_address
+            for name, process in self.processes.items()
+            if process.metrics_address is not None
+        }
 
     def start(self, names: Iterable[str] | None = None) -> None:
         for name in names or self.processes:
@@ -300,6 +310,11 @@ def build_system(
             "smtp",
             *(f"relay-{n}" for n in range(relays)),
             *HEALTH_PORTED,
+            # /metrics of the processes without an HTTP API, on ports of their own.
+            *(
+                f"{name}-metrics"
+                for name in (*HEALTH_PORTED, *(f"relay-{n}" for n in range(relays)))
+            ),
         )
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGA_", "RELAY_", "AUTH_"))}
@@ -330,18 +345,22 @@ def build_system(
         RELAY_LOCK_RETRY_INTERVAL="0.5",
         DATABASE_POOL_MAX_SIZE="4",
         **{f"{name.upper()}_HEALTH_PORT": str(ports[name]) for name in HEALTH_PORTED},
+        **{f"{name.upper()}_METRICS_PORT": str(ports[f"{name}-metrics"]) for name in HEALTH_PORTED},
     )
     env.update(extra_env or {})
     system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
     base = [sys.executable, "-m", "sagactl"]
 
-    def add(name: str, argv: list[str], *, health: int | None, **more: str) -> None:
+    def add(
+        name: str, argv: list[str], *, health: int | None, metrics: int | None = None, **more: str
+    ) -> None:
         system.processes[name] = Process(
             name,
             argv,
             {**env, **more},
             log_dir / f"{name}.log",
             health_url=None if health is None else f"http://127.0.0.1:{health}",
+            metrics_address=None if metrics is None else f"127.0.0.1:{metrics}",
         )
 
     add("smtp-sink", [*base, "smtp-sink"], health=None)
@@ -352,11 +371,15 @@ def build_system(
             name,
             [*base, "relay"],
             health=ports[name],
+            metrics=ports[f"{name}-metrics"],
             RELAY_NAME=name,
             RELAY_HEALTH_PORT=str(ports[name]),
+            RELAY_METRICS_PORT=str(ports[f"{name}-metrics"]),
         )
     for service in SERVICES:
-        add(service, [*base, "run", service], health=ports[service])
+        # An API serves /metrics itself; the others on their metrics port.
+        metrics = ports[service] if service not in HEALTH_PORTED else ports[f"{service}-metrics"]
+        add(service, [*base, "run", service], health=ports[service], metrics=metrics)
     return system
 
 
