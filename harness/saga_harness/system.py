@@ -345,7 +345,6 @@ def build_system(
         RELAY_LOCK_RETRY_INTERVAL="0.5",
         DATABASE_POOL_MAX_SIZE="4",
         **{f"{name.upper()}_HEALTH_PORT": str(ports[name]) for name in HEALTH_PORTED},
-        **{f"{name.upper()}_METRICS_PORT": str(ports[f"{name}-metrics"]) for name in HEALTH_PORTED},
     )
     env.update(extra_env or {})
     system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
@@ -377,9 +376,19 @@ def build_system(
             RELAY_METRICS_PORT=str(ports[f"{name}-metrics"]),
         )
     for service in SERVICES:
-        # An API serves /metrics itself; the others on their metrics port.
-        metrics = ports[service] if service not in HEALTH_PORTED else ports[f"{service}-metrics"]
-        add(service, [*base, "run", service], health=ports[service], metrics=metrics)
+        if service not in HEALTH_PORTED:  # an API serves /metrics itself
+            add(service, [*base, "run", service], health=ports[service], metrics=ports[service])
+            continue
+        # The others on a metrics port, in their own environment only: a second process
+        # started from ``system.env`` (a test's) must not take the same port.
+        metrics = ports[f"{service}-metrics"]
+        add(
+            service,
+            [*base, "run", service],
+            health=ports[service],
+            metrics=metrics,
+            **{f"{service.upper()}_METRICS_PORT": str(metrics)},
+        )
     return system
 
 

@@ -86,9 +86,23 @@ def test_prometheus_scrapes_every_process_and_the_saga_shows(
         applied = values(
             prometheus, 'sum by (service) (saga_consumer_events_total{outcome="applied"})'
         )
-        return bool(finished) and set(applied) == set(SYSTEM.consumers())
+        calls = prometheus.query(
+            "/api/v1/query", query='sum by (kind) (saga_effect_calls_total{result="ok"})'
+        )["result"]
+        kinds = {item["metric"]["kind"] for item in calls}
+        return (
+            bool(finished)
+            and set(applied) == set(SYSTEM.consumers())
+            and kinds >= {"charge", "book", "email"}
+        )
 
     assert wait_until(shown, timeout=15)
+    placed = values(
+        prometheus, 'sum by (service) (saga_http_requests_total{route="/orders", status="202"})'
+    )
+    assert placed == {"orders": 1.0}
+    relayed = values(prometheus, "sum by (service) (saga_relay_publish_latency_seconds_count)")
+    assert relayed.get("orders", 0) >= 1
     active = values(prometheus, "max by (service) (saga_relay_active)")
     assert active == dict.fromkeys(SYSTEM.outboxes(), 1.0)
     backlog = values(prometheus, "saga_outbox_pending_rows")
