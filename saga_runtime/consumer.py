@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
@@ -124,6 +124,7 @@ class ConsumerRunner:
         self._clock = clock
         self._new_consumer = consumer
         self._lagging: list[tuple[str, int]] = []  # partitions whose lag gauge we set
+        self._rebalances = 0  # librdkafka's rebalance count, as last seen
         self._health = ConsumerHealth(stall_after=settings.stall_seconds, on_stats=self._on_stats)
         self._consumer = consumer(self._health.on_stats)
         self._next_health_check = 0.0
@@ -137,7 +138,10 @@ class ConsumerRunner:
             uow_factory=uow_factory, store=dead_letters, publisher=dead_letter_publisher
         )
         self._applier = MessageApplier(
-            handlers=self.handlers,
+            handlers={
+                event_type: metrics.timed_handler(service, event_type, handler)
+                for event_type, handler in self.handlers.items()
+            },
             side_effecting=self.side_effecting,
             uow_factory=uow_factory,
             inbox=inbox,
@@ -206,10 +210,19 @@ class ConsumerRunner:
             self.service, types, [o.value if o is not None else None for o in outcomes], seconds
         )
 
-    def _on_stats(self, stats: dict[str, object]) -> None:
+    def _on_stats(self, stats: dict[str, Any]) -> None:
         lags = metrics.lags_from_stats(stats)
         metrics.consumer_lag(self.service, lags, self._lagging)
         self._lagging = list(lags)
+        cgrp = stats.get("cgrp")
+        rebalances = cgrp.get("rebalance_cnt") if isinstance(cgrp, dict) else None
+        if isinstance(rebalances, int):
+            # librdkafka's count is per consumer: a renewed one starts again from 0.
+            metrics.consumer_rebalanced(
+                self.service,
+                rebalances - self._rebalances if rebalances >= self._rebalances else rebalances,
+            )
+            self._rebalances = rebalances
 
     def _check_health(self) -> None:
         now = time.monotonic()
@@ -244,6 +257,7 @@ class ConsumerRunner:
             log.warning("consumer.close_timed_out")
         self._health.reset()
         metrics.consumer_renewed(self.service)
+        self._rebalances = 0  # the new consumer counts from 0
         self._consumer = self._new_consumer(self._health.on_stats)
         self._consumer.subscribe(self.topics)
         log.info("consumer.renewed", topics=self.topics)

@@ -11,8 +11,9 @@ measures the instrumentation's cost with it).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -20,6 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "consumer_batch",
     "consumer_lag",
+    "consumer_rebalanced",
     "consumer_renewed",
     "effect_called",
     "enabled",
@@ -27,6 +29,7 @@ __all__ = [
     "relay_delivered",
     "saga_finished",
     "set_enabled",
+    "timed_handler",
 ]
 
 # Latency buckets from 5 ms to 2 min: a saga step takes milliseconds, a slow dependency or
@@ -49,6 +52,17 @@ CONSUMER_BATCH_SIZE = Histogram(
     "Messages per polled batch.",
     ["service"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+CONSUMER_HANDLER_SECONDS = Histogram(
+    "saga_consumer_handler_duration_seconds",
+    "Time in one event's handler (its reads and decisions; its writes go at the batch's flush).",
+    ["service", "event_type"],
+    buckets=_SECONDS,
+)
+CONSUMER_REBALANCES = Counter(
+    "saga_consumer_rebalances_total",
+    "Consumer group rebalances the service's consumers went through (librdkafka statistics).",
+    ["service"],
 )
 CONSUMER_LAG = Gauge(
     "saga_consumer_lag_messages",
@@ -165,6 +179,32 @@ def lags_from_stats(stats: Mapping[str, Any]) -> dict[tuple[str, int], int]:
             if isinstance(lag, int) and lag >= 0:
                 found[(topic, int(key))] = lag
     return found
+
+
+def timed_handler(
+    service: str, event_type: str, handler: Callable[..., None]
+) -> Callable[..., None]:
+    """``handler``, timed into ``saga_consumer_handler_duration_seconds`` (itself when metrics
+    are off: nothing is added to its calls)."""
+    if not _enabled:
+        return handler
+    histogram = CONSUMER_HANDLER_SECONDS.labels(service, event_type)
+    clock = time.perf_counter
+
+    def timed(*args: Any) -> None:
+        started = clock()
+        try:
+            handler(*args)
+        finally:
+            histogram.observe(clock() - started)
+
+    return timed
+
+
+def consumer_rebalanced(service: str, count: int) -> None:
+    """``count`` more rebalances."""
+    if _enabled and count > 0:
+        CONSUMER_REBALANCES.labels(service).inc(count)
 
 
 def consumer_renewed(service: str) -> None:

@@ -110,6 +110,20 @@ def test_the_consumer_counts_each_outcome_by_event_type_once_per_batch(recording
     assert exposed("saga_consumer_events_total", {"event_type": "Forged-123"}) is None
 
 
+def test_handlers_are_timed_per_handled_event_type_and_rebalances_counted(
+    recording: None,
+) -> None:
+    consumer = DrainingConsumer([typed(asked(n), n, "Asked") for n in range(3)])
+    consumer.stats = json.dumps({"cgrp": {"rebalance_cnt": 2}})
+    run(consumer, "metrics-f")
+    timed = value(
+        "saga_consumer_handler_duration_seconds_count", service="metrics-f", event_type="Asked"
+    )
+    assert timed == 3
+    # Reported at every poll, counted once: the count is librdkafka's running total.
+    assert value("saga_consumer_rebalances_total", service="metrics-f") == 2
+
+
 def test_consumer_lag_follows_the_partitions_the_consumer_holds(recording: None) -> None:
     def stats(lags: dict[int, int]) -> str:
         partitions: dict[str, Any] = {str(p): {"consumer_lag": lag} for p, lag in lags.items()}
