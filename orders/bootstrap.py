@@ -9,8 +9,16 @@ from fastapi import FastAPI
 
 from orders.api import create_app
 from orders.deadline import run_sweeper
+from orders.repository import STUCK_ORDERS
 from orders.settings import OrdersSettings
-from saga_runtime import Composition, ServiceRuntime, TokenVerifier, Worker, build_runtime
+from saga_runtime import (
+    Composition,
+    QueryGauge,
+    ServiceRuntime,
+    TokenVerifier,
+    Worker,
+    build_runtime,
+)
 
 Settings = OrdersSettings
 
@@ -37,10 +45,24 @@ def api(runtime: ServiceRuntime, settings: OrdersSettings) -> FastAPI:
     return create_app(runtime.uow_factory, TokenVerifier.from_settings(settings.auth))
 
 
+def stuck(runtime: ServiceRuntime, settings: OrdersSettings) -> list[QueryGauge]:
+    """``saga_stuck_sagas``: orders not final ``stuck_after`` seconds after they were placed."""
+    return [
+        QueryGauge(
+            runtime.pool,
+            name="saga_stuck_sagas",
+            documentation=f"Orders not final {settings.stuck_after_seconds:g} s after placed.",
+            query=STUCK_ORDERS,
+            params=(settings.stuck_after_seconds,),
+        )
+    ]
+
+
 def compose(settings: OrdersSettings) -> Composition:
     return Composition(
         api=partial(api, settings=settings),
         workers=lambda runtime: [sweeper(runtime, settings)],
+        collectors=partial(stuck, settings=settings),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from contracts.orders import Address, OrderLine
 from contracts.payments import PaymentFailed, PaymentSucceeded
@@ -17,7 +18,7 @@ from contracts.stock import StockReservationFailed, StockReserved
 from orders import domain
 from orders.domain import Order, OrderStateError, PricedLine
 from orders.repository import ORDERS, OrderRepository, record_timeline
-from saga_runtime import Envelope, Event, UnitOfWork, get_logger
+from saga_runtime import Envelope, Event, UnitOfWork, get_logger, saga_finished
 
 log = get_logger(__name__)
 
@@ -33,6 +34,10 @@ class IdempotencyKeyReused(Exception):
 def _commit(uow: UnitOfWork, before: Order | None, after: Order, events: list[Event]) -> None:
     if before is not None and after != before:
         ORDERS.save(uow, after)
+        if after.status in domain.FINAL and before.status not in domain.FINAL:
+            seconds = (datetime.now(UTC) - after.created_at).total_seconds()
+            reason = after.reason_code or "completed"
+            uow.committed.append(partial(saga_finished, after.status, reason, seconds))
     for event in events:
         emitted = uow.emit(event, aggregate_id=after.id, correlation_id=after.correlation_id)
         uow.defer(record_timeline, emitted)

@@ -200,3 +200,10 @@ ORDERS: AggregateStates[Order] = AggregateStates(
     "orders.orders", load_many=load_orders, save_many=save_orders, key=lambda order: order.id
 )
 """Orders as handlers read and change them: per batch of events, not per event."""
+
+
+# Orders not final this many seconds (the parameter) after they were placed.
+STUCK_ORDERS = (
+    "SELECT count(*) FROM orders.orders WHERE status IN ('PENDING', 'APPROVED')"
+    " AND created_at < now() - make_interval(secs => %s)"
+)

@@ -21,6 +21,10 @@ class OrdersSettings(ServiceSettings):
         default=60.0, validation_alias=AliasChoices("ORDERS_PENDING_TIMEOUT", "pending_timeout")
     )
     deadline_check_interval: PositiveFloat = 2.0
+    # An order not final this long after it was placed counts as stuck (``saga_stuck_sagas``).
+    stuck_after_seconds: PositiveFloat = Field(
+        default=300.0, validation_alias=AliasChoices("ORDERS_STUCK_AFTER", "stuck_after")
+    )
     # One consumer: its batches read and write per batch, so a second thread only splits
     # them (measured: 88 -> 77 ms of CPU per saga with one for orders and stock).
     consumers: PositiveInt = 1

@@ -19,12 +19,14 @@ from saga_runtime import (
     configure_logging,
     events_topic,
     get_logger,
+    metrics,
     producer_config,
     relay_login,
     run_workers,
     verify_inbox_retention,
 )
 from saga_runtime.health import Probe
+from saga_runtime.metrics_http import MetricsServer
 from saga_runtime.tracing import configure_tracing
 from saga_system import SYSTEM
 
@@ -83,6 +85,7 @@ def main(settings: RelayProcessSettings | None = None) -> int:
             [events_topic(p, kafka.topic_prefix) for p in SYSTEM.subscriptions(outbox)],
             InboxSettings().retention,
         )
+    metrics.set_enabled(settings.metrics_enabled)
     stop = threading.Event()
     workers = Workers()
     relays = build_relays(settings)
@@ -93,6 +96,9 @@ def main(settings: RelayProcessSettings | None = None) -> int:
             host=settings.health_host,
             port=settings.health_port,
         )
+    closers = [server.close] if server is not None else []
+    if settings.metrics_port:
+        closers.append(MetricsServer(host=settings.health_host, port=settings.metrics_port).close)
     log.info("relay.started", outboxes=settings.outboxes)
     return run_workers(
         workers,
@@ -105,5 +111,5 @@ def main(settings: RelayProcessSettings | None = None) -> int:
         ],
         name="relay",
         join_timeout=10,
-        closers=[server.close] if server is not None else [],
+        closers=closers,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from saga_runtime import DatabaseSettings, KafkaSettings, LogSettings, RelaySettings
@@ -26,6 +26,12 @@ class RelayProcessSettings(BaseSettings):
     # make the second one fail. ``./dev up`` gives them 8030 and 8031, compose 8030 each.
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=0, ge=0, le=65535)
+    # Prometheus's /metrics on a port of its own (``RELAY_METRICS_PORT``, on ``health_host``);
+    # 0: none, for the same reason as the health port.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("METRICS_ENABLED", "metrics_enabled")
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     # On a secured broker each outbox is published as a principal of its own,
     # ``relay-<outbox>``, the only one that may write the outbox's events topic:

@@ -78,6 +78,8 @@ if TYPE_CHECKING:
         run_service,
     )
     from saga_runtime.logs import configure_logging, get_logger
+    from saga_runtime.metrics import saga_finished
+    from saga_runtime.metrics_http import QueryGauge
     from saga_runtime.naming import (
         consumer_group,
         dead_letter_topic,
@@ -206,6 +208,7 @@ __all__ = [
     "Printable",
     "Problem",
     "ProducerFatalError",
+    "QueryGauge",
     "Reaction",
     "RelaySettings",
     "RetryPolicy",
@@ -266,6 +269,7 @@ __all__ = [
     "require_scope",
     "run_service",
     "run_workers",
+    "saga_finished",
     "service_schema_statements",
     "set_login_passwords",
     "stop_on_signals",

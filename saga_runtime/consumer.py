@@ -10,17 +10,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
+from saga_runtime import metrics
 from saga_runtime.backoff import Backoff
 from saga_runtime.consumer_apply import Alone, Handler, MessageApplier, OneByOne, Outcome
 from saga_runtime.consumer_dead_letter import DeadLettering
 from saga_runtime.consumer_health import ConsumerHealth, StatsCallback
-from saga_runtime.consumer_messages import position
+from saga_runtime.consumer_messages import header, position
 from saga_runtime.consumer_retry import TRANSIENT, RetryBudget
 from saga_runtime.dead_letters import DeadLetterPublisher, DeadLetterStore
+from saga_runtime.envelope import HEADER_EVENT_TYPE
 from saga_runtime.faults import crash_point
 from saga_runtime.inbox import Inbox
 from saga_runtime.logs import get_logger
@@ -125,7 +127,9 @@ class ConsumerRunner:
         self.side_effecting = frozenset(side_effecting)
         self._clock = clock
         self._new_consumer = consumer
-        self._health = ConsumerHealth(stall_after=settings.stall_seconds)
+        self._lagging: list[tuple[str, int]] = []  # partitions whose lag gauge we set
+        self._rebalances = 0  # librdkafka's rebalance count, as last seen
+        self._health = ConsumerHealth(stall_after=settings.stall_seconds, on_stats=self._on_stats)
         self._consumer = consumer(self._health.on_stats)
         self._next_health_check = 0.0
         self._settings = settings
@@ -138,7 +142,10 @@ class ConsumerRunner:
             uow_factory=uow_factory, store=dead_letters, publisher=dead_letter_publisher
         )
         self._applier = MessageApplier(
-            handlers=self.handlers,
+            handlers={
+                event_type: metrics.timed_handler(service, event_type, handler)
+                for event_type, handler in self.handlers.items()
+            },
             side_effecting=self.side_effecting,
             uow_factory=uow_factory,
             inbox=inbox,
@@ -183,10 +190,44 @@ class ConsumerRunner:
                 if self._settings.batch_size > 1:
                     # Whatever else is already fetched; never waits for more.
                     batch += self._consumer.consume(self._settings.batch_size - 1, 0)
-                self.process_batch(batch)
+                started = self._clock()
+                outcomes = self.process_batch(batch)
+                self._count(batch, outcomes, self._clock() - started)
         finally:
             self._consumer.close()
             log.info("consumer.stopped")
+
+    def _count(
+        self, batch: Sequence[Message], outcomes: Sequence[Outcome | None], seconds: float
+    ) -> None:
+        """The batch's metrics: ``outcomes`` are those of its messages without a Kafka error,
+        in order (a prefix of them, when the rest was rewound)."""
+        if not metrics.enabled():
+            return
+        types = [
+            event_type
+            if (event_type := header(msg, HEADER_EVENT_TYPE)) in self.handlers
+            else "other"
+            for msg in batch
+            if msg.error() is None
+        ]
+        metrics.consumer_batch(
+            self.service, types, [o.value if o is not None else None for o in outcomes], seconds
+        )
+
+    def _on_stats(self, stats: dict[str, Any]) -> None:
+        lags = metrics.lags_from_stats(stats)
+        metrics.consumer_lag(self.service, lags, self._lagging)
+        self._lagging = list(lags)
+        cgrp = stats.get("cgrp")
+        rebalances = cgrp.get("rebalance_cnt") if isinstance(cgrp, dict) else None
+        if isinstance(rebalances, int):
+            # librdkafka's count is per consumer: a renewed one starts again from 0.
+            metrics.consumer_rebalanced(
+                self.service,
+                rebalances - self._rebalances if rebalances >= self._rebalances else rebalances,
+            )
+            self._rebalances = rebalances
 
     def _check_health(self) -> None:
         now = time.monotonic()
@@ -220,6 +261,8 @@ class ConsumerRunner:
         if closing.is_alive():
             log.warning("consumer.close_timed_out")
         self._health.reset()
+        metrics.consumer_renewed(self.service)
+        self._rebalances = 0  # the new consumer counts from 0
         self._consumer = self._new_consumer(self._health.on_stats)
         self._consumer.subscribe(self.topics)
         log.info("consumer.renewed", topics=self.topics)

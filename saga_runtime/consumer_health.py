@@ -25,8 +25,16 @@ StatsCallback = Callable[[str], None]
 class ConsumerHealth:
     """Reads librdkafka statistics (``stats_cb``); says when the consumer has stalled."""
 
-    def __init__(self, *, stall_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        stall_after: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_stats: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._stall_after = stall_after
+        # Also given the parsed statistics (the metrics' consumer lag): parsed once for both.
+        self._listener = on_stats
         self._clock = clock
         self._group: tuple[str, str] | None = None  # (state, join_state); None: no stats yet
         self._fetch: dict[tuple[str, int], str] = {}
@@ -44,6 +52,8 @@ class ConsumerHealth:
         if isinstance(cgrp, dict):
             self._group = (str(cgrp.get("state")), str(cgrp.get("join_state")))
         self._fetch = dict(_fetch_states(stats))
+        if self._listener is not None and isinstance(stats, dict):
+            self._listener(stats)
 
     def problem(self, assigned: Iterable[tuple[str, int]]) -> str | None:
         """What keeps the consumer from progressing now, per the last statistics (or None)."""

@@ -33,7 +33,7 @@ from uuid import uuid4
 
 from structlog.contextvars import bound_contextvars
 
-from saga_runtime import tracing
+from saga_runtime import metrics, tracing
 from saga_runtime.backoff import Backoff
 from saga_runtime.db import is_transient_db_error
 from saga_runtime.effect_batch import BatchedSettlement
@@ -300,6 +300,17 @@ class EffectExecutor:
             log.warning("effect.settlement_interrupted", step=str(interrupted))
 
     def _call(self, effect: Effect, kind: EffectKind) -> EffectOutcome | Retry:
+        started = time.monotonic()
+        result = self._attempt(effect, kind)
+        metrics.effect_called(
+            self.effects.schema,
+            effect.kind,
+            "retry" if isinstance(result, Retry) else "ok" if result.ok else "failed",
+            time.monotonic() - started,
+        )
+        return result
+
+    def _attempt(self, effect: Effect, kind: EffectKind) -> EffectOutcome | Retry:
         try:
             with tracing.span(
                 f"call {effect.kind}",

@@ -15,6 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import REGISTRY
+from prometheus_client.registry import Collector
+
+from saga_runtime import metrics
 from saga_runtime.logs import configure_logging
 from saga_runtime.service import ServiceRuntime
 from saga_runtime.settings import ServiceSettings
@@ -29,6 +33,10 @@ def _no_workers(_runtime: ServiceRuntime) -> Sequence[Worker]:
     return ()
 
 
+def _no_collectors(_runtime: ServiceRuntime) -> Sequence[Collector]:
+    return ()
+
+
 @dataclass
 class Composition:
     """What a composition root gives the runtime.
@@ -36,12 +44,15 @@ class Composition:
     ``dependencies`` are injected into the handlers by parameter name. ``api(runtime)``
     returns the ASGI app served on ``settings.host``/``settings.port`` (None: the service
     has no API and serves health on ``settings.health_port``). ``workers(runtime)`` are
-    watched threads run beside the consumers; ``closers`` run after the runtime closes.
+    watched threads run beside the consumers; ``collectors(runtime)`` add the service's own
+    metrics; ``closers`` run after the runtime closes.
     """
 
     dependencies: Mapping[str, object] = field(default_factory=dict)
     api: Callable[[ServiceRuntime], Any] | None = None
     workers: Callable[[ServiceRuntime], Sequence[Worker]] = _no_workers
+    # Metrics of the service's own (``saga_runtime.metrics_http.QueryGauge``), on /metrics.
+    collectors: Callable[[ServiceRuntime], Sequence[Collector]] = _no_collectors
     closers: Sequence[Callable[[], object]] = ()
 
 
@@ -107,8 +118,12 @@ def run_service(system: System, name: str, settings: ServiceSettings | None = No
     settings = settings if settings is not None else root.Settings()
     configure_logging(settings.log, service=name)
     configure_tracing(name)
+    metrics.set_enabled(settings.metrics_enabled)
     composition: Composition = root.compose(settings)
     runtime = build_runtime(system, name, settings, composition.dependencies)
+    collectors = list(composition.collectors(runtime))
+    for collector in collectors:
+        REGISTRY.register(collector)
     try:
         workers = composition.workers(runtime)
         if composition.api is not None:
@@ -119,9 +134,14 @@ def run_service(system: System, name: str, settings: ServiceSettings | None = No
                 composition.api(runtime), host=host, port=port, workers=workers
             )
         return runtime.run_consumer(
-            health_host=settings.health_host, health_port=settings.health_port, workers=workers
+            health_host=settings.health_host,
+            health_port=settings.health_port,
+            metrics_port=settings.metrics_port,
+            workers=workers,
         )
     finally:
+        for collector in collectors:
+            REGISTRY.unregister(collector)
         runtime.close()
         for close in composition.closers:
             close()

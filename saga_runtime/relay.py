@@ -16,6 +16,7 @@ import psycopg
 from confluent_kafka import Producer
 from psycopg import sql
 
+from saga_runtime import metrics
 from saga_runtime.backoff import Backoff
 from saga_runtime.db import TRANSIENT_DB_ERRORS, connect
 from saga_runtime.db_logins import relay_login
@@ -122,6 +123,7 @@ class OutboxRelay:
         self._purge = Purge(schema=self.schema, settings=settings, lease=self._lease)
         # Whether the broker acknowledged anything during the current leadership.
         self._term_delivered = False
+        metrics.relay_active(self.schema, False)
 
     @property
     def is_leader(self) -> bool:
@@ -166,6 +168,7 @@ class OutboxRelay:
                 self._is_standby.clear()
                 if self._is_leader.is_set():
                     self._is_leader.clear()
+                    metrics.relay_active(self.schema, False)
                     log.info("relay.leadership_released", outbox=self.schema)
             if holdoff:
                 stop.wait(holdoff)
@@ -191,6 +194,7 @@ class OutboxRelay:
             if row and row[0]:
                 self._is_standby.clear()
                 self._is_leader.set()
+                metrics.relay_active(self.schema, True)
                 log.info("relay.leadership_acquired", outbox=self.schema)
                 return True
             self._is_standby.set()

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from prometheus_client import REGISTRY
 from psycopg_pool import ConnectionPool
 
 from saga_runtime import tracing
@@ -20,6 +21,7 @@ from saga_runtime.effects import EffectKind, Effects
 from saga_runtime.health import DatabaseProbe, Health, HealthServer, Probe, add_health_routes
 from saga_runtime.inbox import Inbox
 from saga_runtime.kafka import consumer_config, producer_config
+from saga_runtime.metrics_http import MetricsServer, OutboxBacklog, add_metrics_routes
 from saga_runtime.naming import consumer_group, dead_letter_topic, events_topic
 from saga_runtime.outbox import Outbox
 from saga_runtime.settings import (
@@ -130,6 +132,9 @@ class ServiceRuntime:
             )
         runtime.wakeup = wakeup
         runtime._closers.append(wakeup)
+        backlog = OutboxBacklog(pool, schema=service)
+        REGISTRY.register(backlog)
+        runtime._closers.append(partial(REGISTRY.unregister, backlog))
         if handlers and subscribes_to:
             settings = consumer or ConsumerSettings()
             runtime.ready_grace = settings.ready_grace
@@ -206,6 +211,7 @@ class ServiceRuntime:
         workers: Sequence[Worker] = (),
         health_host: str = "127.0.0.1",
         health_port: int = 0,
+        metrics_port: int = 0,
     ) -> int:
         """Consume until SIGTERM/SIGINT, or until a worker thread dies; the exit code.
 
@@ -214,7 +220,8 @@ class ServiceRuntime:
         and ``/readyz`` on that port. On SIGTERM the current messages finish and
         commit and the consumers leave the group (0). A worker that raises or
         returns unasked stops all the others the same way, and the exit code is
-        1, so the supervisor starts the service again.
+        1, so the supervisor starts the service again. ``metrics_port`` (0: none) serves
+        Prometheus's ``/metrics`` on ``health_host``.
         """
         if self.runner is None:
             raise RuntimeError(f"service {self.service} has no handlers to consume with")
@@ -222,6 +229,9 @@ class ServiceRuntime:
         server: HealthServer | None = None
         if health_port:
             server = HealthServer(self.health(watched), host=health_host, port=health_port)
+        closers = [server.close] if server is not None else []
+        if metrics_port:
+            closers.append(MetricsServer(host=health_host, port=metrics_port).close)
         return run_workers(
             watched,
             [
@@ -232,7 +242,7 @@ class ServiceRuntime:
             name="service",
             on_signal=self.stop_consumers,
             install_signal_handlers=install_signal_handlers,
-            closers=[server.close] if server is not None else [],
+            closers=closers,
         )
 
     def stop_consumers(self) -> None:
@@ -247,7 +257,7 @@ class ServiceRuntime:
     ) -> int:
         """Serve ``app`` with uvicorn in this thread, consume on worker threads; the exit code.
 
-        ``app`` also gets ``/healthz`` and ``/readyz``. uvicorn owns the signals: on
+        ``app`` also gets ``/healthz``, ``/readyz`` and ``/metrics``. uvicorn owns the signals: on
         SIGTERM/SIGINT it drains HTTP requests, then the consumers finish their
         current messages and leave the group (0). A worker thread that dies stops
         uvicorn the same way and the exit code is 1, so the supervisor restarts the
@@ -272,6 +282,7 @@ class ServiceRuntime:
         watched = self._watch(on_failure=on_failure)
         add_health_routes(app, self.health(watched))
         tracing.trace_requests(app)
+        add_metrics_routes(app, service=self.service)
         # uvicorn takes SIGTERM/SIGINT while it serves, then puts these back and raises
         # the signal again: without them that second SIGTERM would kill the process
         # before the consumers finish their messages and leave the group.
@@ -309,6 +320,8 @@ class ServiceRuntime:
             close = getattr(closer, "close", None)
             if close is not None:
                 close()
+            elif callable(closer):
+                closer()
         self.pool.close()
 
 

@@ -295,3 +295,11 @@ class ServiceSettings(BaseSettings):
     # services without an HTTP API (those with one serve them on it); 0: none.
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=0, ge=0, le=65535)
+    # Prometheus's /metrics on a port of its own (``<SERVICE>_METRICS_PORT``), for services
+    # without an HTTP API (those with one serve it on it), on ``health_host``; 0: none.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # ``METRICS_ENABLED=false`` records nothing (the endpoints stay, their counters at 0):
+    # for measuring what the instrumentation costs.
+    metrics_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("METRICS_ENABLED", "metrics_enabled")
+    )

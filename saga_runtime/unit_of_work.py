@@ -53,6 +53,8 @@ class UnitOfWork:
     _deferred: dict[Callable[[psycopg.Connection, list[Any]], object], list[Any]] = field(
         default_factory=dict
     )
+    # Called once the transaction committed (never if it rolls back): counting what happened.
+    committed: list[Callable[[], object]] = field(default_factory=list)
 
     def defer(self, writer: Callable[[psycopg.Connection, list[Any]], object], row: Any) -> None:
         """Queue ``row`` for ``writer``, which gets every row queued for it, in order, in one
@@ -177,6 +179,8 @@ class UnitOfWorkFactory:
                 )
                 yield uow
                 uow.flush()
+            for callback in uow.committed:
+                callback()
             if uow.emitted and self.wakeup is not None:
                 self.wakeup.poke()
             if uow.requested and self.effects is not None:

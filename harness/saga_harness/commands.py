@@ -125,6 +125,12 @@ def _kafka_logins(
 def cmd_up(args: argparse.Namespace) -> int:
     from saga_harness.infra import stop_stack
     from saga_harness.kafka_logins import relay_login, service_login
+    from saga_harness.monitoring import (
+        RELAY_METRICS_PORTS,
+        metrics_env,
+        prometheus_spec,
+        service_metrics_targets,
+    )
     from saga_harness.supervisor import ProcessSpec, Supervisor
 
     missing = missing_secrets(os.environ)
@@ -151,6 +157,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     env.setdefault(
         "CONSUMER_GROUP_INSTANCE_ID", os.environ.get("CONSUMER_GROUP_INSTANCE_ID", "dev")
     )
+    env.update(metrics_env(os.environ))
     base = [sys.executable, "-m", "sagactl"]
     specs = [
         ProcessSpec(name="smtp-sink", argv=[*base, "smtp-sink"], env=env),
@@ -161,7 +168,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             health_url=_port_url("PROVIDER_PORT", 8010),
         ),
     ]
-    # Two relays on one host: a health port each.
+    # Two relays on one host: a health port and a metrics port each.
+    relays = list(zip("ab"[: args.relays], (8030, 8031), RELAY_METRICS_PORTS, strict=False))
     specs += [
         ProcessSpec(
             name=f"relay-{n}",
@@ -171,10 +179,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "RELAY_NAME": f"relay-{n}",
                 "RELAY_HEALTH_PORT": str(port),
                 **(relay_login(SYSTEM, passwords) if passwords else {}),
+                "RELAY_METRICS_PORT": str(metrics),
             },
             health_url=f"http://127.0.0.1:{port}",
         )
-        for n, port in zip("ab"[: args.relays], (8030, 8031), strict=False)
+        for n, port, metrics in relays
     ]
     services = SYSTEM.names
     specs += [
@@ -186,6 +195,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         for s in services
     ]
+    targets = {
+        **service_metrics_targets(env),
+        **{f"relay-{n}": f"127.0.0.1:{metrics}" for n, _port, metrics in relays},
+    }
+    prometheus = prometheus_spec(state_dir, targets)
+    specs += [prometheus] if prometheus is not None else []
     log_dir = state_dir / "logs"
     supervisor = Supervisor(specs, log_dir=log_dir, state_dir=state_dir)
     print(f"sagactl: running {', '.join(s.name for s in specs)}; logs in {log_dir}; Ctrl-C stops")

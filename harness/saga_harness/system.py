@@ -76,6 +76,8 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
     # Where it serves /healthz and /readyz (http://host:port), if it does.
     health_url: str | None = None
+    # Where it serves Prometheus's /metrics (host:port), if it does.
+    metrics_address: str | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
@@ -146,6 +148,14 @@ class System:
     @property
     def mail_file(self) -> Path:
         return Path(self.env["SMTP_SINK_FILE"])
+
+    def metrics_targets(self) -> dict[str, str]:
+        """What Prometheus scrapes: process name -> ``host:port`` serving ``/metrics``."""
+        return {
+            name: process.metrics_address
+            for name, process in self.processes.items()
+            if process.metrics_address is not None
+        }
 
     def start(self, names: Iterable[str] | None = None) -> None:
         for name in names or self.processes:
@@ -319,6 +329,11 @@ def build_system(
             "smtp",
             *(f"relay-{n}" for n in range(relays)),
             *HEALTH_PORTED,
+            # /metrics of the processes without an HTTP API, on ports of their own.
+            *(
+                f"{name}-metrics"
+                for name in (*HEALTH_PORTED, *(f"relay-{n}" for n in range(relays)))
+            ),
         )
     }
     # Secrets of its own below: none inherited (a test session's database passwords neither).
@@ -357,10 +372,18 @@ def build_system(
     system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
     base = [sys.executable, "-m", "sagactl"]
 
-    def add(name: str, argv: list[str], *, health: int | None, **more: str) -> None:
+    def add(
+        name: str,
+        argv: list[str],
+        *,
+        health: int | None,
+        metrics: int | None = None,
+        service: str | None = None,
+        **more: str,
+    ) -> None:
         # As in production: services and relays log in as their own roles, with only their
-        # own passwords; the simulators keep the admin's URL.
-        logins = passwords_for(name, passwords)
+        # own passwords; the simulators keep the admin's URL. A replica logs in as its service.
+        logins = passwords_for(service or name, passwords)
         url = {"DATABASE_URL": without_user(database_url)} if logins else {}
         system.processes[name] = Process(
             name,
@@ -368,6 +391,7 @@ def build_system(
             {**env, **logins, **url, **more},
             log_dir / f"{name}.log",
             health_url=None if health is None else f"http://127.0.0.1:{health}",
+            metrics_address=None if metrics is None else f"127.0.0.1:{metrics}",
         )
 
     add("smtp-sink", [*base, "smtp-sink"], health=None)
@@ -378,18 +402,31 @@ def build_system(
             name,
             [*base, "relay"],
             health=ports[name],
+            metrics=ports[f"{name}-metrics"],
             RELAY_NAME=name,
             RELAY_HEALTH_PORT=str(ports[name]),
             **logins.get("relay", {}),
+            RELAY_METRICS_PORT=str(ports[f"{name}-metrics"]),
         )
     for service in SERVICES:
         login = logins.get(service, {})
-        add(service, [*base, "run", service], health=ports[service], **login)
-        for n in range(2, (replicas or {}).get(service, 1) + 1):
-            replica = f"{service}-{n}"
-            ports[replica] = free_port()
-            more = _replica_env(service, n, ports[replica], env)
-            add(replica, [*base, "run", service], health=ports[replica], **login, **more)
+        for n in range(1, (replicas or {}).get(service, 1) + 1):
+            name = service if n == 1 else f"{service}-{n}"
+            more = dict(login)
+            if n > 1:
+                ports[name] = free_port()
+                more.update(_replica_env(service, n, ports[name], env))
+            if service in HEALTH_PORTED:
+                # A metrics port of its own, in its own environment only: a second process
+                # started from ``system.env`` (a test's) must not take the same port.
+                if n > 1:
+                    ports[f"{name}-metrics"] = free_port()
+                metrics = ports[f"{name}-metrics"]
+                more[f"{service.upper()}_METRICS_PORT"] = str(metrics)
+            else:  # an API serves /metrics itself
+                metrics = ports[name]
+            argv = [*base, "run", service]
+            add(name, argv, health=ports[name], metrics=metrics, service=service, **more)
     return system
 
 

@@ -351,3 +351,28 @@ def test_every_process_container_is_health_checked_on_the_port_it_serves_readyz(
         checked += 1
     assert checked == len(SERVICE_PACKAGES) + 3  # the services, two relays, the provider
     assert len(set(served.values())) == len(served), "two processes on one port"
+
+
+def test_compose_prometheus_scrapes_every_process_of_the_product_where_it_serves_metrics(
+    services: dict[str, Service],
+) -> None:
+    """Each service and relay container is a target of compose's Prometheus, at its API
+    port or at the metrics port it is given (on an address another container reaches)."""
+    prometheus = services["prometheus"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
+    config = yaml.safe_load((REPO / mounted["/etc/prometheus/prometheus.yml"]).read_text())
+    assert (REPO / mounted["/etc/prometheus/rules.yml"]) == REPO / "deploy/prometheus/rules.yml"
+    targets = {
+        job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]
+    }
+    product = {
+        name: s for name, s in project(services).items() if argv(s)[1:2] in (["run"], ["relay"])
+    }
+    assert set(targets) == set(product)
+    for name, service in product.items():
+        env = environment(service)
+        prefix = "RELAY" if argv(service) == ["sagactl", "relay"] else name.upper()
+        port = env.get(f"{prefix}_METRICS_PORT") or str(PUBLISHED_PORTS[name])
+        assert targets[name] == f"{name}:{port}"
+        if f"{prefix}_METRICS_PORT" in env:
+            assert env[f"{prefix}_HEALTH_HOST"] == "0.0.0.0", name

@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import REGISTRY
 
 from saga_runtime import DatabaseSettings, OutboxRelay, ProducerFatalError, RelaySettings
 
 ROWS = [
-    (n, "orders.events", "order-1", f'{{"n": {n}}}', f"e{n}", "Numbered", "c1", None)
+    # The last two columns: the envelope's traceparent, the row's age when selected (s).
+    (n, "orders.events", "order-1", f'{{"n": {n}}}', f"e{n}", "Numbered", "c1", None, 0.01)
     for n in (1, 2, 3)
 ]
 
@@ -115,3 +117,30 @@ def test_a_row_the_broker_refuses_for_itself_is_still_marked_failed():
     assert (result.published, result.failed) == (2, 1)
     marked_failed = [params for statement, params in session.writes if "failed_at" in statement]
     assert [params[1] for params in marked_failed] == [2]
+
+
+def test_metrics_count_each_acknowledged_row_with_its_latency_and_each_refused_one():
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"service": "orders"}) or 0.0
+
+    before = {
+        name: sample(name)
+        for name in (
+            "saga_relay_rows_published_total",
+            "saga_relay_rows_failed_total",
+            "saga_relay_publish_latency_seconds_count",
+            "saga_relay_publish_latency_seconds_sum",
+        )
+    }
+    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    producer = FakeProducer(report=lambda n: too_large if n == 2 else None)
+    relay().publish_batch(FakeSession(), producer, threading.Event())  # type: ignore[arg-type]
+
+    def grew(name: str) -> float:
+        return sample(name) - before[name]
+
+    assert grew("saga_relay_rows_published_total") == 2
+    assert grew("saga_relay_rows_failed_total") == 1
+    assert grew("saga_relay_publish_latency_seconds_count") == 2
+    # Each row's age when selected (0.01 s), plus the time until its ack.
+    assert grew("saga_relay_publish_latency_seconds_sum") >= 0.02
