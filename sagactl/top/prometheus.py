@@ -44,9 +44,11 @@ def _seconds(window: str) -> float:
 class PrometheusSource:
     """Prometheus's HTTP API at ``url`` (``http://host:9190``)."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url, timeout=timeout)
+        self._client = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
 
     @property
     def description(self) -> str:

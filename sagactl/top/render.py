@@ -21,12 +21,14 @@ OLD_OUTBOX_ROW_S = 30.0
 ERROR_RATIO = 0.2
 
 
-def number(value: float | None, unit: str = "", *, digits: int = 1) -> str:
-    """``value`` for the screen: ``—`` when unknown, whole numbers without decimals."""
+def number(value: float | None, unit: str = "", *, digits: int | None = None) -> str:
+    """``value`` for the screen: ``—`` when unknown; ``digits`` decimals (a rate), or a count
+    without decimals when it is whole."""
     if value is None:
         return MISSING
-    text = f"{value:.0f}" if float(value).is_integer() else f"{value:.{digits}f}"
-    return f"{text}{unit}"
+    if digits is None:
+        digits = 0 if float(value).is_integer() else 1
+    return f"{value:.{digits}f}{unit}"
 
 
 def seconds(value: float | None) -> str:
