@@ -69,14 +69,27 @@ def _sagas(snapshot: Snapshot) -> Text:
     )
 
 
+def _reasons(snapshot: Snapshot) -> Text | None:
+    """Why sagas ended other than as planned (a reason other than ``completed``), if any did."""
+    why = [
+        f"{state} {reason} {number(rate, digits=2)}"
+        for state, reasons in sorted(snapshot.finished_reasons.items())
+        for reason, rate in sorted(reasons.items())
+        if reason != "completed" and rate > 0
+    ]
+    return Text(f"       /s by reason: {' · '.join(why)}", style="dim") if why else None
+
+
 def _hops(snapshot: Snapshot) -> Table:
     table = Table(title="backlog per hop", title_justify="left")
-    for column in ("service", "outbox rows", "oldest", "active relay", "publish p99"):
-        table.add_column(
-            column, justify="left" if column in ("service", "active relay") else "right"
-        )
-    for column in ("applied/s", "lag (topic: messages)", "dead letters"):
-        table.add_column(column, justify="right" if column != "lag (topic: messages)" else "left")
+    table.add_column("service", no_wrap=True)
+    table.add_column("outbox rows", justify="right")
+    table.add_column("oldest", justify="right")
+    table.add_column("active relay")
+    table.add_column("publish p99", justify="right")
+    table.add_column("applied/s", justify="right")
+    table.add_column("lag (messages)", no_wrap=True)  # one topic a line
+    table.add_column("dead letters", justify="right", no_wrap=True)
     for service in dict.fromkeys([*snapshot.outboxes, *snapshot.consumers]):
         outbox = snapshot.outboxes.get(service)
         consumer = snapshot.consumers.get(service)
@@ -97,22 +110,26 @@ def _hops(snapshot: Snapshot) -> Table:
         if consumer is None:
             cells += [Text("")] * 3
         else:
-            lag = ", ".join(
-                f"{topic}: {number(value)}" for topic, value in consumer.lag_messages.items()
+            lag = "\n".join(
+                f"{topic} {number(value)}" for topic, value in consumer.lag_messages.items()
             )
             dead = consumer.dead_letters
             cells += [
                 Text(number(consumer.applied_per_s, digits=2)),
                 Text(lag or MISSING),
                 Text(
-                    f"{number(dead)} (+{number(consumer.dead_letters_per_s, '/s', digits=2)})"
-                    if dead is not None
-                    else MISSING,
-                    style="yellow" if dead else "",
+                    _dead_letters(dead, consumer.dead_letters_per_s), style="yellow" if dead else ""
                 ),
             ]
         table.add_row(*cells)
     return table
+
+
+def _dead_letters(total: float | None, per_s: float | None) -> str:
+    """Dead letters since the processes started, and how fast they come now if they do."""
+    if not per_s:
+        return number(total)
+    return f"{number(total)} (+{number(per_s, '/s', digits=2)})"
 
 
 def _effects(snapshot: Snapshot) -> Table | Text:
@@ -145,5 +162,7 @@ def frame(snapshot: Snapshot, error: str | None = None) -> RenderableType:
         parts.append(
             Text(f"source unreachable, showing the last reading: {error}", style="bold red")
         )
-    parts += [_sagas(snapshot), _hops(snapshot), _effects(snapshot)]
+    reasons = _reasons(snapshot)
+    parts += [_sagas(snapshot), *([reasons] if reasons else []), _hops(snapshot)]
+    parts.append(_effects(snapshot))
     return Group(*parts)

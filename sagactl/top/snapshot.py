@@ -61,6 +61,7 @@ class Snapshot:
     quantile_window_s: float
     targets: dict[str, bool]
     finished_per_s: dict[str, float]  # by final state
+    finished_reasons: dict[str, dict[str, float]]  # final state -> reason -> per second
     duration_p50_s: float | None
     duration_p99_s: float | None
     stuck_sagas: float | None
@@ -83,6 +84,10 @@ class Snapshot:
             "sagas": {
                 "finished_per_s": self.finished_total_per_s,
                 "finished_per_s_by_state": dict(sorted(self.finished_per_s.items())),
+                "finished_per_s_by_reason": {
+                    state: dict(sorted(reasons.items()))
+                    for state, reasons in sorted(self.finished_reasons.items())
+                },
                 "duration_p50_s": self.duration_p50_s,
                 "duration_p99_s": self.duration_p99_s,
                 "stuck": self.stuck_sagas,
@@ -205,7 +210,12 @@ def build_snapshot(
 ) -> Snapshot:
     """The frame ``readings`` make; ``outboxes`` and ``consumers`` (the system definition's)
     get an entry each even when no metric mentions them."""
-    finished = _sum_by(readings.of("rates", "saga_finished_total"), "state")
+    finished = _sum_by(readings.of("rates", "saga_finished_total"), "state", "reason")
+    by_state: dict[str, float] = defaultdict(float)
+    reasons: dict[str, dict[str, float]] = defaultdict(dict)
+    for (state, reason), rate in finished.items():
+        by_state[state] += rate
+        reasons[state][reason] = rate
     p50, p99 = _quantiles(
         readings.of("rates", "saga_duration_seconds_bucket"), None, [0.5, 0.99]
     ).get("", [None, None])
@@ -216,7 +226,8 @@ def build_snapshot(
         rate_window_s=readings.rate_window_s,
         quantile_window_s=readings.quantile_window_s,
         targets=dict(readings.targets),
-        finished_per_s={state: rate for (state,), rate in finished.items()},
+        finished_per_s=dict(by_state),
+        finished_reasons=dict(reasons),
         duration_p50_s=p50,
         duration_p99_s=p99,
         stuck_sagas=max(stuck) if stuck else None,

@@ -192,7 +192,7 @@ def test_the_frame_shows_every_hop() -> None:
     shown = text_of(frame(snapshot_of(two_scrapes())))
     assert "finished 2.50/s (CANCELLED 0.50 · SHIPPED 2.00)" in shown
     assert "p50 250 ms" in shown and "stuck 2" in shown
-    assert "relay-a" in shown and "stock.events: 5" in shown and "25%" in shown
+    assert "relay-a" in shown and "stock.events 5" in shown and "25%" in shown
     assert "3 (+1.00/s)" in shown  # dead letters since start, and per second
 
 
@@ -214,6 +214,7 @@ def test_the_json_document_keeps_its_keys() -> None:
     assert set(document["sagas"]) == {
         "finished_per_s",
         "finished_per_s_by_state",
+        "finished_per_s_by_reason",
         "duration_p50_s",
         "duration_p99_s",
         "stuck",
@@ -231,6 +232,10 @@ def test_the_json_document_keeps_its_keys() -> None:
         "dead_letters",
         "dead_letters_per_s",
         "lag_messages",
+    }
+    assert document["sagas"]["finished_per_s_by_reason"] == {
+        "CANCELLED": {"out_of_stock": 0.5},
+        "SHIPPED": {"completed": 2.0},
     }
     assert document["effects"]["payments"]["charge"] == {"calls_per_s": 4.0, "error_ratio": 0.25}
 
