@@ -8,6 +8,7 @@ a dependency failing more than 20% of its calls.
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -81,15 +82,16 @@ def _reasons(snapshot: Snapshot) -> Text | None:
 
 
 def _hops(snapshot: Snapshot) -> Table:
-    table = Table(title="backlog per hop", title_justify="left")
+    # Short headers and unwrapped numbers: the table fits 80 columns; the lag wraps.
+    table = Table(title="backlog per hop", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("service", no_wrap=True)
-    table.add_column("outbox rows", justify="right")
-    table.add_column("oldest", justify="right")
-    table.add_column("active relay")
-    table.add_column("publish p99", justify="right")
-    table.add_column("applied/s", justify="right")
-    table.add_column("lag (messages)", no_wrap=True)  # one topic a line
-    table.add_column("dead letters", justify="right", no_wrap=True)
+    table.add_column("outbox", justify="right", no_wrap=True)
+    table.add_column("oldest", justify="right", no_wrap=True)
+    table.add_column("relay", no_wrap=True)
+    table.add_column("pub p99", justify="right", no_wrap=True)
+    table.add_column("in/s", justify="right", no_wrap=True)
+    table.add_column("lag by source")
+    table.add_column("dead", justify="right", no_wrap=True)
     for service in dict.fromkeys([*snapshot.outboxes, *snapshot.consumers]):
         outbox = snapshot.outboxes.get(service)
         consumer = snapshot.consumers.get(service)
@@ -110,8 +112,10 @@ def _hops(snapshot: Snapshot) -> Table:
         if consumer is None:
             cells += [Text("")] * 3
         else:
-            lag = "\n".join(
-                f"{topic} {number(value)}" for topic, value in consumer.lag_messages.items()
+            # By the topic's name without ".events": the service whose events wait.
+            lag = ", ".join(
+                f"{topic.removesuffix('.events')} {number(value)}"
+                for topic, value in consumer.lag_messages.items()
             )
             dead = consumer.dead_letters
             cells += [
@@ -135,7 +139,7 @@ def _dead_letters(total: float | None, per_s: float | None) -> str:
 def _effects(snapshot: Snapshot) -> Table | Text:
     if not snapshot.effects:
         return Text(f"calls to the outside world: {MISSING} (none counted yet)", style="dim")
-    table = Table(title="calls to the outside world", title_justify="left")
+    table = Table(title="calls to the outside world", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("service")
     table.add_column("kind")
     table.add_column("calls/s", justify="right")

@@ -192,7 +192,7 @@ def test_the_frame_shows_every_hop() -> None:
     shown = text_of(frame(snapshot_of(two_scrapes())))
     assert "finished 2.50/s (CANCELLED 0.50 · SHIPPED 2.00)" in shown
     assert "p50 250 ms" in shown and "stuck 2" in shown
-    assert "relay-a" in shown and "stock.events 5" in shown and "25%" in shown
+    assert "relay-a" in shown and "stock 5" in shown and "25%" in shown
     assert "3 (+1.00/s)" in shown  # dead letters since start, and per second
 
 
