@@ -4,6 +4,7 @@ quantiles from histogram buckets, Prometheus API answers, missing metrics as ``â
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from datetime import UTC, datetime
@@ -336,3 +337,37 @@ def test_the_default_addresses_are_those_dev_up_uses(monkeypatch: pytest.MonkeyP
     assert default_prometheus_url() == f"http://127.0.0.1:{DEFAULT_PROMETHEUS_PORT}"
     monkeypatch.setenv("PROMETHEUS_URL", "http://prometheus:9090")
     assert default_prometheus_url() == "http://prometheus:9090"
+
+
+def test_the_live_view_keeps_the_last_frame_when_the_source_stops_answering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sagactl.ops.commands import top
+    from sagactl.ops.render import Output
+    from sagactl.top import PrometheusUnreachable
+
+    class Flaky:
+        """Answers once, then does not, then the operator presses Ctrl-C."""
+
+        description = "flaky"
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def read(self, interval: float) -> Readings:
+            self.reads += 1
+            if self.reads == 2:
+                raise PrometheusUnreachable("Prometheus at http://prom:9090 does not answer")
+            if self.reads == 3:
+                raise KeyboardInterrupt
+            return two_scrapes()
+
+    monkeypatch.setattr(top.time, "sleep", lambda _seconds: None)
+    screen = io.StringIO()
+    out = Output(json_mode=False, stdout=screen)
+    source = Flaky()
+    first = top.read(source, 1.0)
+    assert top._live(source, first, 1.0, out) == 0  # Ctrl-C ends it quietly
+    shown = screen.getvalue()
+    assert "source unreachable, showing the last reading" in shown
+    assert "finished 2.50/s" in shown  # the last frame is still there
