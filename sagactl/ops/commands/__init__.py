@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sagactl.ops.commands import audit, dlq, effects, graph, inbox, outbox, saga
+from sagactl.ops.commands import audit, dlq, effects, graph, inbox, outbox, saga, top
 
 __all__ = ["register"]
 
@@ -17,3 +17,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     saga.register(sub)
     audit.register(sub)
     graph.register(sub)
+    top.register(sub)
