@@ -142,7 +142,9 @@ def test_each_database_password_goes_to_its_login_and_the_migrate_job_only(
     migrate job all of them (it sets them); only it and the provider simulator get the
     superuser's."""
     holders = {
-        name: sorted(n for n, s in services.items() if SAMPLE_ENV[name] in str(s["environment"]))
+        name: sorted(
+            n for n, s in services.items() if SAMPLE_ENV[name] in str(s.get("environment", {}))
+        )
         for name in SECRETS
         if name.startswith(("DATABASE_PASSWORD_", "POSTGRES_PASSWORD"))
     }
