@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import random
 import secrets
 import signal
 import socket
@@ -61,10 +62,28 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+# Ports handed out to listeners come from below Linux's ephemeral range (32768-60999):
+# a port the kernel picks for bind(0) is one it may next give an outgoing connection
+# (to Kafka, PostgreSQL) before the process that was meant to listen on it starts.
+_LISTEN_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, never handed out before by this process."""
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.choice(_LISTEN_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_LISTEN_PORTS}")
 
 
 @dataclass
