@@ -24,12 +24,12 @@ Frozen: ``saga_runtime.schema`` carries the same grants for services created aft
 
 from alembic import op
 
+from migrations.history import FIRST_SERVICES
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
 depends_on = None
-
-SERVICES = ("orders", "stock", "payments", "shipments", "notifications")
 
 
 def _grants(service: str) -> str:
@@ -60,13 +60,13 @@ def _grants(service: str) -> str:
 
 
 def upgrade() -> None:
-    for service in SERVICES:
+    for service in FIRST_SERVICES:
         op.execute(_grants(service))
 
 
 def downgrade() -> None:
     # DROP OWNED revokes the roles' grants in this database; no other database has any.
-    for service in SERVICES:
+    for service in FIRST_SERVICES:
         op.execute(
             f"""
             DO $$
