@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -29,7 +29,15 @@ from saga_runtime.naming import validate_service_name
 if TYPE_CHECKING:
     from saga_runtime.unit_of_work import UnitOfWork
 
-__all__ = ["Call", "Effect", "EffectKind", "EffectOutcome", "Effects", "OnOutcome"]
+__all__ = [
+    "Call",
+    "Effect",
+    "EffectKind",
+    "EffectOutcome",
+    "EffectRequest",
+    "Effects",
+    "OnOutcome",
+]
 
 JSON = dict[str, Any]
 
@@ -46,6 +54,19 @@ class Effect:
     attempts: int = 0
     correlation_id: UUID | None = None
     traceparent: str | None = None  # the span that requested it (saga_runtime.tracing)
+
+
+@dataclass(frozen=True)
+class EffectRequest:
+    """An effect to be recorded (``Effects.prepare``): ``request`` is its JSON text."""
+
+    kind: str
+    aggregate_id: str
+    key: str
+    request: str
+    correlation_id: UUID | None
+    deadline: timedelta
+    traceparent: str | None
 
 
 @dataclass(frozen=True)
@@ -105,17 +126,26 @@ class Effects:
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         table = sql.Identifier(self.schema, "effects")
-        self._insert = (
+        # Many at once, in the order requested (ids follow it: an aggregate's effects run
+        # in id order); a key recorded before is skipped, and looked up below.
+        self._insert_many = (
             sql.SQL(
                 "INSERT INTO {} (aggregate_id, kind, idempotency_key, request, correlation_id,"
-                " deadline_at, traceparent) VALUES (%s, %s, %s, %s::jsonb, %s, now() + %s, %s)"
-                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+                " deadline_at, traceparent)"
+                " SELECT u.a, u.k, u.key, u.r::jsonb, u.c, now() + u.d, u.tp"
+                " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::uuid[],"
+                " %s::interval[], %s::text[]) WITH ORDINALITY AS u(a, k, key, r, c, d, tp, n)"
+                " ORDER BY u.n"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, id"
             )
             .format(table)
             .as_string()
         )
-        self._existing = (
-            sql.SQL("SELECT id, kind, aggregate_id FROM {} WHERE idempotency_key = %s")
+        self._existing_many = (
+            sql.SQL(
+                "SELECT idempotency_key, id, kind, aggregate_id FROM {}"
+                " WHERE idempotency_key = ANY(%s)"
+            )
             .format(table)
             .as_string()
         )
@@ -130,6 +160,75 @@ class Effects:
                 f"{self.schema} declares no effect kind {name!r} (declared: {declared})"
             ) from None
 
+    def prepare(
+        self,
+        kind: str,
+        *,
+        aggregate_id: str,
+        key: str,
+        request: JSON,
+        correlation_id: UUID | None = None,
+        deadline: timedelta | None = None,
+    ) -> EffectRequest:
+        """An effect to record (``add_many``): its kind checked, its deadline settled, and
+        the requesting span's ``traceparent`` taken now (its call and decision join it)."""
+        declared = self.kind(kind)
+        return EffectRequest(
+            kind=kind,
+            aggregate_id=aggregate_id,
+            key=key,
+            request=json.dumps(request),
+            correlation_id=correlation_id,
+            deadline=deadline if deadline is not None else declared.deadline,
+            traceparent=tracing.current_traceparent(),
+        )
+
+    def add_many(self, conn: psycopg.Connection, requests: list[EffectRequest]) -> list[int]:
+        """Record ``requests`` in ``conn``'s open transaction; their ids, in order.
+
+        One statement for all of them, and one more only if some key was recorded
+        before. Idempotent on the key: a key recorded before (a redelivered message)
+        records nothing and gives the first effect's id, unless it names another kind
+        or aggregate (EffectUsageError). The caller holds the aggregates' locks
+        (``UnitOfWork.request_effect`` takes them), so one aggregate's effects get ids in
+        the order their transactions commit, the order the executor runs them in.
+        """
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            raise EffectUsageError("an effect must be requested inside the deciding transaction")
+        unique: dict[str, EffectRequest] = {}
+        for wanted in requests:
+            unique.setdefault(wanted.key, wanted)
+        rows = list(unique.values())
+        ids: dict[str, int] = dict(
+            conn.execute(
+                self._insert_many,
+                (
+                    [r.aggregate_id for r in rows],
+                    [r.kind for r in rows],
+                    [r.key for r in rows],
+                    [r.request for r in rows],
+                    [r.correlation_id for r in rows],
+                    [r.deadline for r in rows],
+                    [r.traceparent for r in rows],
+                ),
+            ).fetchall()
+        )
+        earlier = [key for key in unique if key not in ids]
+        if earlier:
+            for key, effect_id, kind, aggregate_id in conn.execute(
+                self._existing_many, (earlier,)
+            ).fetchall():
+                ids[key] = effect_id
+                unique[key] = replace(unique[key], kind=kind, aggregate_id=aggregate_id)
+        for wanted in requests:
+            named = unique[wanted.key]
+            if (named.kind, named.aggregate_id) != (wanted.kind, wanted.aggregate_id):
+                raise EffectUsageError(
+                    f"idempotency key {wanted.key!r} already names a {named.kind} effect"
+                    f" of aggregate {named.aggregate_id}"
+                )
+        return [int(ids[wanted.key]) for wanted in requests]
+
     def request(
         self,
         conn: psycopg.Connection,
@@ -141,40 +240,16 @@ class Effects:
         correlation_id: UUID | None = None,
         deadline: timedelta | None = None,
     ) -> int:
-        """Record an effect in ``conn``'s open transaction; returns its id.
-
-        Idempotent on ``key``: requesting it again (a redelivered message) returns
-        the first effect's id and records nothing. The caller holds the
-        aggregate's lock (``UnitOfWork.request_effect`` takes it), so one
-        aggregate's effects get ids in the order their transactions commit, the
-        order the executor runs them in.
-        """
-        if conn.info.transaction_status != TransactionStatus.INTRANS:
-            raise EffectUsageError("an effect must be requested inside the deciding transaction")
-        declared = self.kind(kind)
-        row = conn.execute(
-            self._insert,
-            (
-                aggregate_id,
-                kind,
-                key,
-                json.dumps(request),
-                correlation_id,
-                deadline if deadline is not None else declared.deadline,
-                # The requesting handler's span: the call and its decision join its trace.
-                tracing.current_traceparent(),
-            ),
-        ).fetchone()
-        if row is not None:
-            return int(row[0])
-        existing = conn.execute(self._existing, (key,)).fetchone()
-        assert existing is not None  # the conflict was on this key, and rows are never deleted
-        if (existing[1], existing[2]) != (kind, aggregate_id):
-            raise EffectUsageError(
-                f"idempotency key {key!r} already names a {existing[1]} effect"
-                f" of aggregate {existing[2]}"
-            )
-        return int(existing[0])
+        """Record one effect now (see ``add_many``); returns its id."""
+        wanted = self.prepare(
+            kind,
+            aggregate_id=aggregate_id,
+            key=key,
+            request=request,
+            correlation_id=correlation_id,
+            deadline=deadline,
+        )
+        return self.add_many(conn, [wanted])[0]
 
     def subscribe(self, nudge: Callable[[], None]) -> None:
         """Call ``nudge`` (cheap, non-blocking) after each commit that requested effects."""

@@ -10,10 +10,11 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from saga_runtime import tracing
-from saga_runtime.effects import Effects
+from saga_runtime.effects import EffectRequest, Effects
 from saga_runtime.envelope import Envelope, Event
 from saga_runtime.errors import EffectUsageError
 from saga_runtime.outbox import Outbox
@@ -114,18 +115,20 @@ class UnitOfWork:
         key: str,
         request: dict[str, Any],
         deadline: timedelta | None = None,
-    ) -> int:
+    ) -> None:
         """Record a call to the outside world, made after this transaction commits.
 
         Takes the aggregate's lock first (effects of one aggregate run in commit
         order) and inherits the cause's saga; idempotent on ``key`` (see
-        ``Effects.request``). Returns the effect's id.
+        ``Effects.add_many``). The row is written at ``flush`` with the unit of work's
+        other requests, in one statement; ``requested`` then holds their ids.
         """
         if self.effects is None:
             raise EffectUsageError(f"{self.producer} has no effects table configured")
+        if self.conn.info.transaction_status != TransactionStatus.INTRANS:
+            raise EffectUsageError("an effect must be requested inside the deciding transaction")
         self.lock(aggregate_id)
-        effect_id = self.effects.request(
-            self.conn,
+        wanted = self.effects.prepare(
             kind,
             aggregate_id=aggregate_id,
             key=key,
@@ -135,8 +138,11 @@ class UnitOfWork:
             ),
             deadline=deadline,
         )
-        self.requested.append(effect_id)
-        return effect_id
+        self.defer(self._record_effects, wanted)
+
+    def _record_effects(self, conn: psycopg.Connection, requests: list[EffectRequest]) -> None:
+        assert self.effects is not None  # request_effect checked
+        self.requested.extend(self.effects.add_many(conn, requests))
 
 
 class Wakeup(Protocol):

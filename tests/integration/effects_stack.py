@@ -150,6 +150,8 @@ def running(*executors: EffectExecutor) -> Iterator[Workers]:
 def request(
     factory: UnitOfWorkFactory, kind: str, *, aggregate_id: str, key: str, **payload: Any
 ) -> int:
-    """Request one effect in a transaction of its own."""
+    """Request one effect in a transaction of its own; its id."""
     with factory.begin() as uow:
-        return uow.request_effect(kind, aggregate_id=aggregate_id, key=key, request=payload)
+        uow.request_effect(kind, aggregate_id=aggregate_id, key=key, request=payload)
+    [effect_id] = uow.requested
+    return effect_id

@@ -9,11 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from saga_runtime import (
     Effect,
     EffectExecutor,
     EffectOutcome,
+    EffectUsageError,
     Effects,
     Event,
     RetryableError,
@@ -58,6 +60,34 @@ def test_an_effect_exists_only_if_its_transaction_commits_and_runs_once(effects_
     [row] = effects_stack.rows()
     assert row["outcome"] == {"ok": True, "result": {"key": "k-1"}, "error": None}
     assert (row["attempts"], row["lease_owner"], row["request"]) == (1, None, {"n": 1})
+
+
+def test_a_unit_of_works_effects_are_recorded_together_in_request_order(effects_stack: Stack):
+    world = OutsideWorld()
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind(), world.kind("pong")])
+    factory = effects_stack.factory(effects)
+    earlier = request(factory, "ping", aggregate_id="a-1", key="k-earlier")
+    with factory.begin() as uow:
+        for aggregate, key in [
+            ("a-2", "k-2"),
+            ("a-1", "k-1"),
+            ("a-1", "k-earlier"),
+            ("a-2", "k-3"),
+        ]:
+            uow.request_effect("ping", aggregate_id=aggregate, key=key, request={"key": key})
+        table = sql.Identifier(effects_stack.schema, "effects")
+        count = sql.SQL("SELECT count(*) FROM {}").format(table)
+        assert uow.conn.execute(count).fetchone() == (1,)  # written together, at flush
+    first, second, again, third = uow.requested
+    assert again == earlier and first < second < third
+    rows = effects_stack.rows()
+    assert [r["idempotency_key"] for r in rows] == ["k-earlier", "k-2", "k-1", "k-3"]
+    assert [r["id"] for r in rows[1:]] == [first, second, third]
+    with pytest.raises(EffectUsageError, match="already names a ping effect of aggregate a-1"):
+        with factory.begin() as uow:
+            uow.request_effect("pong", aggregate_id="a-9", key="k-new", request={})
+            uow.request_effect("pong", aggregate_id="a-9", key="k-1", request={})
+    assert len(effects_stack.rows()) == 4  # the failed unit of work recorded nothing
 
 
 def test_an_outcome_goes_through_the_decision_which_emits_and_requests_more(

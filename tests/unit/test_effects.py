@@ -75,7 +75,7 @@ class FakeConnection:
     def execute(self, query: str, params: Any = None) -> Any:
         self.statements.append((query, params))
         row = self.rows.pop(0) if self.rows else None
-        return SimpleNamespace(fetchone=lambda: row)
+        return SimpleNamespace(fetchone=lambda: row, fetchall=lambda: row or [])
 
 
 def ping_effects() -> Effects:
@@ -97,27 +97,45 @@ def test_an_effect_outside_a_transaction_is_refused() -> None:
 
 def test_a_repeated_key_returns_the_first_effect_unless_it_names_another() -> None:
     effects = ping_effects()
-    again = FakeConnection(rows=[None, (7, "ping", "a")])
+    again = FakeConnection(rows=[[], [("k", 7, "ping", "a")]])
     assert effects.request(again, "ping", aggregate_id="a", key="k", request={}) == 7  # type: ignore[arg-type]
-    other = FakeConnection(rows=[None, (7, "ping", "b")])
+    other = FakeConnection(rows=[[], [("k", 7, "ping", "b")]])
     with pytest.raises(EffectUsageError, match="already names a ping effect of aggregate b"):
         effects.request(other, "ping", aggregate_id="a", key="k", request={})  # type: ignore[arg-type]
 
 
-def test_requesting_an_effect_locks_the_aggregate_first() -> None:
-    conn = FakeConnection(rows=[None, (3,)])
+def test_effects_are_recorded_in_one_statement_and_ids_come_back_in_request_order() -> None:
+    effects = ping_effects()
+    wanted = [
+        effects.prepare("ping", aggregate_id=a, key=k, request={"n": n})
+        for n, (a, k) in enumerate([("a", "k1"), ("b", "k2"), ("a", "k3"), ("b", "k2")])
+    ]
+    # k2 asked twice (one row), k3 recorded before (looked up with one more statement).
+    conn = FakeConnection(rows=[[("k2", 11), ("k1", 10)], [("k3", 4, "ping", "a")]])
+    assert effects.add_many(conn, wanted) == [10, 11, 4, 11]  # type: ignore[arg-type]
+    (insert, params), (lookup, lookup_params) = conn.statements
+    assert "INSERT INTO" in insert and "ORDER BY u.n" in insert
+    assert params[2] == ["k1", "k2", "k3"] and params[0] == ["a", "b", "a"]
+    assert "idempotency_key = ANY" in lookup and lookup_params == (["k3"],)
+
+
+def test_requesting_an_effect_locks_the_aggregate_first_and_writes_it_at_flush() -> None:
+    conn = FakeConnection(rows=[None, [("k", 3)]])
     uow = UnitOfWork(
         conn=conn,  # type: ignore[arg-type]
         outbox=Outbox(schema="things", topic="t"),
         producer="things",
         effects=ping_effects(),
     )
-    assert uow.request_effect("ping", aggregate_id="a", key="k", request={"n": 1}) == 3
-    (lock, lock_params), (insert, insert_params) = conn.statements
+    uow.request_effect("ping", aggregate_id="a", key="k", request={"n": 1})
+    ((lock, lock_params),) = conn.statements
     assert "pg_advisory_xact_lock" in lock and lock_params == ("things:a",)
+    assert uow.requested == []
+    uow.flush()
+    _, (insert, insert_params) = conn.statements
     assert "INSERT INTO" in insert
-    assert insert_params[:5] == ("a", "ping", "k", '{"n": 1}', None)
-    assert insert_params[5] == timedelta(minutes=10)  # the kind's deadline
+    assert insert_params[:5] == (["a"], ["ping"], ["k"], ['{"n": 1}'], [None])
+    assert insert_params[5] == [timedelta(minutes=10)]  # the kind's deadline
     assert uow.requested == [3]
 
 
