@@ -15,8 +15,8 @@ from saga_runtime import (
     Effect,
     EffectExecutor,
     EffectOutcome,
-    EffectUsageError,
     Effects,
+    EffectUsageError,
     Event,
     RetryableError,
     RetryPolicy,
@@ -83,10 +83,10 @@ def test_a_unit_of_works_effects_are_recorded_together_in_request_order(effects_
     rows = effects_stack.rows()
     assert [r["idempotency_key"] for r in rows] == ["k-earlier", "k-2", "k-1", "k-3"]
     assert [r["id"] for r in rows[1:]] == [first, second, third]
-    with pytest.raises(EffectUsageError, match="already names a ping effect of aggregate a-1"):
-        with factory.begin() as uow:
-            uow.request_effect("pong", aggregate_id="a-9", key="k-new", request={})
-            uow.request_effect("pong", aggregate_id="a-9", key="k-1", request={})
+    refused = pytest.raises(EffectUsageError, match="already names a ping effect of aggregate a-1")
+    with refused, factory.begin() as uow:
+        uow.request_effect("pong", aggregate_id="a-9", key="k-new", request={})
+        uow.request_effect("pong", aggregate_id="a-9", key="k-1", request={})
     assert len(effects_stack.rows()) == 4  # the failed unit of work recorded nothing
 
 
