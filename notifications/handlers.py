@@ -22,7 +22,7 @@ from datetime import timedelta
 from contracts.orders import OrderApproved, OrderCancelled, OrderShipped
 from notifications import domain
 from notifications.domain import Notification
-from notifications.repository import NotificationRepository
+from notifications.repository import NOTIFICATIONS, OrderNotifications
 from saga_runtime import Effect, EffectOutcome, Envelope, RetryPolicy, UnitOfWork, get_logger
 
 log = get_logger(__name__)
@@ -56,9 +56,12 @@ class DeliveryPlan:
 
 
 def _notify(uow: UnitOfWork, notification: Notification, plan: DeliveryPlan) -> None:
-    if not NotificationRepository(uow.conn).claim(notification, plan.channels):
+    sent = NOTIFICATIONS.get(uow, notification.order_id)
+    if sent is not None and notification.kind in sent.rows:
         log.info("notification.already_claimed", kind=notification.kind)
         return
+    sent = sent or OrderNotifications(notification.order_id)
+    NOTIFICATIONS.save(uow, sent.claim(notification, plan.channels))
     request = notification.to_request()
     for channel in plan.channels:
         uow.request_effect(
@@ -97,13 +100,12 @@ def on_delivered(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> Non
     twice.
     """
     notification = Notification.from_request(effect.request)
-    repository = NotificationRepository(uow.conn)
-    before = repository.delivery(notification.order_id, notification.kind)
-    if before is None:
+    sent = NOTIFICATIONS.get(uow, notification.order_id)
+    if sent is None or notification.kind not in sent.rows:
         # The claim commits with the request: a row that is missing was deleted by hand.
         raise LookupError(f"no {notification.kind} notification of {notification.order_id}")
-    after, told = before.record(effect.kind, delivered=outcome.ok)
-    repository.save(after)
+    after, told = sent.rows[notification.kind].delivery.record(effect.kind, delivered=outcome.ok)
+    NOTIFICATIONS.save(uow, sent.record(after))
     if not outcome.ok:
         log.warning("notification.channel_failed", channel=effect.kind, error=outcome.error)
     if told is not None:

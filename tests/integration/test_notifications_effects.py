@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from contracts.orders import OrderApproved
-from notifications.handlers import DeliveryPlan
+from notifications.domain import order_approved
+from notifications.handlers import DeliveryPlan, on_delivered, on_order_approved
 from notifications.repository import NotificationRepository
-from saga_runtime import Envelope, Outcome
-from saga_runtime.effects import EffectOutcome
+from saga_runtime import Envelope, Outcome, UnitOfWork
+from saga_runtime.effects import Effect, EffectOutcome
 from saga_runtime.testing import HandlerRunner
 from tests.fixtures.handlers import OpenRunner
 from tests.integration.contract.notifications import Recording
@@ -148,3 +149,73 @@ def test_one_orders_sends_go_one_after_the_other_in_the_order_requested(
         "order_cancelled:webhook",
     ]
     assert [p["kind"] for p in notified(runner)] == ["order_approved", "order_cancelled"]
+
+
+class CountingConnection:
+    """The runner's connection, counting the statements that name each table."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.statements: list[str] = []
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        self.statements.append(str(query))
+        return self._conn.execute(query, params)
+
+    def naming(self, table: str) -> int:
+        return sum(table in statement for statement in self.statements)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def test_a_batch_reads_and_writes_its_notifications_and_sends_once_per_table(
+    runner: HandlerRunner,
+) -> None:
+    """As the consumer applies a batch, and the executor settles outcomes together: one
+    unit of work holding every order's lock; the rows are read once and written once."""
+    plan = DeliveryPlan(channels=("email", "webhook"))
+    orders = [f"ord-b{n}" for n in range(4)]
+    events = [approved(order_id) for order_id in orders]
+    counting = CountingConnection(runner.conn)
+    with runner.conn.transaction():
+        uow = UnitOfWork(
+            conn=counting,  # type: ignore[arg-type]
+            outbox=runner.units.outbox,
+            producer="notifications",
+            effects=runner.units.effects,
+        )
+        for order_id in orders:
+            uow.lock(order_id)
+        for event in [*events, events[0]]:  # the last one a second time: claimed already
+            on_order_approved(uow, event, delivery_plan=plan)
+        uow.flush()
+    assert counting.naming('"notifications"."effects"') == 1
+    assert counting.naming("notifications.notifications") == 2  # one read, one write
+    assert len(uow.requested) == 8  # e-mail and webhook of each order, once
+    sends = [
+        Effect(id=0, aggregate_id=e.aggregate_id, kind=kind, key="", request=request)
+        for e in events
+        for kind, request in [("email", order_request(e)), ("webhook", order_request(e))]
+    ]
+    counting.statements.clear()
+    with runner.conn.transaction():
+        uow = UnitOfWork(
+            conn=counting,  # type: ignore[arg-type]
+            outbox=runner.units.outbox,
+            producer="notifications",
+            correlation_id=events[0].correlation_id,
+        )
+        for order_id in orders:
+            uow.lock(order_id)
+        for send in sends:
+            on_delivered(uow, send, EffectOutcome(ok=True))
+        uow.flush()
+    assert counting.naming("notifications.notifications") == 2
+    assert [e.payload["channels"] for e in uow.emitted] == [["email", "webhook"]] * 4
+    stored = [NotificationRepository(runner.conn).deliveries(o)["order_approved"] for o in orders]
+    assert all(d.notified and d.delivered == ["email", "webhook"] for d in stored)
+
+
+def order_request(event: Envelope) -> dict[str, str]:
+    return order_approved(event.payload_as(OrderApproved)).to_request()
