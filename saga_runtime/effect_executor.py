@@ -92,6 +92,8 @@ class EffectExecutor:
         # After a take-over: effects still to run in growing waves, and the next wave's size.
         self._ramp_left = 0
         self._ramp_wave = 1
+        # The last claim took all it asked for: more is due than there are free threads.
+        self._backlog = False
         self._failure: BaseException | None = None
         self._sql = ExecutorStatements(effects.schema)
         self._settlement = Settlement(
@@ -152,6 +154,7 @@ class EffectExecutor:
                     self._stopping.wait(min(delay, tick))
                     continue
                 backoff.reset()
+                self._backlog = len(claimed) == wanted
                 self._ramp_up(len(claimed))
                 for effect, outcome in claimed:
                     pool.submit(self._run_one, effect, outcome)
@@ -169,13 +172,26 @@ class EffectExecutor:
 
     def _wanted(self) -> int:
         """How many effects to claim now: the free threads, or while ramping up after a
-        take-over, the next wave once the last one is settled."""
+        take-over, the next wave once the last one is settled.
+
+        With a backlog (the last claim took all it asked for), claims wait for an eighth
+        of the threads to be free: each claim reads every aggregate's head, so claiming
+        each thread as it frees up would cost one such read per effect under load.
+        """
         in_flight = self._in_flight
+        settings = self.settings
         if self._ramp_left > 0:
             if in_flight:
                 return 0
-            return min(self._ramp_wave, self._ramp_left, self.settings.concurrency)
-        return min(self.settings.concurrency - in_flight, self.settings.claim_batch)
+            return min(self._ramp_wave, self._ramp_left, settings.concurrency)
+        free = min(settings.concurrency - in_flight, settings.claim_batch)
+        if (
+            self._backlog
+            and in_flight
+            and free < min(settings.claim_batch, settings.concurrency // 8)
+        ):
+            return 0
+        return free
 
     def _ramp_up(self, claimed: int) -> None:
         if self._ramp_left > 0:

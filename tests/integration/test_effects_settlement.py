@@ -279,3 +279,44 @@ def test_a_restarted_instance_runs_what_it_took_over_in_growing_waves(effects_st
         assert min(start for start, _ in later) >= max(end for _, end in earlier)
     fours = waves[2]
     assert max(start for start, _ in fours) < min(end for _, end in fours), "a wave runs at once"
+
+
+class RecordingClaims(EffectExecutor):
+    """Records each claim: how many it asked for, were in flight, and it got."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.claims: list[tuple[int, int, int]] = []
+
+    def claim(self, limit: int) -> list[Any]:
+        in_flight = self._in_flight
+        claimed = super().claim(limit)
+        self.claims.append((limit, in_flight, len(claimed)))
+        return claimed
+
+
+def test_with_a_backlog_claims_wait_for_an_eighth_of_the_threads(effects_stack: Stack):
+    """Claiming each thread as it frees up would read every aggregate's head once per
+    effect under load; with more due than threads, a claim takes four at least here."""
+
+    def answer(request: dict[str, Any], key: str) -> dict[str, Any]:
+        time.sleep(0.01)
+        return {}
+
+    world = OutsideWorld(answer=answer)
+    effects = Effects(schema=effects_stack.schema, kinds=[world.kind()])
+    factory = effects_stack.factory(effects)
+    with factory.begin() as uow:
+        for n in range(200):
+            uow.request_effect("ping", aggregate_id=f"a-{n}", key=f"k-{n}", request={})
+    executor = RecordingClaims(
+        effects=effects, uow_factory=factory, settings=fast(concurrency=32, claim_batch=100)
+    )
+    with running(executor):
+        wait_until(lambda: effects_stack.statuses() == ["done"] * 200, timeout=60)
+    assert len(world.keys_called()) == 200
+    # Until the backlog runs out (a claim gets less than it asked for).
+    backlog = list(itertools.takewhile(lambda c: c[2] == c[0], executor.claims))
+    busy = [limit for limit, in_flight, _ in backlog if in_flight]
+    assert len(busy) >= 5, executor.claims
+    assert min(busy) >= 4, executor.claims
