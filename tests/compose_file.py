@@ -7,10 +7,12 @@ broker started from compose's configuration (``tests/integration/test_compose_br
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from saga_harness.dotenv import SECRETS
@@ -87,3 +89,12 @@ def jaas(config: str) -> tuple[str, str, dict[str, str]]:
     assert config.strip().endswith(";"), config
     flag = flag.rstrip(";")
     return head, flag, dict(_OPTION.findall(options))
+
+
+def container_env(env: dict[str, str], patch: pytest.MonkeyPatch) -> None:
+    """This process's environment as a container's with ``env``: of the KAFKA_* and RELAY_*
+    variables, only the container's (the settings classes read them from the environment)."""
+    for name in [n for n in os.environ if n.startswith(("KAFKA_", "RELAY_"))]:
+        patch.delenv(name)
+    for name, value in env.items():
+        patch.setenv(name, value)

@@ -12,6 +12,8 @@ ACLs, then create the topics, logged in as admin.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -35,7 +37,14 @@ from saga_runtime import KafkaSettings, consumer_config, events_topic
 from saga_runtime.kafka_access import relay_principal, system_grants
 from saga_system import SYSTEM
 from sagactl.cli import prepare_kafka
-from tests.compose_file import SAMPLE_ENV, compose_services, environment, jaas, server_properties
+from tests.compose_file import (
+    SAMPLE_ENV,
+    compose_services,
+    container_env,
+    environment,
+    jaas,
+    server_properties,
+)
 
 COMPOSE_PORTS = (9092, 9093, 29092)  # the containers' listener, the controller, the host's
 _ADDRESS = re.compile(r"(?<![\w.])(?:kafka|localhost)?:(9092|9093|29092)(?!\d)")
@@ -83,6 +92,7 @@ class ComposeStack:
     ports: dict[int, int]  # compose's port -> this machine's
     env: dict[str, dict[str, str]]  # each container's environment, on this machine
     image_properties: dict[str, str]  # what the image's code wrote
+    prepared: str  # what the migrate job's Kafka step printed
 
 
 def localized(env: dict[str, str], ports: dict[int, int], data_dir: Path) -> dict[str, str]:
@@ -99,23 +109,13 @@ def read_properties(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if not line.startswith("#"))
 
 
-def container_env(env: dict[str, str], patch: pytest.MonkeyPatch) -> None:
-    """This process's environment as the container's: its KAFKA_*/RELAY_* variables only."""
-    for name in [n for n in os.environ if n.startswith(("KAFKA_", "RELAY_"))]:
-        patch.delenv(name)
-    for name, value in env.items():
-        patch.setenv(name, value)
-
-
 @pytest.fixture(scope="module")
 def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
     home = tmp_path_factory.mktemp("compose-kafka")
     ports = {port: _free_port() for port in COMPOSE_PORTS}
     services = compose_services()
-    migrate = localized(environment(services["migrate"]), ports, home)
-    with pytest.MonkeyPatch.context() as patch:
-        container_env(migrate, patch)
-        login = KafkaSettings().client_properties()
+    # Ready once the migrate job's login (admin) gets metadata.
+    login = logged_in(localized(environment(services["migrate"]), ports, home)).client_properties()
     login.pop("bootstrap.servers")
     broker = ComposeBroker(
         state_dir=home,
@@ -150,18 +150,20 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeS
     assert made.returncode == 0, made.stdout + made.stderr
     broker.start()
     try:
-        with pytest.MonkeyPatch.context() as patch:
+        printed = io.StringIO()
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
             container_env(env["migrate"], patch)
             prepare_kafka(env["migrate"])
-        yield ComposeStack(broker, ports, env, read_properties(broker.properties))
+        properties = read_properties(broker.properties)
+        yield ComposeStack(broker, ports, env, properties, printed.getvalue())
     finally:
         broker.stop()
 
 
-def logged_in(env: dict[str, str], **more: str) -> KafkaSettings:
+def logged_in(env: dict[str, str]) -> KafkaSettings:
     """The settings a process of a container with ``env`` makes."""
     with pytest.MonkeyPatch.context() as patch:
-        container_env({**env, **more}, patch)
+        container_env(env, patch)
         return KafkaSettings()
 
 
@@ -302,3 +304,12 @@ def test_an_operator_on_the_host_logs_in_as_admin_with_scram(compose_stack: Comp
     )
     assert admin.sasl_mechanism == "SCRAM-SHA-512"
     assert topics(admin.client_properties()) >= set(SYSTEM.topics(""))
+
+
+def test_the_migrate_job_says_what_it_set_and_shows_no_password(
+    compose_stack: ComposeStack,
+) -> None:
+    count = len(SYSTEM.consumers()) + len(SYSTEM.outboxes()) + 1  # and admin
+    assert f"set the Kafka passwords of {count} principals" in compose_stack.prepared
+    for value in SAMPLE_ENV.values():
+        assert value not in compose_stack.prepared

@@ -29,6 +29,7 @@ from tests.compose_file import (
     SAMPLE_ENV,
     Service,
     compose_services,
+    container_env,
     environment,
     jaas,
     server_properties,
@@ -163,22 +164,12 @@ def test_each_kafka_password_goes_to_its_principal_and_the_migrate_job_only(
         assert holders(services, variable(relay_principal(outbox))) == ["migrate", *RELAYS]
 
 
-def settings_in(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process environment of a container with ``env``: nothing else of KAFKA_/RELAY_."""
-    import os
-
-    for name in [n for n in os.environ if n.startswith(("KAFKA_", "RELAY_"))]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-
-
 def test_each_service_logs_in_as_its_own_principal_with_scram(
     services: dict[str, Service], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for service in SYSTEM.consumers():
         with monkeypatch.context() as patch:
-            settings_in(environment(services[service]), patch)
+            container_env(environment(services[service]), patch)
             login = KafkaSettings().client_properties()
         assert login["security.protocol"] == "SASL_PLAINTEXT"
         assert login["sasl.mechanisms"] == "SCRAM-SHA-512"
@@ -193,7 +184,7 @@ def test_each_relay_publishes_each_outbox_as_its_relay_principal(
         env = environment(services[relay])
         assert "KAFKA_SASL_PASSWORD" not in env and "KAFKA_SASL_USERNAME" not in env
         with monkeypatch.context() as patch:
-            settings_in(env, patch)
+            container_env(env, patch)
             settings = RelayProcessSettings()
         for outbox in SYSTEM.outboxes():
             login = settings.kafka_for(outbox).client_properties()
@@ -212,7 +203,7 @@ def test_the_migrate_job_logs_in_as_admin_and_sets_every_principals_password(
     and is given every principal's password (sagactl prepare sets them and the ACLs)."""
     env = environment(services["migrate"])
     with monkeypatch.context() as patch:
-        settings_in(env, patch)
+        container_env(env, patch)
         login = KafkaSettings().client_properties()
     assert (login["sasl.mechanisms"], login["sasl.username"]) == ("PLAIN", ADMIN_PRINCIPAL)
     accepted = jaas(broker[f"listener.name.{CLIENT_LISTENER.lower()}.plain.sasl.jaas.config"])
