@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -65,6 +65,15 @@ def prepare(env: dict[str, str]) -> None:
         print(f"sagactl: set the database passwords of {len(passwords)} logins")
     if added:
         print(f"sagactl: seeded the catalogue with {added} products")
+    prepare_kafka({**os.environ, **env})
+
+
+def prepare_kafka(env: Mapping[str, str]) -> KafkaSettings:
+    """Set the principals' passwords and the system's ACLs when ``env`` configures them
+    (``sagactl.broker_access``), then create every topic the system uses, logged in as
+    ``env``'s ``KAFKA_SASL_*`` login; return those settings."""
+    from sagactl.broker_access import provision_access
+
     # The broker's address from ``env``; how to log in to it, the topics' prefix too.
     login = {
         key: env[f"KAFKA_{key.upper()}"]
@@ -72,7 +81,11 @@ def prepare(env: dict[str, str]) -> None:
         if env.get(f"KAFKA_{key.upper()}")
     }
     kafka = KafkaSettings(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], **login)  # type: ignore[arg-type]
+    provisioned = provision_access(kafka, env, SYSTEM)
+    if provisioned:
+        print(f"sagactl: set the Kafka passwords of {provisioned} principals and their ACLs")
     ensure_topics(kafka, system_topics(kafka))
+    return kafka
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

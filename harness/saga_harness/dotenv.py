@@ -30,6 +30,8 @@ SECRETS = {
     "PROVIDER_API_KEY": "the merchant's key the payment-provider simulator requires",
     "PAYMENTS_PROVIDER_API_KEY": "the same key, as payments and sagactl audit send it",
     "POSTGRES_PASSWORD": "the compose PostgreSQL superuser's password",
+    # ./dev up's broker keeps its own in its state dir; this one only compose's kafka gets.
+    "KAFKA_BROKER_PASSWORD": "the compose Kafka broker's own password (PLAIN, a super user)",
     # KAFKA_PASSWORD_<PRINCIPAL>: each Kafka principal's, derived from the system.
     **kafka_secrets(SYSTEM),
     # One per login role (saga_runtime.db_logins): each service's and each outbox relay's.

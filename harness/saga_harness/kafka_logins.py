@@ -17,6 +17,7 @@ from saga_harness.infra.kafka_sasl import ADMIN_PRINCIPAL
 from saga_runtime import ConfigurationError, KafkaSettings
 from saga_runtime.kafka_access import apply_access, principals, relay_principal, system_grants
 from saga_runtime.system import System
+from sagactl.broker_access import PASSWORD_PREFIX, kafka_password_variable
 
 __all__ = [
     "PASSWORD_PREFIX",
@@ -28,13 +29,9 @@ __all__ = [
     "take_passwords",
 ]
 
-PASSWORD_PREFIX = "KAFKA_PASSWORD_"
 SECURED: Final[Literal["SASL_PLAINTEXT"]] = "SASL_PLAINTEXT"
-
-
-def password_variable(principal: str) -> str:
-    """``relay-orders`` -> ``KAFKA_PASSWORD_RELAY_ORDERS``."""
-    return PASSWORD_PREFIX + principal.upper().replace("-", "_")
+# The product's names (``sagactl prepare`` reads the same variables): one convention.
+password_variable = kafka_password_variable
 
 
 def kafka_secrets(system: System) -> dict[str, str]:

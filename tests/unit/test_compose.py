@@ -11,7 +11,6 @@ import argparse
 import importlib
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +19,20 @@ import yaml
 from saga_harness.dotenv import SECRETS
 from saga_harness.infra.kafka import DEFAULT_KAFKA_VERSION
 from saga_runtime import composition_root, password_variable, relay_login
+from saga_runtime.kafka_access import principals
 from saga_system import SYSTEM
+from sagactl.broker_access import OPERATOR_PRINCIPAL, kafka_password_variable
 from sagactl.cli import system_logins
+from tests.compose_file import (
+    REFERENCE,
+    REPO,
+    SAMPLE_ENV,
+    Service,
+    compose_services,
+    environment,
+    raw_compose,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 # From the definition: a service added there without its container fails here.
 SERVICE_PACKAGES = tuple(SYSTEM.names)
 PUBLISHED_PORTS = {"orders": 8000, "stock": 8001}
@@ -43,28 +52,10 @@ SETTINGS_MODULES = (
     "simulators.smtp_sink.server",
 )
 
-Service = dict[str, Any]
-
-
-# What compose reads from .env, with the values a generated .env would give it.
-SAMPLE_ENV = {name: f"sample-{name.lower()}-A_b9" for name in SECRETS}
-_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[?-][^}]*)?\}")
-
-
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """``${NAME:?message}`` and ``${NAME}`` replaced as compose does, from ``env``."""
-    return _REFERENCE.sub(lambda match: env[match[1]], value)
-
-
-def raw_compose() -> str:
-    return (REPO / "compose.yaml").read_text()
-
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Service]:
-    compose = yaml.safe_load(interpolate(raw_compose(), SAMPLE_ENV))
-    result: dict[str, Service] = compose["services"]
-    return result
+    return compose_services()
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:
@@ -76,13 +67,6 @@ def _as_list(value: str | list[str] | None) -> list[str]:
 def argv(service: Service) -> list[str]:
     """What the container runs: compose's entrypoint followed by its command."""
     return _as_list(service.get("entrypoint")) + _as_list(service.get("command"))
-
-
-def environment(service: Service) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
 
 
 def depends_on(service: Service) -> dict[str, str]:
@@ -120,10 +104,10 @@ def test_nothing_is_published_beyond_this_host(services: dict[str, Service]) -> 
 def test_every_secret_comes_from_the_env_file_and_goes_only_where_it_is_used() -> None:
     """No secret is written in compose.yaml: each is a required ``${NAME:?...}`` that the
     generated .env provides; and a container gets only the secrets its process reads."""
-    referenced = {match[1] for match in _REFERENCE.finditer(raw_compose())}
+    referenced = {match[1] for match in REFERENCE.finditer(raw_compose())}
     assert referenced <= set(SECRETS), referenced - set(SECRETS)
     assert referenced >= {"AUTH_JWT_SECRET", "PROVIDER_API_KEY", "POSTGRES_PASSWORD"}
-    for match in _REFERENCE.finditer(raw_compose()):
+    for match in REFERENCE.finditer(raw_compose()):
         assert ":?" in match[0], f"{match[0]} has a default: compose would start without .env"
     compose = yaml.safe_load(raw_compose())["services"]
     holders = {
@@ -207,9 +191,11 @@ def test_env_urls_point_at_the_compose_infra(services: dict[str, Service]) -> No
             pg_env["POSTGRES_PASSWORD"] if admin else None,
             pg_env["POSTGRES_DB"],
         )
-        assert f"PLAINTEXT://{env['KAFKA_BOOTSTRAP_SERVERS']}" in kafka_env[
+        # The broker's listener for the containers, where every client logs in.
+        assert f"SASL_PLAINTEXT://{env['KAFKA_BOOTSTRAP_SERVERS']}" in kafka_env[
             "KAFKA_ADVERTISED_LISTENERS"
         ].split(",")
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
 
 
 def env_names(settings_class: type[Any]) -> set[str]:
@@ -236,8 +222,10 @@ def test_every_env_var_compose_sets_is_read_by_the_code(services: dict[str, Serv
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings:
                 read |= env_names(obj)
-    # The login roles' passwords, which saga_runtime.db_logins reads.
+    # The login roles' passwords, which saga_runtime.db_logins reads; the Kafka principals',
+    # which sagactl prepare sets (sagactl.broker_access).
     read |= {password_variable(login) for login in system_logins()}
+    read |= {kafka_password_variable(p) for p in [*principals(SYSTEM), OPERATOR_PRINCIPAL]}
     for name, service in project(services).items():
         unknown = set(environment(service)) - read
         assert not unknown, f"{name} sets {sorted(unknown)}, which no settings class reads"
