@@ -7,8 +7,10 @@ each consumption and its handler, each call to the outside world and the decisio
 
 Spans are exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Without it
 the process still makes trace and span ids (so log lines and envelopes carry them, and one
-order's lines can be found by its trace id) but records and exports nothing: the SDK's
-``ALWAYS_OFF`` sampler gives non-recording spans, a few microseconds each. A process where
+order's lines can be found by its trace id) but records and exports nothing: ``_IdsOnly``
+gives non-recording spans, as the SDK's ``ALWAYS_OFF`` sampler would, at a quarter of its
+cost (about 4 µs a span against 17; a saga makes some fifty) and without loading the SDK
+at start. A process where
 ``configure_tracing`` never ran (a test building a runtime by hand) uses the API's no-op
 tracer: no ids, no cost, and a ``traceparent`` received is passed on unchanged.
 """
@@ -16,6 +18,7 @@ tracer: no ids, no cost, and a ``traceparent`` received is passed on unchanged.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
@@ -66,23 +69,44 @@ def configure_tracing(service: str, *, environ: Mapping[str, str] | None = None)
     timeout); spans leave in batches from a thread of their own, and the SDK flushes them
     when the process exits.
     """
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
-
+    global _tracer
     env = os.environ if environ is None else environ
-    resource = Resource.create({"service.name": service})
     if not env.get(_ENDPOINT):
-        use_provider(SdkTracerProvider(resource=resource, sampler=ALWAYS_OFF))
+        _tracer = _IdsOnly()
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    resource = Resource.create({"service.name": service})
 
     ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
     provider = SdkTracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(ratio)))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)  # for libraries that trace through the global one
     use_provider(provider)
+
+
+class _IdsOnly(trace.Tracer):
+    """Spans with ids and nothing else: never recorded, never sampled (flags 00, as the
+    SDK's ``ALWAYS_OFF`` sampler makes them), children of the given or current span."""
+
+    def start_span(
+        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+    ) -> Span:
+        parent = trace.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128) or 1
+        span_id = random.getrandbits(64) or 1
+        return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False))
+
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
+    ) -> Iterator[Span]:
+        with trace.use_span(self.start_span(name, context), end_on_exit=True) as current:
+            yield current
 
 
 def traceparent_of(target: Span) -> str | None:

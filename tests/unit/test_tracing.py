@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -78,6 +80,35 @@ def test_without_an_endpoint_ids_are_made_but_nothing_is_recorded(
         assert not quiet.is_recording()
         trace_id, _ = ids(tracing.current_traceparent())
         assert tracing.trace_ids() is not None and tracing.trace_ids()[0] == trace_id  # type: ignore[index]
+
+
+def test_without_an_endpoint_a_span_continues_its_parents_trace_unsampled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tracing, "_tracer", tracing._tracer)
+    tracing.configure_tracing("orders", environ={})
+    parent = f"00-{'ab' * 16}-{'cd' * 8}-01"
+    with tracing.span("child", parent=parent) as child, tracing.span("grandchild") as grandchild:
+        child_ids, grandchild_ids = (
+            ids(tracing.traceparent_of(child)),
+            ids(tracing.traceparent_of(grandchild)),
+        )
+    assert child_ids[0] == grandchild_ids[0] == "ab" * 16
+    assert len({child_ids[1], grandchild_ids[1], "cd" * 8}) == 3
+    assert tracing.traceparent_of(grandchild).endswith("-00")  # type: ignore[union-attr]
+
+
+def test_without_an_endpoint_the_sdk_is_not_even_loaded() -> None:
+    """Every process start pays for what it imports (a restarted service, a CLI call)."""
+    code = (
+        "import sys; from saga_runtime import tracing;"
+        " tracing.configure_tracing('orders', environ={});"
+        " print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"
 
 
 def test_with_an_endpoint_spans_are_recorded_for_export(monkeypatch: pytest.MonkeyPatch) -> None:
