@@ -15,6 +15,10 @@ the differences. What a label counts:
 
 A root that is missing at either end, or was replaced (another start time), makes
 its label unavailable rather than wrong; without /proc the whole section is.
+
+The PostgreSQL tree is then split by whom its backends serve, the labels are added up
+into the system under test and the harness, and the machine's CPU from /proc/stat is
+set beside them (``cpu_split``).
 """
 
 from __future__ import annotations
@@ -22,10 +26,20 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from saga_harness.bench.cpu_split import (
+    OTHER,
+    BackendSample,
+    MachineTicks,
+    read_machine,
+    role_sums,
+    sample_backends,
+    split_backends,
+)
 
 __all__ = [
     "CpuWindow",
@@ -159,10 +173,19 @@ def cpu_figures(
     completed: int,
     ticks_per_second: int,
     cores: int | None,
+    backends: tuple[Mapping[int, BackendSample], Mapping[int, BackendSample]] | None = None,
+    postgres: str = "postgres",
+    machine: tuple[MachineTicks | None, MachineTicks | None] | None = None,
+    harness: Collection[str] = (),
 ) -> dict[str, Any]:
     """Per label: CPU seconds, % of one core and CPU ms per completed saga (JSON-able).
 
     Labels come largest first; ``total`` adds up the available ones only.
+    ``backends`` (each end's named backends, ``cpu_split``) replaces the ``postgres``
+    tree's figure by its groups and ``postgres (other)``. ``system_under_test`` and
+    ``harness`` add up the labels by role (``harness``: the harness's labels, all
+    others are the system's). ``machine`` (/proc/stat at each end) adds every core's
+    busy time, and what of it none of the labels used (``elsewhere``).
     """
     cpu_s: dict[str, float] = {}
     unavailable: dict[str, str] = {}
@@ -184,6 +207,37 @@ def cpu_figures(
             "ms_per_saga": round(1000 * used / completed, 2) if completed else None,
         }
 
+    result: dict[str, Any] = {}
+    if backends is not None and postgres in cpu_s:
+        split = split_backends(*backends)
+        tree = cpu_s.pop(postgres)
+        named = {label: ticks / ticks_per_second for label, ticks in split.ticks.items()}
+        cpu_s.update(named)
+        cpu_s[OTHER] = max(0.0, tree - sum(named.values()))
+        result["postgres"] = {
+            **figures(tree),
+            "backends_connected_in_window": split.started,
+            "backends_gone_in_window": split.exited,
+        }
+    total = sum(cpu_s.values())
+    sums, members = role_sums(cpu_s, harness)
+    result.update(
+        {
+            role: {**figures(sums[role]), "labels": sorted(members[role])}
+            for role in ("system_under_test", "harness")
+        }
+    )
+    if machine is not None and machine[0] is not None and machine[1] is not None:
+        busy = (machine[1].busy - machine[0].busy) / ticks_per_second
+        span = machine[1].total - machine[0].total
+        result["machine"] = {
+            **figures(busy),
+            "pct_of_cores": round(100 * (machine[1].busy - machine[0].busy) / span, 1)
+            if span > 0
+            else None,
+            "elsewhere_cpu_s": round(busy - total, 2),
+        }
+
     return {
         "available": bool(cpu_s),
         "seconds": round(seconds, 2),
@@ -193,7 +247,8 @@ def cpu_figures(
         "processes": {
             label: figures(used) for label, used in sorted(cpu_s.items(), key=lambda item: -item[1])
         },
-        "total": figures(sum(cpu_s.values())),
+        "total": figures(total),
+        **result,
         "unavailable": unavailable,
     }
 
@@ -203,15 +258,24 @@ class CpuWindow:
     """Snapshots the targets' CPU at two moments from a thread of its own.
 
     The moments are fixed in advance (the window is the load's, minus the warmup), so
-    the snapshots land on time whatever the load loop is doing.
+    the snapshots land on time whatever the load loop is doing. With ``backend_names``
+    (pid -> application_name, e.g. ``cpu_split.BackendNames``) the ``postgres`` tree is
+    split by backend; ``harness`` names the labels that are the harness's, not the
+    system's; the machine's CPU comes from ``proc``/stat.
     """
 
     targets: Mapping[str, Target]
     proc: Path = PROC
+    backend_names: Callable[[], Mapping[int, str]] | None = None
+    postgres: str = "postgres"
+    harness: Collection[str] = ()
     first: Readings | None = None
     last: Readings | None = None
     first_at: float = 0.0
     last_at: float = 0.0
+    backends: list[dict[int, BackendSample] | None] = field(default_factory=list)
+    machine: list[MachineTicks | None] = field(default_factory=list)
+    split_error: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -229,19 +293,41 @@ class CpuWindow:
             self._thread.join(timeout=10)
 
     def _run(self, start_at: float, end_at: float) -> None:
-        if self._stop.wait(max(0.0, start_at - time.time())):
-            return
-        self.first_at, self.first = time.time(), self._readings()
-        if self._stop.wait(max(0.0, end_at - time.time())):
-            return
-        self.last_at, self.last = time.time(), self._readings()
+        try:
+            if self._stop.wait(max(0.0, start_at - time.time())):
+                return
+            self.first_at, self.first = time.time(), self._readings()
+            if self._stop.wait(max(0.0, end_at - time.time())):
+                return
+            self.last_at, self.last = time.time(), self._readings()
+        finally:
+            close = getattr(self.backend_names, "close", None)
+            if close is not None:
+                close()
 
     def _readings(self) -> Readings:
+        names = self._names()  # before /proc: a backend that starts in between is "other"
         try:
             table = read_process_table(self.proc)
         except OSError:
             table = {}
+        self.machine.append(read_machine(self.proc))
+        root = self.targets.get(self.postgres)
+        if names is None or root is None or root.pid is None or root.pid not in table:
+            self.backends.append(None)
+        else:
+            members = (table[pid] for pid in descendants(table, root.pid))
+            self.backends.append(sample_backends(members, names))
         return take_readings(self.targets, table)
+
+    def _names(self) -> Mapping[int, str] | None:
+        if self.backend_names is None:
+            return None
+        try:
+            return self.backend_names()
+        except Exception as exc:  # the split is lost, not the figures: say why
+            self.split_error = f"backend names unreadable: {exc!r}"[:300]
+            return None
 
     def figures(
         self, completed_at: Iterable[float], *, cores: int | None, load_started: float
@@ -255,6 +341,7 @@ class CpuWindow:
         if self.first is None or self.last is None:
             return {"available": False, "reason": "the window did not run to its end"}
         completed = sum(1 for at in completed_at if self.first_at <= at <= self.last_at)
+        first_b, last_b = [*self.backends, None, None][:2]
         figures = cpu_figures(
             self.first,
             self.last,
@@ -262,6 +349,12 @@ class CpuWindow:
             completed=completed,
             ticks_per_second=os.sysconf("SC_CLK_TCK"),
             cores=cores,
+            backends=None if first_b is None or last_b is None else (first_b, last_b),
+            postgres=self.postgres,
+            machine=(self.machine[0], self.machine[1]) if len(self.machine) == 2 else None,
+            harness=self.harness,
         )
+        if self.backend_names is not None and "postgres" not in figures:
+            figures["postgres_split_unavailable"] = self.split_error or "no backend readings"
         window = [round(self.first_at - load_started, 2), round(self.last_at - load_started, 2)]
         return {**figures, "window_s": window}
