@@ -29,4 +29,4 @@ def test_a_card_outside_the_locked_ones_has_one_verdict_on_every_attempt_and_a_c
 def test_the_cards_whose_verdict_depends_on_the_attempt_or_that_think_are_locked() -> None:
     assert {verdict(TOKEN_FLAKY, 1), verdict(TOKEN_FLAKY, 2)} == {"unavailable", "approve"}
     assert verdict(TOKEN_ERROR, 3) == "unavailable"
-    assert LOCKED_CARDS == {TOKEN_ERROR, TOKEN_FLAKY, TOKEN_SLOW}
+    assert {TOKEN_ERROR, TOKEN_FLAKY, TOKEN_SLOW} == LOCKED_CARDS
