@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from saga_harness.bench.cpu import (
-    CpuWindow,
     ProcStat,
     Reading,
     Target,
@@ -22,6 +21,7 @@ from saga_harness.bench.cpu import (
     read_process_table,
     take_readings,
 )
+from saga_harness.bench.cpu_window import CpuWindow
 from saga_harness.bench.render import saga_summary
 from saga_harness.bench.spawn import cpu_targets
 from saga_harness.infra import LocalStack

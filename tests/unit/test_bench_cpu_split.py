@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from saga_harness.bench.cpu import CpuWindow, Target, cpu_figures, descendants, take_readings
+from saga_harness.bench.cpu import Target, cpu_figures, descendants, take_readings
 from saga_harness.bench.cpu_split import (
     BackendSample,
     MachineTicks,
@@ -17,6 +17,7 @@ from saga_harness.bench.cpu_split import (
     sample_backends,
     split_backends,
 )
+from saga_harness.bench.cpu_window import CpuWindow
 from saga_harness.bench.spawn import HARNESS_LABELS
 from tests.unit.test_bench_cpu import _summary_with, fake_proc, stat_line, table
 

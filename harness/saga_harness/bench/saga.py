@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from saga_harness.bench.backlog import BacklogSampler, growth
-from saga_harness.bench.cpu import CpuWindow, Target
+from saga_harness.bench.cpu import Target
 from saga_harness.bench.cpu_split import BackendNames
+from saga_harness.bench.cpu_window import CpuWindow
 from saga_harness.bench.load import (
     Authorize,
     Completions,
