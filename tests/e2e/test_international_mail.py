@@ -6,20 +6,17 @@ each a separate process; the audit then finds every order notified.
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
 from saga_harness.system import System
+from simulators.smtp_sink import read_mail
 
 pytestmark = pytest.mark.e2e
 
 
 def mails_for(system: System, order_id: str) -> list[dict]:  # type: ignore[type-arg]
-    if not system.mail_file.exists():
-        return []
-    mails = [json.loads(line) for line in system.mail_file.read_text().splitlines()]
+    mails = read_mail(system.mail_file)
     return [m for m in mails if order_id in (m.get("message_id") or "")]
 
 

@@ -7,7 +7,6 @@ provider's ledger.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from saga_harness.chaos.harness import _restock
 from saga_harness.system import REPO, System
 from saga_system import SYSTEM
 from sagactl.cli import system_logins
+from simulators.smtp_sink import read_mail
 
 pytestmark = pytest.mark.e2e
 
@@ -42,11 +42,8 @@ def charges_for(system: System, order_id: str) -> tuple[int, int]:
 
 
 def mail_kinds(system: System, order_id: str) -> list[str]:
-    if not system.mail_file.exists():
-        return []
     kinds = []
-    for line in system.mail_file.read_text().splitlines():
-        mail = json.loads(line)
+    for mail in read_mail(system.mail_file):
         if order_id in (mail.get("message_id") or ""):
             kinds.append(mail["message_id"].split(".")[1].split("@")[0])
     return sorted(kinds)

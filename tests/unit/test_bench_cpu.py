@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from saga_harness.bench.cpu import (
-    CpuWindow,
     ProcStat,
     Reading,
     Target,
@@ -22,6 +21,7 @@ from saga_harness.bench.cpu import (
     read_process_table,
     take_readings,
 )
+from saga_harness.bench.cpu_window import CpuWindow
 from saga_harness.bench.render import saga_summary
 from saga_harness.bench.spawn import cpu_targets
 from saga_harness.infra import LocalStack
@@ -316,9 +316,11 @@ def test_the_summary_prints_a_row_per_process_and_the_total() -> None:
     header = next(i for i, line in enumerate(lines) if line.startswith("cpu (measured window"))
     assert "window 25.0 s, 2 cores)" in lines[header]
     assert lines[header].endswith("% of a core   ms per saga")
-    assert lines[header + 1].split() == ["postgres", "44.3", "-"]
-    assert lines[header + 2].split() == ["orders", "34.8", "-"]
-    assert lines[header + 3].split() == ["total", "79.1", "-"]
+    assert lines[header + 1].split() == ["system", "under", "test", "79.1", "-"]
+    assert lines[header + 2].split() == ["postgres", "44.3", "-"]
+    assert lines[header + 3].split() == ["orders", "34.8", "-"]
+    assert lines[header + 4].split() == ["harness", "0.0", "-"]
+    assert lines[header + 5].split() == ["total", "counted", "79.1", "-"]
     assert "not counted: relay-0 (pid 3 not running at the end of the window)" in lines[-1]
 
 

@@ -68,7 +68,10 @@ class BacklogSampler:
         )
         try:
             partitions = self._partitions(admin)
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
+            # Named, so the bench's CPU split counts its backend as the harness's.
+            with psycopg.connect(
+                self.database_url, autocommit=True, application_name="bench:backlog"
+            ) as conn:
                 while not self._stop.wait(1.0):
                     row = conn.execute(sql.SQL("SELECT ") + pending).fetchone()
                     self.samples.append(

@@ -251,7 +251,7 @@ def _customer_of(system: Any) -> Any:
 
 def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool) -> dict[str, Any]:
     from saga_harness.bench.saga import run_saga_bench
-    from saga_harness.bench.spawn import cpu_targets
+    from saga_harness.bench.spawn import HARNESS_LABELS, cpu_targets
 
     what = (
         f"{config.clients} closed-loop clients"
@@ -265,6 +265,7 @@ def _one_run(system: Any, stack: Any, config: Any, log_dir: Path, *, audit: bool
         database_url=system.database_url,
         kafka=system.kafka,
         cpu_targets=cpu_targets(system, stack),
+        harness_labels=HARNESS_LABELS,
         progress=_say,
         authorize=_customer_of(system),
     )

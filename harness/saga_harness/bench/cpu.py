@@ -15,20 +15,29 @@ the differences. What a label counts:
 
 A root that is missing at either end, or was replaced (another start time), makes
 its label unavailable rather than wrong; without /proc the whole section is.
+
+The PostgreSQL tree is then split by whom its backends serve, the labels are added up
+into the system under test and the harness, and the machine's CPU from /proc/stat is
+set beside them (``cpu_split``). ``cpu_window.CpuWindow`` takes the snapshots.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saga_harness.bench.cpu_split import (
+    OTHER,
+    BackendSample,
+    MachineTicks,
+    role_sums,
+    split_backends,
+)
+
 __all__ = [
-    "CpuWindow",
+    "PROC",
     "ProcStat",
     "Reading",
     "Target",
@@ -159,10 +168,19 @@ def cpu_figures(
     completed: int,
     ticks_per_second: int,
     cores: int | None,
+    backends: tuple[Mapping[int, BackendSample], Mapping[int, BackendSample]] | None = None,
+    postgres: str = "postgres",
+    machine: tuple[MachineTicks | None, MachineTicks | None] | None = None,
+    harness: Collection[str] = (),
 ) -> dict[str, Any]:
     """Per label: CPU seconds, % of one core and CPU ms per completed saga (JSON-able).
 
     Labels come largest first; ``total`` adds up the available ones only.
+    ``backends`` (each end's named backends, ``cpu_split``) replaces the ``postgres``
+    tree's figure by its groups and ``postgres (other)``. ``system_under_test`` and
+    ``harness`` add up the labels by role (``harness``: the harness's labels, all
+    others are the system's). ``machine`` (/proc/stat at each end) adds every core's
+    busy time, and what of it none of the labels used (``elsewhere``).
     """
     cpu_s: dict[str, float] = {}
     unavailable: dict[str, str] = {}
@@ -184,6 +202,37 @@ def cpu_figures(
             "ms_per_saga": round(1000 * used / completed, 2) if completed else None,
         }
 
+    result: dict[str, Any] = {}
+    if backends is not None and postgres in cpu_s:
+        split = split_backends(*backends)
+        tree = cpu_s.pop(postgres)
+        named = {label: ticks / ticks_per_second for label, ticks in split.ticks.items()}
+        cpu_s.update(named)
+        cpu_s[OTHER] = max(0.0, tree - sum(named.values()))
+        result["postgres"] = {
+            **figures(tree),
+            "backends_connected_in_window": split.started,
+            "backends_gone_in_window": split.exited,
+        }
+    total = sum(cpu_s.values())
+    sums, members = role_sums(cpu_s, harness)
+    result.update(
+        {
+            role: {**figures(sums[role]), "labels": sorted(members[role])}
+            for role in ("system_under_test", "harness")
+        }
+    )
+    if machine is not None and machine[0] is not None and machine[1] is not None:
+        busy = (machine[1].busy - machine[0].busy) / ticks_per_second
+        span = machine[1].total - machine[0].total
+        result["machine"] = {
+            **figures(busy),
+            "pct_of_cores": round(100 * (machine[1].busy - machine[0].busy) / span, 1)
+            if span > 0
+            else None,
+            "elsewhere_cpu_s": round(busy - total, 2),
+        }
+
     return {
         "available": bool(cpu_s),
         "seconds": round(seconds, 2),
@@ -193,75 +242,7 @@ def cpu_figures(
         "processes": {
             label: figures(used) for label, used in sorted(cpu_s.items(), key=lambda item: -item[1])
         },
-        "total": figures(sum(cpu_s.values())),
+        "total": figures(total),
+        **result,
         "unavailable": unavailable,
     }
-
-
-@dataclass
-class CpuWindow:
-    """Snapshots the targets' CPU at two moments from a thread of its own.
-
-    The moments are fixed in advance (the window is the load's, minus the warmup), so
-    the snapshots land on time whatever the load loop is doing.
-    """
-
-    targets: Mapping[str, Target]
-    proc: Path = PROC
-    first: Readings | None = None
-    last: Readings | None = None
-    first_at: float = 0.0
-    last_at: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self, *, start_at: float, end_at: float) -> None:
-        """Snapshot at ``start_at`` and at ``end_at`` (epoch seconds)."""
-        self._thread = threading.Thread(
-            target=self._run, args=(start_at, end_at), name="bench-cpu", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop waiting; a snapshot not yet taken stays missing."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self, start_at: float, end_at: float) -> None:
-        if self._stop.wait(max(0.0, start_at - time.time())):
-            return
-        self.first_at, self.first = time.time(), self._readings()
-        if self._stop.wait(max(0.0, end_at - time.time())):
-            return
-        self.last_at, self.last = time.time(), self._readings()
-
-    def _readings(self) -> Readings:
-        try:
-            table = read_process_table(self.proc)
-        except OSError:
-            table = {}
-        return take_readings(self.targets, table)
-
-    def figures(
-        self, completed_at: Iterable[float], *, cores: int | None, load_started: float
-    ) -> dict[str, Any]:
-        """The section for the result: sagas count if they completed between the snapshots.
-
-        ``window_s`` places the snapshots in seconds from ``load_started``.
-        """
-        if not self.proc.joinpath("self", "stat").exists():
-            return {"available": False, "reason": f"no {self.proc}/self/stat (not Linux?)"}
-        if self.first is None or self.last is None:
-            return {"available": False, "reason": "the window did not run to its end"}
-        completed = sum(1 for at in completed_at if self.first_at <= at <= self.last_at)
-        figures = cpu_figures(
-            self.first,
-            self.last,
-            seconds=self.last_at - self.first_at,
-            completed=completed,
-            ticks_per_second=os.sysconf("SC_CLK_TCK"),
-            cores=cores,
-        )
-        window = [round(self.first_at - load_started, 2), round(self.last_at - load_started, 2)]
-        return {**figures, "window_s": window}

@@ -43,7 +43,9 @@ def saga_summary(result: dict[str, Any]) -> str:
 
 
 def _cpu_table(cpu: Mapping[str, Any] | None) -> list[str]:
-    """Each process's CPU over the measured window: % of one core and ms per saga."""
+    """CPU over the measured window, % of one core and ms per saga: each process (PostgreSQL
+    by whom its backends serve), grouped into the system under test and the harness, then
+    the whole machine."""
     if cpu is None:
         return []
     if not cpu.get("available"):
@@ -52,17 +54,40 @@ def _cpu_table(cpu: Mapping[str, Any] | None) -> list[str]:
         )
         return [f"cpu: unavailable ({reason})"]
 
-    def row(label: str, f: Mapping[str, Any]) -> str:
+    def row(label: str, f: Mapping[str, Any], indent: int = 2) -> str:
         pct = "-" if f["pct_of_core"] is None else f"{f['pct_of_core']:.1f}"
         per_saga = "-" if f["ms_per_saga"] is None else f"{f['ms_per_saga']:.1f}"
-        return f"  {label:<36}{pct:>12}{per_saga:>14}"
+        return f"{' ' * indent}{label:<{38 - indent}}{pct:>12}{per_saga:>14}"
 
     head = f"cpu (measured window {cpu['seconds']:.1f} s, {cpu['cores']} cores)"
-    lines = [
-        f"{head:<38}{'% of a core':>12}{'ms per saga':>14}",
-        *(row(label, f) for label, f in cpu["processes"].items()),
-        row("total", cpu["total"]),
-    ]
+    lines = [f"{head:<38}{'% of a core':>12}{'ms per saga':>14}"]
+    processes = cpu["processes"]
+    for role, title in (("system_under_test", "system under test"), ("harness", "harness")):
+        if role not in cpu:
+            continue
+        lines.append(row(title, cpu[role]))
+        lines += [
+            row(label, processes[label], 4) for label in processes if label in cpu[role]["labels"]
+        ]
+    if "system_under_test" not in cpu:
+        lines += [row(label, f) for label, f in processes.items()]
+    lines.append(row("total counted", cpu["total"]))
+    machine = cpu.get("machine")
+    if machine:
+        lines.append(
+            row("machine (/proc/stat, every process)", machine)
+            + f"  ({machine['pct_of_cores']}% of the cores; {machine['elsewhere_cpu_s']} s"
+            " elsewhere)"
+        )
+    postgres = cpu.get("postgres")
+    if postgres:
+        lines.append(
+            f"  postgres split by backend (whole tree {postgres['cpu_s']} s;"
+            f" {postgres['backends_connected_in_window']} backends connected and"
+            f" {postgres['backends_gone_in_window']} gone in the window)"
+        )
+    elif cpu.get("postgres_split_unavailable"):
+        lines.append(f"  postgres not split: {cpu['postgres_split_unavailable']}")
     lines += [f"  not counted: {label} ({why})" for label, why in cpu["unavailable"].items()]
     return lines
 

@@ -7,12 +7,14 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from saga_harness.bench.backlog import BacklogSampler, growth
-from saga_harness.bench.cpu import CpuWindow, Target
+from saga_harness.bench.cpu import Target
+from saga_harness.bench.cpu_split import BackendNames
+from saga_harness.bench.cpu_window import CpuWindow
 from saga_harness.bench.load import (
     Authorize,
     Completions,
@@ -78,6 +80,7 @@ def run_saga_bench(
     database_url: str,
     kafka: KafkaSettings,
     cpu_targets: Mapping[str, Target] | None = None,
+    harness_labels: Collection[str] = (),
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     authorize: Authorize = anonymous,
 ) -> dict[str, Any]:
@@ -86,7 +89,9 @@ def run_saga_bench(
     ``authorize(body)`` gives each order's request headers (its customer's token).
 
     ``cpu_targets`` are the processes whose CPU over the measured window is reported
-    (``cpu``); the bench client itself (this process) is always one of them.
+    (``cpu``); the bench client itself (this process) is always one of them, and one
+    of ``harness_labels``, the labels reported as the harness's rather than the
+    system's. A ``postgres`` target is split by backend (``cpu_split``).
     """
     completions = Completions()
     observer = SagaObserver(
@@ -121,7 +126,11 @@ def run_saga_bench(
 
     # Timed from here rather than from load.started (set inside the loop): the two
     # differ by the event loop's start-up, milliseconds.
-    cpu = CpuWindow({**(cpu_targets or {}), "bench client": Target(os.getpid())})
+    cpu = CpuWindow(
+        {**(cpu_targets or {}), "bench client": Target(os.getpid())},
+        backend_names=BackendNames(database_url),
+        harness={"bench client", *harness_labels},
+    )
     begun = time.time()
     cpu.start(start_at=begun + config.warmup, end_at=begun + config.duration)
     sampler.start()

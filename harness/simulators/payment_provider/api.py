@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Path, Request, status
 from fastapi.responses import JSONResponse
-from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from saga_runtime import (
@@ -27,6 +26,7 @@ from saga_runtime import (
 )
 from simulators.payment_provider.latency import add_latency
 from simulators.payment_provider.ledger import ChargeRecord, RefundRecord, VoidRecord, ensure_schema
+from simulators.payment_provider.pool import open_pool
 from simulators.payment_provider.processing import (
     ChargeRequest,
     ChargeVoided,
@@ -169,16 +169,7 @@ def create_app(settings: ProviderSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = ConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=settings.pool_max_size,
-            timeout=settings.pool_timeout,
-            kwargs={"application_name": "payment-provider"},
-            check=ConnectionPool.check_connection,
-            name="payment-provider",
-            open=True,
-        )
+        pool = open_pool(settings)
         try:
             with pool.connection() as conn:
                 ensure_schema(conn)

@@ -13,10 +13,11 @@ def main() -> int:
     settings = ProviderSettings()
     # uvicorn owns SIGTERM/SIGINT: in-flight requests finish, then the pool closes.
     app = create_app(settings)
-    # Liveness: it answers. Readiness: its ledger's database answers too.
+    # Liveness: it answers. Readiness: its ledger's database answers too (named as its pool,
+    # so the saga bench counts this backend as the harness's too).
     database = DatabaseSettings(url=settings.database_url)
     add_health_routes(
-        app, Health(ready={"database": DatabaseProbe(database, role=None, name="provider")})
+        app, Health(ready={"database": DatabaseProbe(database, role=None, name="payment-provider")})
     )
     uvicorn.run(
         app,

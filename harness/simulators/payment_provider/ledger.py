@@ -9,6 +9,7 @@ from typing import Literal
 import psycopg
 
 ChargeStatus = Literal["approved", "declined"]
+ChargeFound = Literal["made", "existing", "voided", "raced"]
 
 # The provider is not one of our services, so it is not in our migrations: it
 # creates what it needs itself, idempotently, like any third party would.
@@ -52,6 +53,10 @@ SCHEMA = (
         last_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp()
     )
     """,
+    # The key's row says it was voided too: a one-statement charge that waited for the
+    # key's lock reads this row as it is now, where its snapshot would miss the void.
+    "ALTER TABLE provider.charge_attempts ADD COLUMN IF NOT EXISTS"
+    " voided boolean NOT NULL DEFAULT false",
 )
 
 
@@ -92,6 +97,43 @@ _CHARGES = (
     f"SELECT {_CHARGE_COLUMNS} FROM provider.charges c"
     " LEFT JOIN provider.refunds r ON r.charge_id = c.charge_id"
 )
+# A charge in one statement, for a card whose verdict is known before the attempt is counted
+# (``Processor.charge``). Under the key's lock, as every request about the key: unless the
+# snapshot holds a charge or a void under the key already, count the attempt (the key's
+# row, read as it is now: a void made while we waited for the lock is seen there) and make
+# the charge (a charge made while we waited is seen by ON CONFLICT). Neither made nor found
+# is a race with a request that held the lock: the caller starts again under the lock.
+_CHARGE_ONCE = f"""
+WITH locked AS (
+    SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))
+),
+existing AS ({_CHARGES} WHERE c.idempotency_key = %(key)s),
+voided AS (SELECT idempotency_key FROM provider.voids WHERE idempotency_key = %(key)s),
+attempt AS (
+    INSERT INTO provider.charge_attempts AS a (idempotency_key, attempts)
+    SELECT %(key)s::text, 1 FROM locked
+    WHERE NOT EXISTS (SELECT FROM existing) AND NOT EXISTS (SELECT FROM voided)
+    ON CONFLICT (idempotency_key) DO UPDATE
+    SET attempts = a.attempts + 1, last_attempt_at = clock_timestamp()
+    WHERE NOT a.voided
+    RETURNING a.attempts
+),
+made AS (
+    INSERT INTO provider.charges (charge_id, idempotency_key, order_id, amount_cents,
+        card_token, status, decline_code, reason)
+    SELECT %(charge_id)s::text, %(key)s::text, %(order_id)s::text, %(amount_cents)s::bigint,
+        %(card_token)s::text, %(status)s::text, %(decline_code)s::text, %(reason)s::text
+    FROM attempt
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING charge_id, idempotency_key, order_id, amount_cents, card_token, status,
+        decline_code, reason, created_at, NULL::text
+)
+SELECT 'existing', e.* FROM existing e
+UNION ALL SELECT 'voided', NULL, v.idempotency_key, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL FROM voided v
+UNION ALL SELECT 'made', m.* FROM made m
+"""
+
 _REFUNDS = (
     "SELECT refund_id, idempotency_key, charge_id, amount_cents, created_at FROM provider.refunds"
 )
@@ -144,10 +186,15 @@ class Ledger:
         return None if row is None else VoidRecord(*row)
 
     def add_void(self, idempotency_key: str) -> VoidRecord:
+        """Void the key, and mark its attempts row so (see ``charge_once``)."""
         row = self.conn.execute(
-            "INSERT INTO provider.voids (idempotency_key) VALUES (%s)"
+            "WITH marked AS ("
+            " INSERT INTO provider.charge_attempts (idempotency_key, attempts, voided)"
+            " VALUES (%(key)s, 0, true)"
+            " ON CONFLICT (idempotency_key) DO UPDATE SET voided = true)"
+            " INSERT INTO provider.voids (idempotency_key) VALUES (%(key)s)"
             " RETURNING idempotency_key, created_at",
-            (idempotency_key,),
+            {"key": idempotency_key},
         ).fetchone()
         assert row is not None
         return VoidRecord(*row)
@@ -194,6 +241,44 @@ class Ledger:
         record = self.charge_by_key(idempotency_key)
         assert record is not None
         return record
+
+    def charge_once(
+        self,
+        *,
+        charge_id: str,
+        idempotency_key: str,
+        order_id: str,
+        amount_cents: int,
+        card_token: str,
+        status: ChargeStatus,
+        decline_code: str | None,
+        reason: str | None,
+    ) -> tuple[ChargeFound, ChargeRecord | None]:
+        """One statement (its own transaction): the charge made, the one the key holds,
+        the key voided, or a race with a request that held the key's lock meanwhile."""
+        rows = self.conn.execute(
+            _CHARGE_ONCE,
+            {
+                "lock": f"provider:charge:{idempotency_key}",
+                "key": idempotency_key,
+                "charge_id": charge_id,
+                "order_id": order_id,
+                "amount_cents": amount_cents,
+                "card_token": card_token,
+                "status": status,
+                "decline_code": decline_code,
+                "reason": reason,
+            },
+        ).fetchall()
+        found = {str(row[0]): row[1:] for row in rows}
+        # A charge the key holds comes first, as it does under the lock.
+        if "existing" in found:
+            return "existing", ChargeRecord(*found["existing"])
+        if "voided" in found:
+            return "voided", None
+        if "made" in found:
+            return "made", ChargeRecord(*found["made"])
+        return "raced", None
 
     def refund_by_key(self, idempotency_key: str) -> RefundRecord | None:
         row = self.conn.execute(

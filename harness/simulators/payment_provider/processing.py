@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from psycopg_pool import ConnectionPool
 
@@ -28,6 +28,11 @@ TOKEN_FLAKY = "tok_flaky"
 TOKEN_SLOW = "tok_slow"
 
 Verdict = Literal["approve", "decline", "insufficient_funds", "unavailable"]
+
+# Cards whose charge takes the locked transaction: their verdict depends on the attempt's
+# number, or makes no charge, or (tok_slow) the key's lock is held while the provider
+# "thinks". Every other card's verdict is the same on every attempt: one statement.
+LOCKED_CARDS = frozenset({TOKEN_ERROR, TOKEN_FLAKY, TOKEN_SLOW})
 
 T = TypeVar("T")
 
@@ -128,6 +133,28 @@ class Processor:
         self._sleep = sleep
 
     def charge(self, request: ChargeRequest) -> Result[ChargeRecord]:
+        """The charge the key holds or a new one; one statement for an ordinary card.
+
+        The same answers as ``_charge_locked`` gives: a race the statement cannot settle
+        (a charge or void made under the key while it waited for the key's lock) goes there.
+        """
+        if request.card_token in LOCKED_CARDS:
+            return self._charge_locked(request)
+        outcome = verdict(request.card_token, 1)
+        with self.pool.connection() as conn:
+            found, record = Ledger(conn).charge_once(
+                **self._new_charge(request, outcome), idempotency_key=request.idempotency_key
+            )
+        if found == "existing" and record is not None:
+            return self._replay(request, record)
+        if found == "voided":
+            raise self._voided(request)
+        if found == "made" and record is not None:
+            return Result(record, replayed=False)
+        return self._charge_locked(request)
+
+    def _charge_locked(self, request: ChargeRequest) -> Result[ChargeRecord]:
+        """A charge in a transaction holding the key's lock throughout."""
         record: ChargeRecord | None = None
         with self.pool.connection() as conn, conn.transaction():
             ledger = Ledger(conn)
@@ -136,33 +163,47 @@ class Processor:
             ledger.lock("charge", request.idempotency_key)
             existing = ledger.charge_by_key(request.idempotency_key)
             if existing is not None:
-                if not request.same_as(existing):
-                    raise IdempotencyConflict(
-                        f"idempotency key {request.idempotency_key!r} was used for another charge"
-                    )
-                return Result(existing, replayed=True)
+                return self._replay(request, existing)
             if ledger.void_by_key(request.idempotency_key) is not None:
-                raise ChargeVoided(
-                    f"idempotency key {request.idempotency_key!r} was voided: no charge under it"
-                )
+                raise self._voided(request)
             outcome = verdict(request.card_token, ledger.count_attempt(request.idempotency_key))
             # "unavailable" leaves record None: the attempt count commits, then we refuse.
             if outcome != "unavailable":
                 if request.card_token == TOKEN_SLOW:
                     self._sleep(self.slow_seconds)
                 record = ledger.add_charge(
-                    charge_id=f"ch_{uuid.uuid4().hex[:24]}",
-                    idempotency_key=request.idempotency_key,
-                    order_id=request.order_id,
-                    amount_cents=request.amount_cents,
-                    card_token=request.card_token,
-                    status="approved" if outcome == "approve" else "declined",
-                    decline_code=None if outcome == "approve" else _DECLINE_CODES[outcome],
-                    reason=None if outcome == "approve" else _DECLINE_REASONS[outcome],
+                    **self._new_charge(request, outcome), idempotency_key=request.idempotency_key
                 )
         if record is None:
             raise Unavailable("the card network is unavailable, retry with the same key")
         return Result(record, replayed=False)
+
+    @staticmethod
+    def _new_charge(request: ChargeRequest, outcome: Verdict) -> dict[str, Any]:
+        """The columns of the charge ``outcome`` makes (not "unavailable"), but its key."""
+        return {
+            "charge_id": f"ch_{uuid.uuid4().hex[:24]}",
+            "order_id": request.order_id,
+            "amount_cents": request.amount_cents,
+            "card_token": request.card_token,
+            "status": "approved" if outcome == "approve" else "declined",
+            "decline_code": None if outcome == "approve" else _DECLINE_CODES[outcome],
+            "reason": None if outcome == "approve" else _DECLINE_REASONS[outcome],
+        }
+
+    @staticmethod
+    def _replay(request: ChargeRequest, existing: ChargeRecord) -> Result[ChargeRecord]:
+        if not request.same_as(existing):
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was used for another charge"
+            )
+        return Result(existing, replayed=True)
+
+    @staticmethod
+    def _voided(request: ChargeRequest) -> ChargeVoided:
+        return ChargeVoided(
+            f"idempotency key {request.idempotency_key!r} was voided: no charge under it"
+        )
 
     def find_charge(self, idempotency_key: str) -> ChargeRecord | None:
         with self.pool.connection() as conn, conn.transaction():

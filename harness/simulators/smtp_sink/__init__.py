@@ -1,7 +1,8 @@
 """A local SMTP sink for development and tests (not a service of the saga).
 
-It accepts every message on SMTP and appends it as one JSON line to a file,
-so tests and the invariant checker can read what customers were told.
+It accepts every message on SMTP and appends it, raw, as one JSON line to a file
+(durable before the 250, one fsync per tick of messages), so tests and the invariant
+checker can read what customers were told (``read_mail`` parses it).
 """
 
 from simulators.smtp_sink.mailbox import append_mail, read_mail, record_from_bytes

@@ -1,4 +1,11 @@
-"""The sink's file: one JSON object per received message, one message per line."""
+"""The sink's file: one JSON object per received message, one message per line.
+
+The sink stores what came off the wire, cheaply (``stored_record``): the envelope and
+the raw message, parsed only when read (``read_mail``). A line holds ``raw`` (the
+message's bytes as UTF-8 text, any other byte as a surrogate escape), ``from``,
+``to``, ``mail_options`` and ``received_at``; lines of the older, parsed form are
+read as they are.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_mail", "read_mail", "record_from_bytes"]
+__all__ = ["append_mail", "append_mails", "read_mail", "record_from_bytes", "stored_record"]
 
 
 def record_from_bytes(
@@ -103,14 +110,41 @@ def _first_text_part(message: Message) -> Message | None:
     return None if message.is_multipart() else message
 
 
-def append_mail(path: Path, record: dict[str, Any]) -> None:
-    """Append one line and make it durable before the sink answers 250."""
+def stored_record(
+    raw: bytes,
+    *,
+    mail_from: str,
+    rcpt_tos: list[str],
+    mail_options: list[str] | None = None,
+    received_at: datetime | None = None,
+) -> dict[str, Any]:
+    """What the sink writes for one message: the envelope and the raw bytes, unparsed."""
+    return {
+        "from": mail_from,
+        "to": list(rcpt_tos),
+        "mail_options": list(mail_options or []),
+        "received_at": (received_at or datetime.now(UTC)).isoformat(),
+        "raw": raw.decode("utf-8", "surrogateescape"),
+    }
+
+
+def append_mails(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append one line per record and make them durable with one fsync (before any 250).
+
+    ASCII-escaped JSON, so an envelope's or a message's stray bytes (surrogate escapes)
+    are written and read back unchanged.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+    text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def append_mail(path: Path, record: dict[str, Any]) -> None:
+    """Append one line and make it durable."""
+    append_mails(path, [record])
 
 
 def read_mail(path: Path | str) -> list[dict[str, Any]]:
@@ -125,4 +159,17 @@ def read_mail(path: Path | str) -> list[dict[str, Any]]:
         return []
     lines = text.split("\n")
     complete = lines[:-1]  # the element after the last newline is "" or a torn write
-    return [json.loads(line) for line in complete if line.strip()]
+    return [_parsed(json.loads(line)) for line in complete if line.strip()]
+
+
+def _parsed(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored line as ``record_from_bytes`` makes it (an older, parsed line as it is)."""
+    if "raw" not in stored:
+        return stored
+    return record_from_bytes(
+        stored["raw"].encode("utf-8", "surrogateescape"),
+        mail_from=stored["from"],
+        rcpt_tos=stored["to"],
+        received_at=datetime.fromisoformat(stored["received_at"]),
+        mail_options=stored["mail_options"],
+    )

@@ -8,13 +8,14 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saga_runtime import LogSettings, configure_logging, get_logger
-from simulators.smtp_sink.mailbox import append_mail, record_from_bytes
+from simulators.smtp_sink.mailbox import append_mails, stored_record
 
 __all__ = ["SinkSettings", "SmtpSink", "main"]
 
@@ -39,29 +40,60 @@ class SinkSettings(BaseSettings):
 
 
 class _Recorder:
-    """aiosmtpd handler: every accepted message becomes a line in the file."""
+    """aiosmtpd handler: every accepted message becomes a line in the file.
+
+    Messages are stored raw (parsed when read: ``read_mail``) and in ticks: the
+    messages that arrive while one write is being made durable are written together
+    with a single fsync after it, and each is answered 250 once its tick is durable.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
             raw = raw.encode()
+        record = stored_record(
+            raw,
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            mail_options=list(envelope.mail_options),
+        )
         try:
-            record = record_from_bytes(
-                raw,
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=list(envelope.rcpt_tos),
-                mail_options=list(envelope.mail_options),
-            )
-            append_mail(self.path, record)
+            await self._stored(record)
         except Exception as exc:
             # A 4xx tells the sender to try again later instead of losing the mail.
             log.error("smtp_sink.store_failed", error=repr(exc))
             return "451 Requested action aborted: could not store the message"
-        log.info("smtp_sink.received", message_id=record["message_id"], to=record["to"])
         return "250 Message accepted for delivery"
+
+    async def _stored(self, record: dict[str, Any]) -> None:
+        """Return once ``record`` is durable (raises if its tick could not be written)."""
+        loop = asyncio.get_running_loop()
+        durable: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((record, durable))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_ticks())
+        await durable
+
+    async def _write_ticks(self) -> None:
+        while self._waiting:
+            tick, self._waiting = self._waiting, []
+            try:
+                # Off the event loop: messages keep arriving while the disk syncs.
+                await asyncio.to_thread(append_mails, self.path, [r for r, _ in tick])
+            except Exception as exc:
+                for _, durable in tick:
+                    if not durable.done():  # its sender may have hung up meanwhile
+                        durable.set_exception(exc)
+            else:
+                for _, durable in tick:
+                    if not durable.done():
+                        durable.set_result(None)
+                log.debug("smtp_sink.stored", messages=len(tick))
 
 
 class SmtpSink:
