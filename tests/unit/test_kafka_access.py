@@ -19,7 +19,13 @@ from saga_harness.kafka_logins import (
     take_passwords,
 )
 from saga_runtime import ConfigurationError, KafkaSettings, consumer_config, producer_config
-from saga_runtime.kafka_access import Grant, principals, relay_principal, system_grants
+from saga_runtime.kafka_access import (
+    Grant,
+    is_system_acl,
+    principals,
+    relay_principal,
+    system_grants,
+)
 from saga_system import SYSTEM
 
 PREFIX = "p."
@@ -64,6 +70,76 @@ def test_every_grant_names_a_principal_and_a_resource_of_the_system() -> None:
         assert grant.name in (topics if grant.resource == "topic" else groups), grant
     binding = Grant("stock", "topic", "p.orders.events", "READ").binding()
     assert (binding.principal, binding.host, binding.name) == ("User:stock", "*", "p.orders.events")
+
+
+def test_provisioning_takes_as_the_systems_only_acls_shaped_as_its_grants_of_its_prefix() -> None:
+    """What provisioning may revoke: any grant ``system_grants`` could give for the prefix,
+    a removed service's included; never another prefix's, nor someone else's ACL."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    for grant in system_grants(SYSTEM, PREFIX):
+        assert is_system_acl(grant.binding(), PREFIX), grant
+    removed = [
+        Grant("loyalty", "topic", "p.orders.events", "READ"),
+        Grant("loyalty", "group", "p.loyalty", "READ"),
+        Grant("relay-loyalty", "topic", "p.loyalty.events", "WRITE"),
+        Grant("stock", "topic", "p.payments.events", "READ"),
+    ]
+    assert all(is_system_acl(g.binding(), PREFIX) for g in removed)
+    for prefix in ("", "q.", "p.orders."):  # other systems' prefixes on the same broker
+        assert not any(is_system_acl(g.binding(), prefix) for g in system_grants(SYSTEM, PREFIX))
+    for foreign in (
+        Grant("ops-monitor", "topic", "p.orders.events", "READ"),  # not named as a service
+        Grant("stock", "topic", "p.audit", "READ"),  # not a topic the system names
+        Grant("stock", "group", "p.stock.x", "READ"),
+    ):
+        assert not is_system_acl(foreign.binding(), PREFIX), foreign
+    topic, principal = ResourceType.TOPIC, "User:stock"
+    for binding in (
+        AclBinding(
+            topic,
+            "p.orders.events",
+            ResourcePatternType.PREFIXED,
+            principal,
+            "*",
+            AclOperation.READ,
+            AclPermissionType.ALLOW,
+        ),
+        AclBinding(
+            topic,
+            "p.orders.events",
+            ResourcePatternType.LITERAL,
+            principal,
+            "*",
+            AclOperation.READ,
+            AclPermissionType.DENY,
+        ),
+        AclBinding(
+            topic,
+            "p.orders.events",
+            ResourcePatternType.LITERAL,
+            principal,
+            "10.0.0.1",
+            AclOperation.READ,
+            AclPermissionType.ALLOW,
+        ),
+        AclBinding(
+            topic,
+            "p.orders.events",
+            ResourcePatternType.LITERAL,
+            principal,
+            "*",
+            AclOperation.ALTER,
+            AclPermissionType.ALLOW,
+        ),
+    ):
+        assert not is_system_acl(binding, PREFIX), binding
 
 
 def test_secured_settings_log_in_with_scram_and_never_show_the_password() -> None:
