@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from outbox_relay.settings import RelayProcessSettings
 from saga_harness.dotenv import SECRETS
+from saga_harness.infra import InfraError
 from saga_harness.infra.kafka import LocalKafka
+from saga_harness.infra.proc import write_pidfile
 from saga_harness.kafka_logins import (
     password_variable,
     relay_login,
@@ -75,14 +85,6 @@ def test_every_grant_names_a_principal_and_a_resource_of_the_system() -> None:
 def test_provisioning_takes_as_the_systems_only_acls_shaped_as_its_grants_of_its_prefix() -> None:
     """What provisioning may revoke: any grant ``system_grants`` could give for the prefix,
     a removed service's included; never another prefix's, nor someone else's ACL."""
-    from confluent_kafka.admin import (  # type: ignore[attr-defined]
-        AclBinding,
-        AclOperation,
-        AclPermissionType,
-        ResourcePatternType,
-        ResourceType,
-    )
-
     for grant in system_grants(SYSTEM, PREFIX):
         assert is_system_acl(grant.binding(), PREFIX), grant
     removed = [
@@ -221,3 +223,22 @@ def test_the_secured_local_broker_authorizes_with_acls_and_keeps_its_password_pr
     assert broker.admin_properties()["sasl.username"] == "broker"
     plain = LocalKafka(state_dir=tmp_path / "plain", port=1, controller_port=2)
     assert plain.admin_properties() == {}
+
+
+def test_a_broker_still_running_plain_is_not_taken_for_a_secured_one(tmp_path: Path) -> None:
+    """A test stack kept running plain (from before its broker was secured): starting it
+    secured says how to stop it, and never restarts it under whoever else uses it."""
+    plain = LocalKafka(state_dir=tmp_path, port=1, controller_port=2)
+    # A stand-in for its JVM: a live process whose command line names the broker's class.
+    jvm = subprocess.Popen(["sh", "-c", "sleep 30", "kafka.Kafka"])
+    try:
+        write_pidfile(plain.pidfile, jvm.pid)
+        plain.mode_file.write_text("plain\n")
+        secured = LocalKafka(state_dir=tmp_path, port=1, controller_port=2, secured=True)
+        with pytest.raises(InfraError, match="runs plain, not secured") as refused:
+            secured.start(wait=False)
+        assert str(plain.pidfile) in str(refused.value)
+        assert jvm.poll() is None, "left running"
+    finally:
+        jvm.kill()
+        jvm.wait()
