@@ -75,6 +75,19 @@ def pending_rows(database: DatabaseSettings, schema: str = "orders") -> int:
         return int(row[0])
 
 
+def kafka_login_env(settings: KafkaSettings) -> dict[str, str]:
+    """The ``KAFKA_*`` variables that make a process log in as ``settings`` do (none: plain)."""
+    if not settings.security_protocol.startswith("SASL_"):
+        return {}
+    assert settings.sasl_username and settings.sasl_password
+    return {
+        "KAFKA_SECURITY_PROTOCOL": settings.security_protocol,
+        "KAFKA_SASL_MECHANISM": settings.sasl_mechanism,
+        "KAFKA_SASL_USERNAME": settings.sasl_username,
+        "KAFKA_SASL_PASSWORD": settings.sasl_password.get_secret_value(),
+    }
+
+
 def service_env(database: DatabaseSettings, kafka: KafkaSettings, **extra: str) -> dict[str, str]:
     """Environment for a child process that talks to the test's database and topics."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "SAGA_"))}
@@ -82,6 +95,7 @@ def service_env(database: DatabaseSettings, kafka: KafkaSettings, **extra: str) 
         DATABASE_URL=database.url,
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
         KAFKA_TOPIC_PREFIX=kafka.topic_prefix,
+        **kafka_login_env(kafka),
         PYTHONPATH=str(REPO),
         LOG_LEVEL="INFO",
         **extra,

@@ -267,6 +267,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         pg_port=55434,
         kafka_port=19292,
         kafka_controller_port=19293,
+        kafka_secured=True,  # as ./dev up's: logins and ACLs
     )
     stack.ensure()
     try:

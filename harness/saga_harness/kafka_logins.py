@@ -4,11 +4,18 @@ Every principal (``saga_runtime.kafka_access.principals``, and the operators' ``
 a password in ``.env``, ``KAFKA_PASSWORD_<PRINCIPAL>``, generated like the other secrets.
 ``up`` sets them on the broker and gives each process only its own: a service gets
 ``KAFKA_SASL_USERNAME``/``KAFKA_SASL_PASSWORD``, a relay ``RELAY_KAFKA_PASSWORDS`` (one per
-outbox), and no process inherits the ``KAFKA_PASSWORD_*`` variables.
+outbox), and no process inherits the ``KAFKA_PASSWORD_*`` variables. Provisioning also
+deletes the ACLs the system no longer derives (``apply_access``), for its topic prefix only.
+
+The tests, the chaos runner and the benchmarks have no ``.env``: their passwords are derived
+from the broker's super user's (``derived_passwords``), so systems running at once on one broker
+agree on them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping, MutableMapping
 from typing import Final, Literal
@@ -21,7 +28,10 @@ from sagactl.broker_access import PASSWORD_PREFIX, kafka_password_variable
 
 __all__ = [
     "PASSWORD_PREFIX",
+    "derived_passwords",
     "kafka_secrets",
+    "login_settings",
+    "operator_login",
     "password_variable",
     "provision_access",
     "relay_login",
@@ -72,6 +82,45 @@ def relay_login(system: System, passwords: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def derived_passwords(super_user: Mapping[str, str], system: System) -> dict[str, str]:
+    """Every principal's password (``admin``'s too), derived from the super user's."""
+    root = super_user["sasl.password"].encode()
+    return {
+        p: hmac.new(root, p.encode(), hashlib.sha256).hexdigest()
+        for p in (ADMIN_PRINCIPAL, *principals(system))
+    }
+
+
+def login_settings(
+    bootstrap: str, login: Mapping[str, str] | None, *, prefix: str = "", **more: object
+) -> KafkaSettings:
+    """Settings logged in with ``login`` (librdkafka properties: ``security.protocol``,
+    ``sasl.*``); without one, whatever ``KAFKA_*`` in the environment says."""
+    fields: dict[str, object] = {"bootstrap_servers": bootstrap, "topic_prefix": prefix, **more}
+    if login:
+        fields.update(
+            security_protocol=login["security.protocol"],
+            sasl_mechanism=login["sasl.mechanisms"],
+            sasl_username=login["sasl.username"],
+            sasl_password=login["sasl.password"],
+        )
+    return KafkaSettings(**fields)  # type: ignore[arg-type]
+
+
+def operator_login(bootstrap: str, super_user: Mapping[str, str], system: System) -> dict[str, str]:
+    """The environment ``sagactl`` logs in with as ``admin`` (the operators' super user, with
+    its derived password, which this sets on the broker)."""
+    password = derived_passwords(super_user, system)[ADMIN_PRINCIPAL]
+    root = login_settings(bootstrap, super_user)
+    apply_access(root, [], {ADMIN_PRINCIPAL: password})
+    return {
+        "KAFKA_SECURITY_PROTOCOL": root.security_protocol,
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": ADMIN_PRINCIPAL,
+        "KAFKA_SASL_PASSWORD": password,
+    }
+
+
 def provision_access(
     bootstrap: str,
     super_user: Mapping[str, str],
@@ -81,15 +130,9 @@ def provision_access(
     prefix: str = "",
 ) -> KafkaSettings:
     """Set every principal's password and the system's ACLs on a secured broker, logged in
-    with ``super_user`` (librdkafka login properties); return settings logged in as
-    ``super_user``, to create the topics with."""
-    root = KafkaSettings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=prefix,
-        security_protocol=SECURED,
-        sasl_mechanism=super_user["sasl.mechanisms"],  # type: ignore[arg-type]
-        sasl_username=super_user["sasl.username"],
-        sasl_password=super_user["sasl.password"],  # type: ignore[arg-type]
-    )
-    apply_access(root, system_grants(system, prefix), passwords)
+    with ``super_user`` (librdkafka login properties), and delete the ACLs of ``prefix``'s
+    system that it no longer derives; return settings logged in as ``super_user``, to create
+    the topics with."""
+    root = login_settings(bootstrap, super_user, prefix=prefix)
+    apply_access(root, system_grants(system, prefix), passwords, prefix=prefix)
     return root

@@ -6,8 +6,6 @@ database and a topic prefix of its own, so one system never sees another's data.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import random
 import secrets
@@ -33,11 +31,15 @@ from psycopg import sql
 from migrations import upgrade
 from saga_harness.checkout import PYTHONPATH, REPO
 from saga_harness.infra.kafka_sasl import ADMIN_PRINCIPAL
-from saga_harness.kafka_logins import provision_access, relay_login, service_login
+from saga_harness.kafka_logins import (
+    derived_passwords,
+    provision_access,
+    relay_login,
+    service_login,
+)
 from saga_harness.logins import drop_login_roles, login_passwords, passwords_for, without_user
 from saga_harness.tokens import Tokens
 from saga_runtime import KafkaSettings, composition_root, ensure_topics
-from saga_runtime.kafka_access import principals
 from saga_system import SYSTEM
 from sagactl.invariants import Charge, Refund, Violation, check, load_snapshot
 from sagactl.ops.ledger import fetch_ledger
@@ -141,6 +143,9 @@ class System:
     env: dict[str, str]
     ports: dict[str, int]
     processes: dict[str, Process] = field(default_factory=dict)
+    # How ``sagactl`` logs in to a secured broker as an operator (``admin``): KAFKA_* variables
+    # that no process of the system gets. Empty on a plain broker.
+    operator_env: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def tokens(self) -> Tokens:
@@ -355,8 +360,15 @@ def build_system(
             ),
         )
     }
-    # Secrets of its own below: none inherited (a test session's database passwords neither).
-    ignored = ("SAGA_", "RELAY_", "AUTH_", "DATABASE_PASSWORD_")
+    # Secrets of its own below: none inherited (a test session's database passwords neither,
+    # nor, on a secured broker, the Kafka login of whoever builds the system).
+    ignored = (
+        "SAGA_",
+        "RELAY_",
+        "AUTH_",
+        "DATABASE_PASSWORD_",
+        *(("KAFKA_SASL_",) if logins else ()),
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(ignored)}
     provider_key = secrets.token_urlsafe(24)
     env.update(
@@ -388,7 +400,14 @@ def build_system(
         **({"KAFKA_SECURITY_PROTOCOL": kafka.security_protocol} if logins else {}),
     )
     env.update(extra_env or {})
-    system = System(database_url=database_url, kafka=kafka, log_dir=log_dir, env=env, ports=ports)
+    system = System(
+        database_url=database_url,
+        kafka=kafka,
+        log_dir=log_dir,
+        env=env,
+        ports=ports,
+        operator_env=logins.pop("operator", {}),
+    )
     base = [sys.executable, "-m", "sagactl"]
 
     def add(
@@ -466,22 +485,23 @@ def _replica_env(service: str, n: int, port: int, env: dict[str, str]) -> dict[s
 def secure_system(
     kafka: KafkaSettings, super_user: dict[str, str]
 ) -> tuple[KafkaSettings, dict[str, dict[str, str]]]:
-    """Set the system's ACLs for its topic prefix on a secured broker; return the super
-    user's settings and each process's login environment (by service name, and ``relay``).
+    """Set the system's ACLs for its topic prefix on a secured broker (and delete those it no
+    longer derives); return the super user's settings and each process's login environment
+    (by service name, ``relay``, and ``operator``: sagactl's, as ``admin``).
 
     Principals are the same for every system on a broker, so their passwords are derived
     from the super user's: systems that run at once on one broker agree on them.
     """
-    root = super_user["sasl.password"].encode()
-    passwords = {
-        p: hmac.new(root, p.encode(), hashlib.sha256).hexdigest()
-        for p in (ADMIN_PRINCIPAL, *principals(SYSTEM))
-    }
+    passwords = derived_passwords(super_user, SYSTEM)
     admin = provision_access(
         kafka.bootstrap_servers, super_user, SYSTEM, passwords, prefix=kafka.topic_prefix
     )
     logins = {s: service_login(s, passwords) for s in SYSTEM.consumers()}
     logins["relay"] = relay_login(SYSTEM, passwords)
+    logins["operator"] = {
+        **service_login(ADMIN_PRINCIPAL, passwords),
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    }
     return admin, logins
 
 

@@ -75,7 +75,8 @@ def extra(system: System, tmp_path: Path) -> Iterator[Any]:
         process = Process(
             name,
             [sys.executable, "-m", "sagactl", *argv],
-            {**system.env, **env},
+            # On a secured broker, as the operators' principal: these run beside the system.
+            {**system.env, **system.operator_env, **env},
             tmp_path / f"{name}.log",
         )
         process.start()

@@ -11,23 +11,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from saga_harness.infra import LocalKafka, StackAddresses
+from saga_harness.infra import StackAddresses
 from saga_harness.system import System, build_system, drop_system_database
 from saga_runtime.kafka_access import principals
 from saga_system import SYSTEM
+from tests.fixtures.secured_kafka import SecuredBroker
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def secured_saga(
-    infra: StackAddresses, secured_broker: LocalKafka, tmp_path_factory: pytest.TempPathFactory
+    infra: StackAddresses,
+    secured_broker: SecuredBroker,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[System]:
     running = build_system(
         admin_database_url=infra.admin_database_url,
         kafka_bootstrap=secured_broker.bootstrap,
         log_dir=Path(tmp_path_factory.mktemp("secured-system")),
-        kafka_super_user=secured_broker.admin_properties(),
+        kafka_super_user=secured_broker.super_user,
     )
     running.start()
     try:

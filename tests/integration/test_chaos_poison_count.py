@@ -28,6 +28,6 @@ def test_every_copy_of_a_poison_message_in_the_topics_is_counted(kafka: KafkaSet
     produce(kafka, stock, [duplicate, (b"o-1", b"{}"), duplicate])  # written twice
     produce(kafka, orders, [(b"o-2", b"{}"), (b"poison-0002", b"{}"), (None, b"no key")])
 
-    found = poison_in_topics(kafka.bootstrap_servers, prefix)
+    found = poison_in_topics(kafka)
 
     assert found == Counter({"stock": 2, "orders": 1})

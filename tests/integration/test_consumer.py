@@ -344,9 +344,7 @@ def test_sigterm_finishes_the_current_message_commits_and_leaves(
             proc.kill()
 
     assert effects() == [(str(slow.event_id), -1)], "the in-flight message committed, nothing more"
-    committed = Consumer(
-        {"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"{kafka.topic_prefix}stock"}
-    )
+    committed = Consumer({**kafka.client_properties(), "group.id": f"{kafka.topic_prefix}stock"})
     try:
         partition = next(r.partition for r in read_topic(kafka, source, expect=2))
         [position] = committed.committed([TopicPartition(source, partition)], timeout=10)

@@ -116,7 +116,7 @@ def produce(
     """Raw messages with headers, up to the broker's size limit (not the client's 1 MB)."""
     producer = Producer(
         {
-            "bootstrap.servers": kafka.bootstrap_servers,
+            **kafka.client_properties(),
             "acks": "all",
             "message.max.bytes": 2_000_000,
         }
@@ -315,6 +315,7 @@ def test_a_dead_letter_copy_the_broker_cannot_take_yet_is_retried_not_a_crash(
     assert runtime.runner is not None
     unreachable = Producer(
         {
+            **kafka.client_properties(),
             "bootstrap.servers": f"127.0.0.1:{forwarder.port}",
             "queue.buffering.max.messages": 1,  # the second attempt finds the queue full
             "message.timeout.ms": 120_000,

@@ -27,6 +27,7 @@ from saga_runtime import (
 )
 from sagactl.cli import main
 from sagactl.ops.connection import SERVICES
+from tests.support import kafka_login_env
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +119,7 @@ def test_an_inbox_retention_the_topics_outlast_is_refused_at_start_up(
     kafka: KafkaSettings,
 ) -> None:
     topic = events_topic("orders", kafka.topic_prefix)
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin = AdminClient(kafka.client_properties())
     two_hours = timedelta(hours=2)
     [created] = admin.create_topics(
         [NewTopic(topic, 1, config={"retention.ms": str(int(two_hours.total_seconds() * 1000))})]
@@ -149,6 +150,8 @@ def operator_env(
     monkeypatch.setenv("DATABASE_URL", database.url)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
     monkeypatch.setenv("KAFKA_TOPIC_PREFIX", kafka.topic_prefix)
+    for name, value in kafka_login_env(kafka).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("SAGACTL_ACTOR", "ada")
     monkeypatch.delenv("INBOX_RETENTION", raising=False)
 

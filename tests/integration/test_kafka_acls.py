@@ -1,7 +1,8 @@
 """Least privilege on the real broker (secured mode): who may write and read which topic.
 
 Each principal logs in as the processes of ``./dev up`` do (``secure_system``); the ACLs
-are those ``saga_runtime.kafka_access`` derives from the declared system.
+are those ``saga_runtime.kafka_access`` derives from the declared system, and provisioning
+again deletes those it no longer derives.
 """
 
 from __future__ import annotations
@@ -12,13 +13,29 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 
-from saga_runtime import KafkaSettings, consumer_config, events_topic
-from saga_runtime.kafka_access import relay_principal
+from saga_harness.system import secure_system
+from saga_runtime import KafkaSettings, consumer_config, ensure_topics, events_topic
+from saga_runtime.kafka_access import (
+    Grant,
+    apply_access,
+    principals,
+    relay_principal,
+    system_grants,
+)
 from saga_runtime.naming import consumer_group, dead_letter_topic
 from saga_system import SYSTEM
-from tests.fixtures.kafka import read_topic
+from tests.fixtures.kafka import produce, read_topic
+from tests.fixtures.secured_kafka import SecuredBroker
+from tests.support import wait_until
 
 Logins = tuple[KafkaSettings, dict[str, dict[str, str]]]
 
@@ -162,3 +179,85 @@ def test_a_service_reads_only_what_it_subscribes_to_in_its_own_group(
         stock, events_topic("orders", prefix), consumer_group(f"x{uuid.uuid4().hex[:6]}", prefix)
     )
     assert error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+
+
+def acls(admin: KafkaSettings, *principals: str) -> set[Grant]:
+    """The ALLOW ACLs of ``principals`` on the broker, as grants."""
+    client = AdminClient(admin.client_properties())  # alive until the answer comes
+    found: set[Grant] = set()
+    for principal in principals:
+        matching = AclBindingFilter(
+            ResourceType.ANY,
+            None,  # type: ignore[arg-type]
+            ResourcePatternType.LITERAL,
+            f"User:{principal}",
+            None,  # type: ignore[arg-type]
+            AclOperation.ANY,
+            AclPermissionType.ALLOW,
+        )
+        found |= {
+            Grant(principal, b.restype.name.lower(), b.name, b.operation.name)
+            for b in client.describe_acls(matching).result(timeout=30)
+        }
+    return found
+
+
+def test_provisioning_revokes_what_the_system_no_longer_grants_and_only_that(
+    secured_broker: SecuredBroker,
+) -> None:
+    """A grant present before and not derived any more (a subscription removed, a service
+    removed) is gone after the next provisioning, and its principal is refused; another
+    prefix's ACLs on the same broker, and a principal not named as the system's, keep theirs."""
+    mine, other = (
+        KafkaSettings(
+            bootstrap_servers=secured_broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}."
+        )
+        for _ in range(2)
+    )
+    admin, _ = secure_system(mine, secured_broker.super_user)
+    ensure_topics(admin, SYSTEM.topics(mine.topic_prefix))
+    secure_system(other, secured_broker.super_user)
+
+    def stale(prefix: str) -> set[Grant]:
+        """What an earlier system gave: loyalty (a service since removed) read orders' events
+        in its group; stock read payments' events (a subscription since removed)."""
+        return {
+            Grant("loyalty", "topic", events_topic("orders", prefix), "READ"),
+            Grant("loyalty", "group", consumer_group("loyalty", prefix), "READ"),
+            Grant("stock", "topic", events_topic("payments", prefix), "READ"),
+        }
+
+    foreign = Grant("ops-monitor", "topic", events_topic("orders", mine.topic_prefix), "READ")
+    loyalty_password = uuid.uuid4().hex
+    apply_access(
+        admin,
+        [*stale(mine.topic_prefix), *stale(other.topic_prefix), foreign],
+        {"loyalty": loyalty_password},
+    )
+    loyalty = login(admin, "loyalty", loyalty_password)
+    orders_events = events_topic("orders", mine.topic_prefix)
+    produce(admin, orders_events, [(b"order-1", b"{}")])
+    loyalty_group = consumer_group("loyalty", mine.topic_prefix)
+    assert first_poll_error(loyalty, orders_events, loyalty_group) is None, "allowed before"
+
+    _, logins = secure_system(mine, secured_broker.super_user)  # the system as declared now
+
+    wait_until(
+        lambda: not stale(mine.topic_prefix) & acls(admin, "loyalty", "stock"),
+        timeout=10,
+        what="the stale ACLs gone",
+    )
+    refused = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED}
+    error = first_poll_error(loyalty, orders_events, loyalty_group)
+    assert error is not None and error.code() in refused, error
+    stock = as_service((admin, logins), "stock")
+    payments_events = events_topic("payments", mine.topic_prefix)
+    error = first_poll_error(stock, payments_events, consumer_group("stock", mine.topic_prefix))
+    assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
+    # Untouched: another prefix's system, someone else's principal, and the grants derived now.
+    assert stale(other.topic_prefix) <= acls(admin, "loyalty", "stock")
+    assert foreign in acls(admin, "ops-monitor")
+    now = acls(admin, *principals(SYSTEM))
+    assert set(system_grants(SYSTEM, mine.topic_prefix)) == {
+        g for g in now if g.name.startswith(mine.topic_prefix)
+    }

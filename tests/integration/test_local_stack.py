@@ -51,6 +51,7 @@ def test_ensure_stack_is_idempotent(stack: LocalStack) -> None:
         kafka_controller_port=stack.kafka.controller_port,
         database=stack.database,
         kafka_version=stack.kafka.version,
+        kafka_secured=stack.kafka.secured,
         log=lambda _msg: None,
     )
 
@@ -63,11 +64,12 @@ def test_ensure_stack_is_idempotent(stack: LocalStack) -> None:
 
 def test_broker_comes_back_after_sigkill_with_its_data(stack: LocalStack) -> None:
     bootstrap = stack.kafka.bootstrap
+    login = stack.kafka.admin_properties()  # the super user's, when it is secured
     topic = f"infra-crash-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **login})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer = Producer({"bootstrap.servers": bootstrap, **login, "acks": "all"})
     delivered: list[KafkaError | None] = []
     producer.produce(
         topic, key=b"k", value=b"survives", on_delivery=lambda e, _m: delivered.append(e)
@@ -79,7 +81,7 @@ def test_broker_comes_back_after_sigkill_with_its_data(stack: LocalStack) -> Non
         assert not stack.kafka.is_running()
         stack.kafka.start()
         assert stack.kafka.is_running()
-        wait_for_kafka(bootstrap, timeout=30)
+        wait_for_kafka(bootstrap, timeout=30, config=login)
     finally:
         if not stack.kafka.is_running():  # leave a working broker for the rest of the session
             stack.kafka.start()
@@ -87,6 +89,7 @@ def test_broker_comes_back_after_sigkill_with_its_data(stack: LocalStack) -> Non
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
+            **login,
             "group.id": f"infra-crash-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

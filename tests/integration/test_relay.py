@@ -515,9 +515,7 @@ def test_a_fatal_producer_error_replaces_the_producer_and_keeps_rows_pending(
         insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in range(3)])
         wait_until(lambda: pending_rows(database) == 0, what="the first producer publishes")
 
-        fencer = Producer(
-            {"bootstrap.servers": kafka.bootstrap_servers, "transactional.id": transactional_id}
-        )
+        fencer = Producer({**kafka.client_properties(), "transactional.id": transactional_id})
         fencer.init_transactions(30)  # a newer epoch: the relay's producer is fenced
         insert_outbox_rows(database, kafka, [envelope("order-1", n) for n in range(3, 8)])
         wait_until(lambda: pending_rows(database) == 0, timeout=60, what="a new producer publishes")

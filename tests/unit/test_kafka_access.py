@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from outbox_relay.settings import RelayProcessSettings
 from saga_harness.dotenv import SECRETS
+from saga_harness.infra import InfraError
 from saga_harness.infra.kafka import LocalKafka
+from saga_harness.infra.proc import write_pidfile
 from saga_harness.kafka_logins import (
     password_variable,
     relay_login,
@@ -19,7 +29,13 @@ from saga_harness.kafka_logins import (
     take_passwords,
 )
 from saga_runtime import ConfigurationError, KafkaSettings, consumer_config, producer_config
-from saga_runtime.kafka_access import Grant, principals, relay_principal, system_grants
+from saga_runtime.kafka_access import (
+    Grant,
+    is_system_acl,
+    principals,
+    relay_principal,
+    system_grants,
+)
 from saga_system import SYSTEM
 
 PREFIX = "p."
@@ -64,6 +80,68 @@ def test_every_grant_names_a_principal_and_a_resource_of_the_system() -> None:
         assert grant.name in (topics if grant.resource == "topic" else groups), grant
     binding = Grant("stock", "topic", "p.orders.events", "READ").binding()
     assert (binding.principal, binding.host, binding.name) == ("User:stock", "*", "p.orders.events")
+
+
+def test_provisioning_takes_as_the_systems_only_acls_shaped_as_its_grants_of_its_prefix() -> None:
+    """What provisioning may revoke: any grant ``system_grants`` could give for the prefix,
+    a removed service's included; never another prefix's, nor someone else's ACL."""
+    for grant in system_grants(SYSTEM, PREFIX):
+        assert is_system_acl(grant.binding(), PREFIX), grant
+    removed = [
+        Grant("loyalty", "topic", "p.orders.events", "READ"),
+        Grant("loyalty", "group", "p.loyalty", "READ"),
+        Grant("relay-loyalty", "topic", "p.loyalty.events", "WRITE"),
+        Grant("stock", "topic", "p.payments.events", "READ"),
+    ]
+    assert all(is_system_acl(g.binding(), PREFIX) for g in removed)
+    for prefix in ("", "q.", "p.orders."):  # other systems' prefixes on the same broker
+        assert not any(is_system_acl(g.binding(), prefix) for g in system_grants(SYSTEM, PREFIX))
+    for foreign in (
+        Grant("ops-monitor", "topic", "p.orders.events", "READ"),  # not named as a service
+        Grant("stock", "topic", "p.audit", "READ"),  # not a topic the system names
+        Grant("stock", "group", "p.stock.x", "READ"),
+    ):
+        assert not is_system_acl(foreign.binding(), PREFIX), foreign
+    topic, principal = ResourceType.TOPIC, "User:stock"
+    for binding in (
+        AclBinding(
+            topic,
+            "p.orders.events",
+            ResourcePatternType.PREFIXED,
+            principal,
+            "*",
+            AclOperation.READ,
+            AclPermissionType.ALLOW,
+        ),
+        AclBinding(
+            topic,
+            "p.orders.events",
+            ResourcePatternType.LITERAL,
+            principal,
+            "*",
+            AclOperation.READ,
+            AclPermissionType.DENY,
+        ),
+        AclBinding(
+            topic,
+            "p.orders.events",
+            ResourcePatternType.LITERAL,
+            principal,
+            "10.0.0.1",
+            AclOperation.READ,
+            AclPermissionType.ALLOW,
+        ),
+        AclBinding(
+            topic,
+            "p.orders.events",
+            ResourcePatternType.LITERAL,
+            principal,
+            "*",
+            AclOperation.ALTER,
+            AclPermissionType.ALLOW,
+        ),
+    ):
+        assert not is_system_acl(binding, PREFIX), binding
 
 
 def test_secured_settings_log_in_with_scram_and_never_show_the_password() -> None:
@@ -145,3 +223,22 @@ def test_the_secured_local_broker_authorizes_with_acls_and_keeps_its_password_pr
     assert broker.admin_properties()["sasl.username"] == "broker"
     plain = LocalKafka(state_dir=tmp_path / "plain", port=1, controller_port=2)
     assert plain.admin_properties() == {}
+
+
+def test_a_broker_still_running_plain_is_not_taken_for_a_secured_one(tmp_path: Path) -> None:
+    """A test stack kept running plain (from before its broker was secured): starting it
+    secured says how to stop it, and never restarts it under whoever else uses it."""
+    plain = LocalKafka(state_dir=tmp_path, port=1, controller_port=2)
+    # A stand-in for its JVM: a live process whose command line names the broker's class.
+    jvm = subprocess.Popen(["sh", "-c", "sleep 30", "kafka.Kafka"])
+    try:
+        write_pidfile(plain.pidfile, jvm.pid)
+        plain.mode_file.write_text("plain\n")
+        secured = LocalKafka(state_dir=tmp_path, port=1, controller_port=2, secured=True)
+        with pytest.raises(InfraError, match="runs plain, not secured") as refused:
+            secured.start(wait=False)
+        assert str(plain.pidfile) in str(refused.value)
+        assert jvm.poll() is None, "left running"
+    finally:
+        jvm.kill()
+        jvm.wait()

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from saga_harness.chaos.watchdog import Watchdog
 from saga_harness.infra import LocalStack
 from saga_harness.system import System
-from saga_runtime import events_topic
+from saga_runtime import KafkaSettings, events_topic
 from saga_system import SYSTEM
 
 SERVICES = tuple(SYSTEM.names)
@@ -35,21 +35,20 @@ class FaultContext:
         twice, and a replay may copy a poison message more than once; each copy is a
         message of its own and is dead-lettered on its own.
         """
-        found = poison_in_topics(
-            self.system.kafka.bootstrap_servers, self.system.kafka.topic_prefix
-        )
+        found = poison_in_topics(self.system.kafka)
         return sum(count * len(SYSTEM.subscribers(service)) for service, count in found.items())
 
 
 POISON_KEY_PREFIX = b"poison-"
 
 
-def poison_in_topics(bootstrap: str, prefix: str, timeout: float = 120.0) -> Counter[str]:
-    """How many poison messages (keyed ``poison-...``) each service's events topic holds."""
-    topics = {events_topic(service, prefix): service for service in SERVICES}
+def poison_in_topics(kafka: KafkaSettings, timeout: float = 120.0) -> Counter[str]:
+    """How many poison messages (keyed ``poison-...``) each service's events topic holds
+    (``kafka``: the system's topic prefix, logged in as a super user on a secured broker)."""
+    topics = {events_topic(service, kafka.topic_prefix): service for service in SERVICES}
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka.client_properties(),
             "group.id": f"chaos-count-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -141,7 +140,9 @@ def inject_poison(ctx: FaultContext, rng: random.Random) -> str:
             json.dumps({"event_type": "OrderCreated", "aggregate_id": order_id}).encode(),
         ]
     )
-    producer = Producer({"bootstrap.servers": ctx.system.kafka.bootstrap_servers, "acks": "all"})
+    # As the super user: a forger with a login of its own is refused (the ACLs' tests), and
+    # poison must reach the services here.
+    producer = Producer({**ctx.system.kafka.client_properties(), "acks": "all"})
     producer.produce(topic, key=order_id.encode(), value=value)
     if producer.flush(30) != 0:
         return f"poison for {topic} not delivered (broker busy)"
@@ -152,16 +153,16 @@ def replay_topic(ctx: FaultContext, rng: random.Random) -> str:
     """Re-produce a whole topic from the beginning: every event delivered again."""
     service = rng.choice(SERVICES)
     topic = events_topic(service, ctx.system.kafka.topic_prefix)
-    bootstrap = ctx.system.kafka.bootstrap_servers
+    login = ctx.system.kafka.client_properties()
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **login,
             "group.id": f"chaos-replay-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
         }
     )
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    producer = Producer({**login, "acks": "all", "linger.ms": 5})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])

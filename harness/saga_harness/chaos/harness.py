@@ -155,6 +155,8 @@ def run_chaos(
     system = build_system(
         admin_database_url=addresses.admin_database_url,
         kafka_bootstrap=addresses.kafka_bootstrap,
+        # A secured broker: every process under its own principal, as under ./dev up.
+        kafka_super_user=addresses.kafka_super_user,
         log_dir=log_dir,
         relays=2,
         replicas=dict(config.replicas),

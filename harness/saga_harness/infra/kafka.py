@@ -333,9 +333,11 @@ class LocalKafka:
         if self.is_running():
             running = self.mode_file.read_text().strip() if self.mode_file.exists() else "plain"
             if running != self.mode:
+                # Never restarted here: others may be using it (a test stack kept with
+                # SAGA_KEEP_INFRA serves parallel sessions). Stopped, it restarts in either mode.
                 raise InfraError(
                     f"the Kafka broker of {self.state_dir} runs {running}, not {self.mode}: "
-                    "stop it (./dev down) and start again"
+                    f"stop it (./dev down, or kill $(cat {self.pidfile})) and start again"
                 )
             if wait:
                 self.wait_ready()

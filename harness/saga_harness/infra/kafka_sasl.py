@@ -39,6 +39,7 @@ def broker_password(home: Path) -> str:
     """The broker principal's password for the broker in ``home``, generated on first use."""
     path = home / "broker.password"
     if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
             file.write(secrets.token_urlsafe(32))

@@ -7,7 +7,7 @@ missing, starts what is not running, waits for readiness and returns the address
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from saga_harness.infra.kafka import (
@@ -30,6 +30,9 @@ class StackAddresses:
     database_url: str  # the app database, created if missing
     admin_database_url: str  # same server, database 'postgres'
     kafka_bootstrap: str
+    # How a super user logs in to a secured broker (librdkafka properties), None when it is
+    # plain. Never written to the addresses file, never shown.
+    kafka_super_user: dict[str, str] | None = field(default=None, repr=False)
 
 
 class LocalStack:
@@ -68,6 +71,7 @@ class LocalStack:
             database_url=self.postgres.url(self.database),
             admin_database_url=self.postgres.admin_url,
             kafka_bootstrap=self.kafka.bootstrap,
+            kafka_super_user=self.kafka.admin_properties() or None,
         )
 
     def ensure(self) -> StackAddresses:
@@ -84,7 +88,8 @@ class LocalStack:
             self.postgres.create_database(self.database)
             self.kafka.wait_ready()
             addresses = self.addresses
-            (self.state_dir / ADDRESSES_FILE).write_text(json.dumps(asdict(addresses), indent=2))
+            public = {k: v for k, v in asdict(addresses).items() if k != "kafka_super_user"}
+            (self.state_dir / ADDRESSES_FILE).write_text(json.dumps(public, indent=2))
             return addresses
 
     def stop(self) -> None:
