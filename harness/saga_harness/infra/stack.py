@@ -7,6 +7,7 @@ missing, starts what is not running, waits for readiness and returns the address
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,7 +85,7 @@ class LocalStack:
             self.postgres.create_database(self.database)
             self.kafka.wait_ready()
             addresses = self.addresses
-            (self.state_dir / ADDRESSES_FILE).write_text(json.dumps(asdict(addresses), indent=2))
+            _write_private(self.state_dir / ADDRESSES_FILE, json.dumps(asdict(addresses), indent=2))
             return addresses
 
     def stop(self) -> None:
@@ -98,6 +99,15 @@ class LocalStack:
     def status(self) -> dict[str, bool]:
         """Which daemons are running."""
         return {"postgres": self.postgres.is_running(), "kafka": self.kafka.is_running()}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (the admin URL in it holds a password); an
+    older file, once world-readable, is made owner-only first."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
 
 
 def ensure_stack(
