@@ -123,7 +123,7 @@ def _kafka_logins(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from saga_harness.infra import stop_stack
+    from saga_harness.infra import LocalPostgres, stop_stack
     from saga_harness.infra.postgres_auth import redact
     from saga_harness.kafka_logins import relay_login, service_login
     from saga_harness.logins import without_user
@@ -148,6 +148,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(
         f"sagactl: PostgreSQL {redact(env['DATABASE_URL'])}, Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}"
     )
+    if local:
+        password = LocalPostgres(state_dir=state_dir / "dev").password_file
+        print(f"sagactl: the PostgreSQL superuser's password is in {password}")
     passwords, super_user = _kafka_logins(state_dir, env, local)
     prepare({**env, **super_user})  # the broker's super user's login goes to no child
     env.setdefault("SMTP_SINK_FILE", str(state_dir / "mail.jsonl"))

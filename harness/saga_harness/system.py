@@ -90,7 +90,7 @@ def free_port() -> int:
 class Process:
     name: str
     argv: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # passwords: not in a failed test's report
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     # Where it serves /healthz and /readyz (http://host:port), if it does.
@@ -135,7 +135,7 @@ class Process:
 class System:
     """A running system; ``audit()`` runs the invariant checker over its data."""
 
-    database_url: str
+    database_url: str = field(repr=False)  # the admin's, with its password
     kafka: KafkaSettings
     log_dir: Path
     env: dict[str, str]

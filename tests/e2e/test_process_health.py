@@ -72,10 +72,12 @@ def extra(system: System, tmp_path: Path) -> Iterator[Any]:
     started: list[Process] = []
 
     def start(name: str, argv: list[str], **env: str) -> Process:
+        # ``run SERVICE`` logs in as the system's process of that service does (its password).
+        twin = system.processes.get(argv[1]) if argv[0] == "run" else None
         process = Process(
             name,
             [sys.executable, "-m", "sagactl", *argv],
-            {**system.env, **env},
+            {**(twin.env if twin else system.env), **env},
             tmp_path / f"{name}.log",
         )
         process.start()

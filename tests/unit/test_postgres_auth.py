@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from saga_harness.infra import InfraError, wait_for_postgres
+from saga_harness.infra import InfraError, LocalStack, wait_for_postgres
 from saga_harness.infra.postgres import LocalPostgres, postgres_url
 from saga_harness.infra.postgres_auth import HBA, redact, superuser_password
 from saga_harness.system import free_port
@@ -51,3 +51,11 @@ def test_every_hba_line_asks_for_a_scram_password() -> None:
     rules = [line.split() for line in HBA.splitlines() if line and not line.startswith("#")]
     assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
     assert {rule[1] for rule in rules} == {"all", "replication"}  # Debezium's slot included
+
+
+def test_the_stacks_addresses_show_no_password_in_their_repr(tmp_path: Path) -> None:
+    stack = LocalStack(state_dir=tmp_path, log=lambda _m: None)
+    stack.postgres.link.mkdir()
+    password = superuser_password(stack.postgres.home)
+    assert password in stack.addresses.admin_database_url
+    assert password not in repr(stack.addresses)  # a failed test prints its fixtures

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from saga_harness.infra.kafka import (
@@ -28,8 +28,9 @@ LOCK_FILE = ".stack.lock"
 class StackAddresses:
     """Where the services and tests find the infrastructure."""
 
-    database_url: str  # the app database, created if missing
-    admin_database_url: str  # same server, database 'postgres'
+    # The superuser's, with its password: kept out of reprs (a failed test's report).
+    database_url: str = field(repr=False)  # the app database, created if missing
+    admin_database_url: str = field(repr=False)  # same server, database 'postgres'
     kafka_bootstrap: str
 
 
