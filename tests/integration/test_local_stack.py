@@ -17,7 +17,13 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from saga_harness.infra import LocalStack, ensure_stack, wait_for_kafka
+from saga_harness.infra import (
+    InfraError,
+    LocalStack,
+    ensure_stack,
+    wait_for_kafka,
+    wait_for_postgres,
+)
 from saga_harness.infra.postgres import postgres_url
 from saga_harness.infra.postgres_auth import HBA
 from saga_harness.infra.proc import cmdline
@@ -137,6 +143,9 @@ def test_the_superuser_logs_in_only_with_its_password_which_only_its_owner_reads
     assert _logs_in(stack.addresses.admin_database_url)
     assert not _logs_in(postgres_url(port=postgres.port, database="postgres"))
     assert not _logs_in(postgres_url(port=postgres.port, database="postgres", password="guess"))
+    # Told at once, not after the minute a server gets to start up.
+    with pytest.raises(InfraError, match="refused the login"):
+        wait_for_postgres(postgres_url(port=postgres.port, database="postgres"))
     for secret in (postgres.password_file, stack.state_dir / "stack.json"):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     assert (postgres.data_dir / "pg_hba.conf").read_text() == HBA

@@ -60,6 +60,10 @@ autovacuum_naptime = 10s
 """
 
 
+# libpq's words for a server that asked for a password and did not like (or get) one.
+_LOGIN_REFUSED = ("password authentication failed", "no password supplied")
+
+
 def find_pg_bin_dir() -> Path | None:
     """Locate the server binaries (initdb, pg_ctl), newest Debian version first.
 
@@ -109,8 +113,8 @@ def wait_for_postgres(
                 conn.execute("SELECT 1")
             return
         except psycopg.Error as exc:
-            if "password authentication failed" in str(exc):
-                # A server that answers and refuses the password will not change its mind.
+            if any(refusal in str(exc) for refusal in _LOGIN_REFUSED):
+                # A server that answers and refuses the login will not change its mind.
                 raise InfraError(f"PostgreSQL at {redact(url)} refused the login: {exc}") from None
             last = exc
             time.sleep(0.2)
