@@ -138,7 +138,7 @@ class System:
     database_url: str = field(repr=False)  # the admin's, with its password
     kafka: KafkaSettings
     log_dir: Path
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # the same URL, the APIs' secrets
     ports: dict[str, int]
     processes: dict[str, Process] = field(default_factory=dict)
 
