@@ -123,8 +123,10 @@ def _kafka_logins(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from saga_harness.infra import stop_stack
+    from saga_harness.infra import LocalPostgres, stop_stack
+    from saga_harness.infra.postgres_auth import redact
     from saga_harness.kafka_logins import relay_login, service_login
+    from saga_harness.logins import without_user
     from saga_harness.monitoring import (
         RELAY_METRICS_PORTS,
         metrics_env,
@@ -143,7 +145,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     state_dir: Path = args.state_dir
     env, local = provision(state_dir)
-    print(f"sagactl: PostgreSQL {env['DATABASE_URL']}, Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}")
+    print(
+        f"sagactl: PostgreSQL {redact(env['DATABASE_URL'])}, Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}"
+    )
+    if local:
+        password = LocalPostgres(state_dir=state_dir / "dev").password_file
+        print(f"sagactl: the PostgreSQL superuser's password is in {password}")
     passwords, super_user = _kafka_logins(state_dir, env, local)
     prepare({**env, **super_user})  # the broker's super user's login goes to no child
     env.setdefault("SMTP_SINK_FILE", str(state_dir / "mail.jsonl"))
@@ -159,8 +166,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     env.update(metrics_env(os.environ))
     base = [sys.executable, "-m", "sagactl"]
+    # Services and relays log in as their own roles: the admin's user and password (the URL's)
+    # go only to the provider simulator (its ledger has no role of its own), as in compose.
+    own_login = {"DATABASE_URL": without_user(env["DATABASE_URL"])}
     specs = [
-        ProcessSpec(name="smtp-sink", argv=[*base, "smtp-sink"], env=env),
+        ProcessSpec(name="smtp-sink", argv=[*base, "smtp-sink"], env={**env, **own_login}),
         ProcessSpec(
             name="provider",
             argv=[*base, "provider"],
@@ -176,6 +186,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             argv=[*base, "relay"],
             env={
                 **env,
+                **own_login,
                 "RELAY_NAME": f"relay-{n}",
                 "RELAY_HEALTH_PORT": str(port),
                 **(relay_login(SYSTEM, passwords) if passwords else {}),
@@ -190,7 +201,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ProcessSpec(
             name=s,
             argv=[*base, "run", s],
-            env={**env, **(service_login(s, passwords) if passwords else {})},
+            env={**env, **own_login, **(service_login(s, passwords) if passwords else {})},
             health_url=_health_url(s),
         )
         for s in services

@@ -21,12 +21,14 @@ from sagactl.cli import system_logins
 __all__ = ["drop_login_roles", "login_passwords", "passwords_for", "without_user"]
 
 
-def login_passwords(database_url: str) -> dict[str, str]:
-    """Generate a password for each of the system's logins on ``database_url``'s database and
-    set it (as the URL's admin); returns them as environment variables."""
-    passwords = {password_variable(login): secrets.token_urlsafe(24) for login in system_logins()}
+def login_passwords(database_url: str, logins: list[str] | None = None) -> dict[str, str]:
+    """Generate a password for each of the system's logins (or of ``logins``: a service a test
+    adds) on ``database_url``'s database and set it (as the URL's admin); returns them as
+    environment variables."""
+    logins = system_logins() if logins is None else logins
+    passwords = {password_variable(login): secrets.token_urlsafe(24) for login in logins}
     with psycopg.connect(database_url, autocommit=True) as conn:
-        set_login_passwords(conn, system_logins(), passwords)
+        set_login_passwords(conn, logins, passwords)
     return passwords
 
 

@@ -92,7 +92,7 @@ def free_port() -> int:
 class Process:
     name: str
     argv: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # passwords: not in a failed test's report
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     # Where it serves /healthz and /readyz (http://host:port), if it does.
@@ -137,10 +137,10 @@ class Process:
 class System:
     """A running system; ``audit()`` runs the invariant checker over its data."""
 
-    database_url: str
+    database_url: str = field(repr=False)  # the admin's, with its password
     kafka: KafkaSettings
     log_dir: Path
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # the same URL, the APIs' secrets
     ports: dict[str, int]
     processes: dict[str, Process] = field(default_factory=dict)
     # How ``sagactl`` logs in to a secured broker as an operator (``admin``): KAFKA_* variables

@@ -72,11 +72,18 @@ def extra(system: System, tmp_path: Path) -> Iterator[Any]:
     started: list[Process] = []
 
     def start(name: str, argv: list[str], **env: str) -> Process:
+        # ``run SERVICE`` (``relay``) logs in as the system's process of that service (its first
+        # relay) does, with its logins, on ports of its own.
+        twin = system.processes[argv[1] if argv[0] == "run" else "relay-0"].env
+        logins = {
+            k: v for k, v in twin.items() if system.env.get(k) != v and not k.endswith("_PORT")
+        }
         process = Process(
             name,
             [sys.executable, "-m", "sagactl", *argv],
-            # On a secured broker, as the operators' principal: these run beside the system.
-            {**system.env, **system.operator_env, **env},
+            # On a secured broker, as the operators' principal (these run beside the
+            # system), and in PostgreSQL as their twin in the system.
+            {**system.env, **system.operator_env, **logins, **env},
             tmp_path / f"{name}.log",
         )
         process.start()

@@ -127,14 +127,19 @@ def test_each_login_has_the_password_configured_for_it_and_it_is_never_sent_in_c
     monkeypatch.setattr(
         admin_conn, "execute", lambda s, *a: sent.append(s.as_string(admin_conn)) or execute(s, *a)
     )
-    assert set_login_passwords(admin_conn, logins, new) == ["orders"]
-    monkeypatch.setattr(admin_conn, "execute", execute)
-    assert sent and not any("rotated-Zq8-password" in statement for statement in sent)
-    verifier = admin_conn.execute(
-        "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
-        (f"{admin_conn.info.dbname}_orders",),
-    ).fetchone()
-    assert verifier and _scram_verifies(verifier[0], "rotated-Zq8-password")
+    try:
+        assert set_login_passwords(admin_conn, logins, new) == ["orders"]
+        monkeypatch.setattr(admin_conn, "execute", execute)
+        assert sent and not any("rotated-Zq8-password" in statement for statement in sent)
+        verifier = admin_conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+            (f"{admin_conn.info.dbname}_orders",),
+        ).fetchone()
+        assert verifier and _scram_verifies(verifier[0], "rotated-Zq8-password")
+    finally:
+        # Back to the session's password: the server checks it, and later tests log in with it.
+        monkeypatch.setattr(admin_conn, "execute", execute)
+        set_login_passwords(admin_conn, ["orders"])
 
 
 def test_a_password_appears_in_no_error_and_no_readiness_report(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -157,3 +162,18 @@ def test_a_password_appears_in_no_error_and_no_readiness_report(tmp_path, monkey
     with pytest.raises(ConfigurationError) as unreadable:
         login_credentials(closed.url, "orders")
     assert str(tmp_path) in str(unreadable.value) and password not in str(unreadable.value)
+
+
+def test_a_login_is_refused_with_a_wrong_password_and_accepted_with_its_own(
+    database: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with connect(database, role="orders", name="test-roles") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (f"{conn.info.dbname}_orders",)
+    monkeypatch.setenv(password_variable("orders"), "wrong-Zq8-password")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(database, role="orders", name="test-roles")
+    # Nor with none of its own: the admin's password in the URL is not the role's.
+    monkeypatch.delenv(password_variable("orders"))
+    assert "password" not in login_credentials(database.url, "orders")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(database, role="orders", name="test-roles")

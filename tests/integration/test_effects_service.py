@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from saga_harness.logins import login_passwords
 from saga_runtime import (
     DatabaseSettings,
     Effect,
@@ -105,7 +106,7 @@ class Toy:
 
 
 @pytest.fixture
-def toy(database: DatabaseSettings) -> Iterator[Toy]:
+def toy(database: DatabaseSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Toy]:
     """A sixth service's role and schema: the runtime tables (like orders') and effects."""
     name = f"toy_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(database.url, autocommit=True)
@@ -127,6 +128,9 @@ def toy(database: DatabaseSettings) -> Iterator[Toy]:
                 sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(name, table), role)
             )
         grant_service_logins(admin.execute, name)  # type: ignore[arg-type]
+        # Its logins' passwords, in the environment as the product's are (the server checks).
+        for variable, password in login_passwords(database.url, [name, relay_login(name)]).items():
+            monkeypatch.setenv(variable, password)
         yield Toy(name=name, admin=admin)
     finally:
         admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(role))

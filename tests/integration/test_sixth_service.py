@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, pool
 
 from contracts.orders import OrderShipped
 from migrations import upgrade
-from saga_harness.logins import drop_login_roles
+from saga_harness.logins import drop_login_roles, login_passwords
 from saga_runtime import (
     DatabaseSettings,
     Envelope,
@@ -36,6 +36,7 @@ from saga_runtime import (
     ensure_topics,
     events_topic,
     producer_config,
+    relay_login,
 )
 from saga_system import SYSTEM
 from tests.fixtures.database import with_database
@@ -69,7 +70,7 @@ def run_migration(url: str, step: Callable[[], None]) -> None:
 
 
 @pytest.fixture
-def loyalty_database(infra) -> Iterator[DatabaseSettings]:  # type: ignore[no-untyped-def]
+def loyalty_database(infra, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseSettings]:  # type: ignore[no-untyped-def]
     """A fresh database: the product's migrations to head, then the toy's."""
     name = f"saga_toy_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(infra.admin_database_url, autocommit=True) as conn:
@@ -78,6 +79,9 @@ def loyalty_database(infra) -> Iterator[DatabaseSettings]:  # type: ignore[no-un
     try:
         upgrade(url)
         run_migration(url, migration.upgrade)
+        # Loyalty's logins' passwords, in the environment as the product's are.
+        for variable, password in login_passwords(url, ["loyalty", relay_login("loyalty")]).items():
+            monkeypatch.setenv(variable, password)
         yield DatabaseSettings(url=url, pool_min_size=1, pool_max_size=4)
     finally:
         with psycopg.connect(infra.admin_database_url, autocommit=True) as conn:

@@ -4,6 +4,7 @@ schedule, the steady load's aggregates, the pooled figures and the table of rati
 from __future__ import annotations
 
 import argparse
+import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from saga_harness.bench.debezium_config import (
     connector_properties,
     parse_debezium_overrides,
     render_properties,
+    write_properties,
 )
 from saga_harness.bench.versus import VersusConfig, schedule, writers_for
 from saga_harness.bench.versus_cli import versus_config, versus_summary
@@ -107,6 +109,14 @@ def test_properties_render_one_escaped_line_each() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("#")
     assert lines[1:] == ["a.b=x\\=y\\:z", "route=${routedByValue}", "p=C\\:\\\\tmp"]
+
+
+def test_the_properties_file_with_the_password_is_owner_only(tmp_path: Path) -> None:
+    config = tmp_path / "relay.properties"
+    config.write_text("older, world-readable")
+    write_properties(config, {"database.password": "Zq8-secret"})
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert config.read_text().splitlines()[1] == "database.password=Zq8-secret"
 
 
 def test_debezium_overrides_are_key_value_pairs() -> None:

@@ -9,6 +9,7 @@ The router is mapped onto our outbox table as it is (no column added for Debeziu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +22,7 @@ __all__ = [
     "connector_properties",
     "parse_debezium_overrides",
     "render_properties",
+    "write_properties",
 ]
 
 ROUTER = "io.debezium.transforms.outbox.EventRouter"
@@ -120,6 +122,15 @@ def render_properties(properties: Mapping[str, str]) -> str:
     lines = ["# written by sagactl bench relay --against debezium"]
     lines += [f"{escape(k)}={escape(v)}" for k, v in properties.items()]
     return "\n".join(lines) + "\n"
+
+
+def write_properties(path: Path, properties: Mapping[str, str]) -> None:
+    """``render_properties`` into ``path``, readable by its owner only: it holds the database
+    password (the local superuser's)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(render_properties(properties))
 
 
 def parse_debezium_overrides(items: list[str]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from saga_harness.bench.debezium_config import render_properties
+from saga_harness.bench.debezium_config import write_properties
 from saga_harness.infra.debezium import DebeziumRuntime
 from saga_harness.infra.postgres import LocalPostgres
 
@@ -51,7 +51,7 @@ class DebeziumRelay:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / "relay.properties"
-        config.write_text(render_properties(self.properties))
+        write_properties(config, self.properties)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 self.runtime.argv(config),

@@ -117,6 +117,7 @@ def _shown(path: Path) -> str:
 def fresh_database(admin_url: str) -> Iterator[str]:
     """A database of its own, migrated to head (as ``build_system`` does); dropped after."""
     from migrations import upgrade
+    from saga_harness.logins import login_passwords
     from saga_harness.system import drop_system_database, with_database
 
     name = f"saga_relay_{uuid.uuid4().hex[:8]}"
@@ -125,9 +126,27 @@ def fresh_database(admin_url: str) -> Iterator[str]:
     url = with_database(admin_url, name)
     try:
         upgrade(url)
-        yield url
+        # The server checks passwords: the bench's writer (in this process) and the relay
+        # (``RelayUnderTest``) log in as their roles with this database's.
+        with _exported(login_passwords(url)):
+            yield url
     finally:
         drop_system_database(admin_url, url)
+
+
+@contextlib.contextmanager
+def _exported(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` in this process's environment while inside, as they were after."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

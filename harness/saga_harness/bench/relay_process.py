@@ -58,6 +58,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     return overrides
 
 
+def _database_passwords(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k.startswith("DATABASE_PASSWORD_")}
+
+
 def relay_env(schema: str, overrides: Mapping[str, str]) -> dict[str, str]:
     """The relay process's environment: this one's, relaying ``schema`` only, plus overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_")}
@@ -127,7 +131,8 @@ class RelayUnderTest:
             with open(self.log_path, "ab") as log:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "outbox_relay"],
-                    env=self.env,
+                    # Its roles' passwords, as ``fresh_database`` set them for this database.
+                    env={**self.env, **_database_passwords(os.environ)},
                     stdout=log,
                     stderr=log,
                     cwd=REPO,

@@ -16,11 +16,19 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
 from saga_harness.infra.errors import InfraError
+from saga_harness.infra.postgres_auth import (
+    PASSWORD_FILE,
+    redact,
+    require_passwords,
+    superuser_password,
+    write_hba,
+)
 from saga_harness.infra.proc import (
     Logger,
     cmdline,
@@ -43,12 +51,17 @@ FALLBACK_ROOT = Path("/var/tmp")
 _SERVER_CONF = """
 # written by sagactl: local development / test server, TCP on loopback only
 listen_addresses = '127.0.0.1'
+# No unix socket: every client (libpq, JDBC, the harness) comes over TCP with a password.
 unix_socket_directories = ''
 max_connections = 300
 log_line_prefix = '%m [%p] %q%u@%d '
 # The outbox and effects tables are vacuumed by row count (migration 0009): look often.
 autovacuum_naptime = 10s
 """
+
+
+# libpq's words for a server that asked for a password and did not like (or get) one.
+_LOGIN_REFUSED = ("password authentication failed", "no password supplied")
 
 
 def find_pg_bin_dir() -> Path | None:
@@ -70,9 +83,17 @@ def find_pg_bin_dir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def postgres_url(*, port: int, database: str, host: str = PG_HOST, user: str = PG_SUPERUSER) -> str:
-    """Build the libpq URL for the local trust-authenticated server."""
-    return f"postgresql://{user}@{host}:{port}/{database}"
+def postgres_url(
+    *,
+    port: int,
+    database: str,
+    host: str = PG_HOST,
+    user: str = PG_SUPERUSER,
+    password: str | None = None,
+) -> str:
+    """Build the libpq URL of the local server (with ``password`` when given)."""
+    login = user if password is None else f"{user}:{quote(password, safe='')}"
+    return f"postgresql://{login}@{host}:{port}/{database}"
 
 
 def wait_for_postgres(
@@ -86,15 +107,18 @@ def wait_for_postgres(
     last: Exception | None = None
     while time.monotonic() < deadline:
         if alive is not None and not alive():
-            raise InfraError(f"PostgreSQL exited while waiting for {url}")
+            raise InfraError(f"PostgreSQL exited while waiting for {redact(url)}")
         try:
             with psycopg.connect(url, connect_timeout=3) as conn:
                 conn.execute("SELECT 1")
             return
         except psycopg.Error as exc:
+            if any(refusal in str(exc) for refusal in _LOGIN_REFUSED):
+                # A server that answers and refuses the login will not change its mind.
+                raise InfraError(f"PostgreSQL at {redact(url)} refused the login: {exc}") from None
             last = exc
             time.sleep(0.2)
-    raise InfraError(f"PostgreSQL at {url} not ready after {timeout:.0f}s: {last}")
+    raise InfraError(f"PostgreSQL at {redact(url)} not ready after {timeout:.0f}s: {last}")
 
 
 def ensure_database(admin_url: str, database: str) -> bool:
@@ -150,9 +174,19 @@ class LocalPostgres:
     def log_file(self) -> Path:
         return self.home / "postgres.log"
 
+    @property
+    def password_file(self) -> Path:
+        """The superuser's password, owner-only (``postgres_auth``)."""
+        return self.home / PASSWORD_FILE
+
     def url(self, database: str) -> str:
-        """URL of ``database`` on this server."""
-        return postgres_url(port=self.port, database=database)
+        """URL of ``database`` on this server, as the superuser with its password (none before
+        the first ``start``, which generates it). Hand it out; never log it (``redact``)."""
+        try:
+            password: str | None = self.password_file.read_text().strip()
+        except FileNotFoundError:
+            password = None
+        return postgres_url(port=self.port, database=database, password=password)
 
     @property
     def admin_url(self) -> str:
@@ -193,6 +227,7 @@ class LocalPostgres:
         """
         if self.is_running():
             wait_for_postgres(self.admin_url, alive=self.is_running)
+            self._require_passwords()
             return False
         if port_open(PG_HOST, self.port):
             raise InfraError(
@@ -225,6 +260,7 @@ class LocalPostgres:
             wait_for_postgres(self.admin_url, alive=self.is_running)
         except InfraError as exc:
             raise InfraError(str(exc), logs=[self.log_file]) from None
+        self._require_passwords()
         return True
 
     def stop(self) -> bool:
@@ -252,6 +288,21 @@ class LocalPostgres:
         return ensure_database(self.admin_url, database)
 
     # -- internals ---------------------------------------------------------------------------
+    def _password(self) -> str:
+        return superuser_password(self.home, owner=PG_OS_USER if is_root() else None)
+
+    def _require_passwords(self) -> None:
+        """Upgrade a data dir initialised with trust (before passwords were checked) in place."""
+        try:
+            require_passwords(
+                self.data_dir,
+                password=self._password(),
+                passwordless_url=postgres_url(port=self.port, database="postgres"),
+                log=self.log,
+            )
+        except InfraError as exc:
+            raise InfraError(str(exc), logs=[self.log_file]) from None
+
     def _as_pg_user(self, argv: list[str]) -> list[str]:
         # PostgreSQL refuses to run as root.
         return ["runuser", "-u", PG_OS_USER, "--", *argv] if is_root() else argv
@@ -317,6 +368,7 @@ class LocalPostgres:
 
     def _initdb(self, bin_dir: Path) -> None:
         self.log(f"initialising PostgreSQL cluster in {self.data_dir}")
+        self._password()  # generated before initdb reads it
         argv = self._as_pg_user(
             [
                 str(bin_dir / "initdb"),
@@ -324,7 +376,8 @@ class LocalPostgres:
                 str(self.data_dir),
                 "-U",
                 PG_SUPERUSER,
-                "--auth=trust",
+                "--auth=scram-sha-256",
+                f"--pwfile={self.password_file}",
                 "--encoding=UTF8",
                 "--no-locale",
                 "--no-sync",
@@ -335,6 +388,7 @@ class LocalPostgres:
             raise InfraError(
                 f"initdb failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
             )
+        write_hba(self.data_dir)
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a") as f:
             f.write(_SERVER_CONF)

@@ -7,6 +7,7 @@ missing, starts what is not running, waits for readiness and returns the address
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,9 @@ LOCK_FILE = ".stack.lock"
 class StackAddresses:
     """Where the services and tests find the infrastructure."""
 
-    database_url: str  # the app database, created if missing
-    admin_database_url: str  # same server, database 'postgres'
+    # The superuser's, with its password: kept out of reprs (a failed test's report).
+    database_url: str = field(repr=False)  # the app database, created if missing
+    admin_database_url: str = field(repr=False)  # same server, database 'postgres'
     kafka_bootstrap: str
     # How a super user logs in to a secured broker (librdkafka properties), None when it is
     # plain. Never written to the addresses file, never shown.
@@ -89,7 +91,7 @@ class LocalStack:
             self.kafka.wait_ready()
             addresses = self.addresses
             public = {k: v for k, v in asdict(addresses).items() if k != "kafka_super_user"}
-            (self.state_dir / ADDRESSES_FILE).write_text(json.dumps(public, indent=2))
+            _write_private(self.state_dir / ADDRESSES_FILE, json.dumps(public, indent=2))
             return addresses
 
     def stop(self) -> None:
@@ -103,6 +105,15 @@ class LocalStack:
     def status(self) -> dict[str, bool]:
         """Which daemons are running."""
         return {"postgres": self.postgres.is_running(), "kafka": self.kafka.is_running()}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (the admin URL in it holds a password); an
+    older file, once world-readable, is made owner-only first."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
 
 
 def ensure_stack(
