@@ -16,6 +16,7 @@ from saga_runtime.settings import DatabaseSettings
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
+    "CheckIfIdle",
     "connect",
     "connection_kwargs",
     "create_pool",
@@ -95,7 +96,7 @@ def _login(settings: DatabaseSettings, role: str | None) -> dict[str, str]:
 _RECENTLY_USED = 1.0
 
 
-class _CheckIfIdle:
+class CheckIfIdle:
     """The pool's check: a round trip only for connections that sat idle for a while.
 
     Connections in steady use are handed out as they are (a check per
@@ -131,7 +132,7 @@ def create_pool(
     PostgreSQL restart the pool hands out a fresh connection instead of a dead one.
     Every connection drops a vanished peer (``connection_kwargs``).
     """
-    checker = _CheckIfIdle()
+    checker = CheckIfIdle()
     return ConnectionPool(
         settings.url,
         min_size=settings.pool_min_size,
