@@ -95,8 +95,9 @@ class ConsumerRunner:
     its group and its uncommitted work redone by another member.
 
     A consumer that librdkafka leaves out of its group, or not fetching a
-    partition it was assigned, for ``stall_seconds`` is replaced by a new one
-    (see ``consumer_health``).
+    partition it was assigned, for ``stall_seconds`` is replaced by a new one,
+    and one librdkafka declares failed (a fenced static member) at once (see
+    ``consumer_health``).
 
     ``sources`` maps each event type to the only topic it may come from (its
     declared producer's): read from any other, it is forged and dead-lettered.
@@ -132,6 +133,7 @@ class ConsumerRunner:
         self._health = ConsumerHealth(stall_after=settings.stall_seconds, on_stats=self._on_stats)
         self._consumer = consumer(self._health.on_stats)
         self._next_health_check = 0.0
+        self._failed: str | None = None  # a fatal Kafka error polled: replace the consumer
         self._settings = settings
         self._stopping = threading.Event()
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
@@ -193,6 +195,8 @@ class ConsumerRunner:
                 started = self._clock()
                 outcomes = self.process_batch(batch)
                 self._count(batch, outcomes, self._clock() - started)
+                if self._failed is not None:
+                    self._replace_failed()
         finally:
             self._consumer.close()
             log.info("consumer.stopped")
@@ -266,6 +270,24 @@ class ConsumerRunner:
         self._consumer = self._new_consumer(self._health.on_stats)
         self._consumer.subscribe(self.topics)
         log.info("consumer.renewed", topics=self.topics)
+
+    def _replace_failed(self) -> None:
+        """Replace a consumer librdkafka declared failed (a fenced static member)."""
+        error, self._failed = self._failed, None
+        delay = self._health.fenced()
+        if delay:
+            log.error(
+                "consumer.failed_again",
+                error=error,
+                replaced_in_seconds=delay,
+                hint="another live consumer may use this group.instance.id: ids must differ"
+                " between processes (CONSUMER_GROUP_INSTANCE_ID)",
+            )
+            if self._stopping.wait(delay):
+                return
+        else:
+            log.warning("consumer.failed", error=error)
+        self.renew_consumer()
 
     def process_batch(self, msgs: Sequence[Message]) -> list[Outcome | None]:
         """Handle polled messages in one transaction if they all go through, else one by one.
@@ -405,7 +427,11 @@ class ConsumerRunner:
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
             return
-        if error.fatal():
-            raise KafkaException(error)
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            # This consumer will never fetch again (see ``consumer_health``): the loop
+            # replaces it once the batch is done. (A fatal error polled as a message has
+            # code _FATAL; its ``fatal()`` is False.)
+            self._failed = str(error)
+            return
         # Broker down, topic not created yet...: librdkafka recovers by itself.
         log.warning("consumer.kafka_error", error=str(error))

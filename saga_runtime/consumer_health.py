@@ -8,6 +8,13 @@ ever. The runner feeds librdkafka's statistics here and, once the consumer has
 not been in its group and fetching every assigned partition for a while,
 replaces it with a new one (which joins the group again and resumes from the
 committed offsets; the inbox makes any replay harmless).
+
+A consumer librdkafka declares failed for good (a fatal error) is replaced at
+once instead: a static member (``group.instance.id``) is fenced when the broker
+restarts and its own rejoin registers a new member id (the chaos suite's broker
+kills did this to every static consumer, which then waited out the stall
+detection). A consumer fenced again soon after its replacement is sharing its
+id with another live one: each replacement then waits longer (``fenced``).
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ class ConsumerHealth:
         self._fine_since = clock()
         self._last_fine: float | None = None  # when last seen in its group and fetching
         self._assigned: list[tuple[str, int]] | None = None  # as last given to ``stalled``
+        # Replacements after fatal errors that came soon after the previous one (kept
+        # across ``reset``: the point is to see them repeat).
+        self._fenced_streak = 0
+        self._last_fenced: float | None = None
 
     def on_stats(self, raw: str) -> None:
         """librdkafka's ``stats_cb`` (served by ``poll``, on the consuming thread)."""
@@ -112,6 +123,20 @@ class ConsumerHealth:
         if self._last_fine is not None and now - self._last_fine < grace:
             return None
         return problem
+
+    def fenced(self) -> float:
+        """The consumer failed for good: seconds to wait before replacing it.
+
+        0 the first time; a fatal error again within ``stall_after`` of the last
+        replacement waits 1, 3, 7, ... seconds (at most ``stall_after``): two live members
+        with one ``group.instance.id`` fence each other, and must not do it in a loop.
+        """
+        now = self._clock()
+        recent = self._last_fenced is not None and now - self._last_fenced < self._stall_after
+        self._fenced_streak = self._fenced_streak + 1 if recent else 0
+        delay = float(min(self._stall_after, 2**self._fenced_streak - 1))
+        self._last_fenced = now + delay  # when its replacement starts
+        return delay
 
     def reset(self) -> None:
         """A new consumer: it gets ``stall_after`` to join and fetch before it is judged."""

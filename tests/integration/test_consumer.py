@@ -6,7 +6,9 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from saga_runtime import (
     RetryableError,
     ServiceRuntime,
     UnitOfWork,
+    consumer_group,
     dead_letter_topic,
     ensure_topics,
     events_topic,
@@ -397,3 +400,77 @@ def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_is_missed(
 
     assert made == ["stuck", "working"]
     assert effects() == [(str(e.event_id), n) for e, n in zip(waiting, (1, 2, 3), strict=True)]
+
+
+def test_a_fenced_static_member_is_replaced_at_once_and_nothing_is_missed(
+    database, kafka, topics, effects
+):
+    """A static member whose group.instance.id another member registered (as its own rejoin
+    does after a broker restart) gets a fatal error: it commits nothing again and, once out
+    of its group, fetches nothing (the chaos suite's services stalled so after each broker
+    kill). The runner replaces it at once, long before the stall detection would."""
+    source, _ = topics
+    instance = f"fence-{uuid.uuid4().hex[:8]}"
+    first, second = envelope("order-1", 1), envelope("order-1", 2)
+    produce(kafka, source, [(b"order-1", first.to_bytes())])
+    # Another member with the runner's group.instance.id, polling until the test ends.
+    rogue = Consumer(
+        {
+            **kafka.client_properties(),
+            "group.id": consumer_group("stock", kafka.topic_prefix),
+            "group.instance.id": f"{instance}-stock-0",
+            "enable.auto.commit": False,
+        }
+    )
+    joined, done = threading.Event(), threading.Event()
+
+    def take_its_place() -> None:
+        rogue.subscribe([source])
+        while not done.is_set():
+            rogue.poll(0.2)
+            if rogue.assignment():
+                joined.set()
+
+    with consuming(build(database, kafka, stall_seconds=600, group_instance_id=instance)):
+        wait_until(lambda: len(effects()) >= 1, what="the first event applied", timeout=60)
+        polling = threading.Thread(target=take_its_place, daemon=True)
+        polling.start()
+        try:
+            assert joined.wait(60), "the rogue member never joined"
+            # The runner's consumer learns it is fenced at its next offset commit (every
+            # second) or heartbeat (every 3): only then does the next event go out.
+            time.sleep(5)
+            produce(kafka, source, [(b"order-1", second.to_bytes())])
+            wait_until(lambda: len(effects()) >= 2, what="the event after the fencing", timeout=60)
+            # A fenced consumer may still fetch what it holds, but can commit nothing: only
+            # a replacement gets the group's offsets to the end (else all comes again).
+            wait_until(
+                lambda: committed_to_end(kafka, source),
+                what="the group's offsets committed past the second event",
+                timeout=60,
+            )
+        finally:
+            done.set()
+            polling.join(timeout=10)
+            rogue.close()
+
+    assert effects() == [(str(first.event_id), 1), (str(second.event_id), 2)]
+
+
+def committed_to_end(kafka: KafkaSettings, topic: str) -> bool:
+    """Whether the stock group has committed every partition of ``topic`` to its end."""
+    reader = Consumer(
+        {
+            **kafka.client_properties(),
+            "group.id": consumer_group("stock", kafka.topic_prefix),
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        ends = [reader.get_watermark_offsets(tp, timeout=10)[1] for tp in committed]
+        # A partition with nothing in it has nothing committed either (OFFSET_INVALID).
+        return all(end == 0 or tp.offset == end for tp, end in zip(committed, ends, strict=True))
+    finally:
+        reader.close()

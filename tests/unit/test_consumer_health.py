@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from saga_runtime import consumer as consumer_module
 from saga_runtime.consumer_health import ConsumerHealth
@@ -191,3 +192,68 @@ def test_a_replaced_consumer_is_not_ready_until_it_has_joined(clock: Clock) -> N
     health.on_stats(stats(p0="active"))
     assert ready(health, None) == "assignment not read yet"
     assert ready(health, [(TOPIC, 0)]) is None
+
+
+class _Polled(FakeMessage):
+    """What librdkafka's poll gives once a static member is fenced: an error, code _FATAL
+    (its ``fatal()`` is False: only the error's code says so)."""
+
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(
+            KafkaError._FATAL,
+            "Fatal error: Broker: Static consumer fenced by other consumer with same"
+            " group.instance.id: OffsetCommit failed",
+        )
+
+
+class FencedFirst:
+    """Consumer factory: the first consumer is fenced (in its group by its statistics, so
+    the stall detection sees nothing wrong); later ones work."""
+
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        self.made: list[FakeConsumer] = []
+        self.messages = messages
+
+    def __call__(self, on_stats: Any) -> FakeConsumer:
+        if not self.made:
+            consumer = FakeConsumer([_Polled(None, 7)], stats=stats(p0="active"))
+        else:
+            consumer = FakeConsumer(self.messages, stats=stats(p0="active"), assigned=[(TOPIC, 0)])
+        self.made.append(consumer)
+        return consumer.factory(on_stats)
+
+
+def test_a_consumer_librdkafka_declares_failed_is_replaced_at_once() -> None:
+    consumers = FencedFirst([FakeMessage(asked(1).to_bytes(), 0)])
+    # Far longer than the test may take: only the fatal error can explain a replacement.
+    runner, uow, _ = make_runner(consumers, stall_seconds=600, poll_timeout=0.01)
+    loop = threading.Thread(target=runner.run)
+    loop.start()
+    try:
+        for _ in range(500):
+            if uow.outbox.rows:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        runner.stop()
+        loop.join(timeout=5)
+
+    assert not loop.is_alive(), "a fatal consumer error must not end the consuming loop"
+    fenced, renewed = consumers.made[0], consumers.made[1]
+    assert fenced.closed
+    assert renewed.subscribed == ["orders.events"]
+    assert [e.event_type for e in uow.outbox.rows] == ["Answered"]
+    assert len(consumers.made) == 2
+
+
+def test_a_consumer_fenced_again_and_again_is_replaced_ever_more_slowly(clock: Clock) -> None:
+    health = ConsumerHealth(stall_after=60, clock=clock)
+
+    waits = []
+    for _ in range(9):
+        waits.append(health.fenced())
+        clock.now += 1 + waits[-1]
+    clock.now += 61  # quiet for longer than stall_after: a new fencing is news again
+    waits.append(health.fenced())
+
+    assert waits == [0, 1, 3, 7, 15, 31, 60, 60, 60, 0]
