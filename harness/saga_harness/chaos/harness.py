@@ -8,16 +8,19 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 import psycopg
+from confluent_kafka import KafkaException
 from psycopg import sql
 
 from saga_harness.chaos.driver import OrderDriver
 from saga_harness.chaos.faults import FAULTS, FaultContext
 from saga_harness.chaos.watchdog import Watchdog
+from saga_harness.group_lag import GroupLag
 from saga_harness.infra import LocalStack
 from saga_harness.system import System, build_system, drop_system_database, drop_system_topics
 from saga_system import SYSTEM
@@ -58,6 +61,10 @@ class ChaosReport:
     # among them is a saga the faults delayed past ORDERS_PENDING_TIMEOUT (liveness, not
     # safety: the run still passes, and the summary shows it).
     timed_out: dict[str, int] = field(default_factory=dict)
+    # Where each of those orders stood when the deadline cancelled it: seconds into the run
+    # it was placed (to set beside fault_log), its kind and the last event its saga had
+    # reached, e.g. "  41.3s happy after StockReserved".
+    timed_out_log: list[str] = field(default_factory=list)
     orders_involved: list[str] = field(default_factory=list)
 
     @property
@@ -68,6 +75,11 @@ class ChaosReport:
             and self.seconds_to_converge is not None
             and self.dead_letters == self.expected_dead_letters
         )
+
+    def timed_out_stages(self) -> Counter[str]:
+        """How many of the orders the deadline cancelled stood after each saga event, by kind
+        ("happy after StockReserved")."""
+        return Counter(line.split("s ", 1)[1] for line in self.timed_out_log)
 
     def summary(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
@@ -88,6 +100,7 @@ class ChaosReport:
             ),
             f"  cancelled by the pending deadline: {sum(self.timed_out.values())}"
             f" {dict(self.timed_out)}",
+            *(f"    {stage}: {count}" for stage, count in self.timed_out_stages().most_common()),
             f"  violations: {len(self.violations)}",
             *(f"    {v}" for v in self.violations[:50]),
             *(f"  unexpected exit: {u}" for u in self.unexpected_exits),
@@ -119,13 +132,36 @@ def _dead_letters(system: System) -> list[str]:
     return found
 
 
-def _timed_out(system: System, accepted: dict[str, str]) -> dict[str, int]:
-    """How many of the accepted orders the pending deadline cancelled, by kind."""
+def _timed_out(
+    system: System, accepted: dict[str, str], started_at: float
+) -> tuple[dict[str, int], list[str]]:
+    """How many of the accepted orders the pending deadline cancelled, by kind; and for each,
+    when it was placed (seconds after ``started_at``, a wall-clock time) and the last event of
+    its saga before the cancellation (from the orders' timeline)."""
     with psycopg.connect(system.database_url) as conn:
         rows = conn.execute(
-            "SELECT id FROM orders.orders WHERE status = 'CANCELLED' AND reason_code = 'timeout'"
+            """
+            SELECT o.id, extract(epoch FROM o.created_at)::float8,
+                   coalesce((SELECT t.event_type FROM orders.timeline t
+                              WHERE t.order_id = o.id AND t.event_type <> 'OrderCancelled'
+                                AND t.occurred_at <= c.occurred_at
+                              ORDER BY t.occurred_at DESC, t.recorded_at DESC LIMIT 1),
+                            'nothing')
+              FROM orders.orders o
+              LEFT JOIN LATERAL (SELECT min(occurred_at) AS occurred_at FROM orders.timeline
+                                  WHERE order_id = o.id AND event_type = 'OrderCancelled') c
+                ON true
+             WHERE o.status = 'CANCELLED' AND o.reason_code = 'timeout'
+             ORDER BY o.created_at
+            """
         ).fetchall()
-    return dict(Counter(accepted[order_id] for (order_id,) in rows if order_id in accepted))
+    mine = [(order_id, at, stage) for order_id, at, stage in rows if order_id in accepted]
+    counts = Counter(accepted[order_id] for order_id, _, _ in mine)
+    log = [
+        f"{at - started_at:7.1f}s {accepted[order_id]} after {stage}"
+        for order_id, at, stage in mine
+    ]
+    return dict(counts), log
 
 
 def _restock(system: System) -> None:
@@ -188,6 +224,7 @@ def run_chaos(
         driving.start()
         say(f"chaos: seed {config.seed}, {config.duration:.0f}s of faults, logs in {log_dir}")
         started = time.monotonic()
+        started_at = time.time()
         next_restock = started + 30
         schedule: list[str] = []
         while time.monotonic() - started < config.duration:
@@ -210,13 +247,19 @@ def run_chaos(
         last_fault = time.monotonic()
         # Converge with the crash points still armed and the watchdog still reviving.
         _ensure_infra(stack)
-        violations = _converge(system, config.converge_timeout)
+        lag = GroupLag(system.kafka)
+        try:
+            violations = _converge(system, config.converge_timeout, lag.total)
+        finally:
+            lag.close()
         if not violations:
             report.seconds_to_converge = round(time.monotonic() - last_fault, 1)
         report.violations = [str(v) for v in violations]
         report.orders_involved = sorted({v.order_id for v in violations if v.order_id})
         report.orders = dict(Counter(driver.accepted.values()))
-        report.timed_out = _timed_out(system, dict(driver.accepted))
+        report.timed_out, report.timed_out_log = _timed_out(
+            system, dict(driver.accepted), started_at
+        )
         report.crash_points = dict(watchdog.crash_points)
         report.unexpected_exits = [f"{n} exited {c}" for n, c in watchdog.unexpected]
         report.dead_letter_log = _dead_letters(system)
@@ -242,7 +285,13 @@ def _ensure_infra(stack: LocalStack) -> None:
         stack.postgres.start()
 
 
-def _converge(system: System, timeout: float) -> list[Violation]:
+def _converge(
+    system: System, timeout: float, lag: Callable[[], int] | None = None
+) -> list[Violation]:
+    """Audit until the audit is clean and (with ``lag``, the services' consumer groups' lag)
+    every service has consumed everything in its topics, or ``timeout`` passes: the last
+    violations then. Every saga can be settled while a service still has messages to read
+    (a replayed topic, poison): counting dead letters before they are read would race."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -250,6 +299,14 @@ def _converge(system: System, timeout: float) -> list[Violation]:
         except (httpx.HTTPError, psycopg.OperationalError, LedgerUnavailable) as exc:
             # A process the last fault took down is still coming back.
             violations = [Violation("audit", f"could not audit yet: {exc}")]
+        if not violations and lag is not None:
+            try:
+                behind = lag()
+            except KafkaException as exc:
+                violations = [Violation("lag", f"could not read the groups' lag yet: {exc}")]
+            else:
+                if behind:
+                    violations = [Violation("lag", f"{behind} messages not consumed yet")]
         if not violations or time.monotonic() > deadline:
             return violations
         time.sleep(1.0)
