@@ -274,8 +274,11 @@ class ConsumerRunner:
     def _replace_failed(self) -> None:
         """Replace a consumer librdkafka declared failed (a fenced static member)."""
         error, self._failed = self._failed, None
+        if self._stopping.is_set():
+            return  # the loop closes it now: a new member would only be closed at once
         delay = self._health.fenced()
         if delay:
+            self._health.reset()  # not ready while it waits: nothing polls meanwhile
             log.error(
                 "consumer.failed_again",
                 error=error,

@@ -28,6 +28,10 @@ __all__ = ["ConsumerHealth", "StatsCallback"]
 
 StatsCallback = Callable[[str], None]
 
+# A replacement fenced again this soon (seconds) shares its group.instance.id with a live
+# member: a few of librdkafka's 3 s heartbeats.
+_FENCED_AGAIN_WITHIN = 15.0
+
 
 class ConsumerHealth:
     """Reads librdkafka statistics (``stats_cb``); says when the consumer has stalled."""
@@ -127,12 +131,14 @@ class ConsumerHealth:
     def fenced(self) -> float:
         """The consumer failed for good: seconds to wait before replacing it.
 
-        0 the first time; a fatal error again within ``stall_after`` of the last
-        replacement waits 1, 3, 7, ... seconds (at most ``stall_after``): two live members
-        with one ``group.instance.id`` fence each other, and must not do it in a loop.
+        0 the first time; a fatal error again within ``_FENCED_AGAIN_WITHIN`` of the
+        last replacement waits 1, 3, 7, ... seconds (at most ``stall_after``): two live
+        members with one ``group.instance.id`` fence each other within a heartbeat or two
+        of each replacement, and must not do it in a loop. (Broker restarts a minute apart
+        are not that: each replacement is at once.)
         """
         now = self._clock()
-        recent = self._last_fenced is not None and now - self._last_fenced < self._stall_after
+        recent = self._last_fenced is not None and now - self._last_fenced < _FENCED_AGAIN_WITHIN
         self._fenced_streak = self._fenced_streak + 1 if recent else 0
         delay = float(min(self._stall_after, 2**self._fenced_streak - 1))
         self._last_fenced = now + delay  # when its replacement starts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from saga_runtime import KafkaSettings, consumer_group, events_topic
@@ -63,8 +63,12 @@ class GroupLag:
             topics = [
                 events_topic(p, self._kafka.topic_prefix) for p in SYSTEM.subscriptions(service)
             ]
-            partitions[service] = [
-                TopicPartition(t, p) for t in topics for p in metadata.topics[t].partitions
-            ]
+            partitions[service] = []
+            for topic in topics:
+                found = metadata.topics.get(topic)
+                if found is None or found.error is not None or not found.partitions:
+                    # A broker just restarted may not know it yet: not cached, asked again.
+                    raise KafkaException(f"topic {topic} not known to the broker yet")
+                partitions[service] += [TopicPartition(topic, p) for p in found.partitions]
         self._partitions = partitions
         return partitions
