@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,29 +44,55 @@ WEIGHTS = {
 }
 
 
+# Placements in flight at once: enough to offer 100 orders/s against an API that takes
+# a few hundred milliseconds under load (one at a time, a rate of 100 gave 31 a second).
+PLACERS = 32
+
+
 @dataclass
 class OrderDriver:
-    """Places orders at ``rate`` per second until stopped; remembers every accepted one."""
+    """Offers orders at ``rate`` per second until stopped (open loop: each placement on
+    one of ``PLACERS`` threads, on a fixed schedule whatever the API's latency); remembers
+    every accepted one."""
 
     system: System
     rng: random.Random
     rate: float
     accepted: dict[str, str] = field(default_factory=dict)  # order id -> kind
     refused: Counter[str] = field(default_factory=Counter)
+    offered: int = 0  # placements started
+    seconds: float = 0.0  # how long it offered orders
     _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
         kinds = list(WEIGHTS)
         weights = [WEIGHTS[k] for k in kinds]
-        with httpx.Client(timeout=5) as client:
+        limits = httpx.Limits(max_connections=PLACERS, max_keepalive_connections=PLACERS)
+        started = time.monotonic()
+        with (
+            httpx.Client(timeout=5, limits=limits) as client,
+            ThreadPoolExecutor(PLACERS, thread_name_prefix="chaos-place") as placers,
+        ):
+            due = started
             while not self._stop.is_set():
+                # Drawn here, in order: the seed fixes the sequence of kinds and delays.
                 kind = self.rng.choices(kinds, weights)[0]
                 cancel_after = self.rng.uniform(0.0, 3.0)
-                self._place(client, kind, cancel_after)
-                self._stop.wait(1.0 / self.rate)
+                placers.submit(self._place, client, kind, cancel_after)
+                self.offered += 1
+                due += 1.0 / self.rate
+                self._stop.wait(max(0.0, due - time.monotonic()))
+            self.seconds = time.monotonic() - started
+            # Placements not started yet never reached the API: dropped, not counted.
+            placers.shutdown(wait=True, cancel_futures=True)
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def accepted_per_second(self) -> float:
+        return round(len(self.accepted) / self.seconds, 1) if self.seconds else 0.0
 
     def _place(self, client: httpx.Client, kind: str, cancel_after: float) -> None:
         items, token, address, cancel = MIX[kind]
@@ -87,17 +114,20 @@ class OrderDriver:
                 continue
             if response.status_code == 202:
                 order_id = response.json()["order_id"]
-                self.accepted[order_id] = kind
+                with self._lock:
+                    self.accepted[order_id] = kind
                 if cancel:
                     threading.Timer(
                         cancel_after, self._cancel, args=(order_id, body["customer_id"])
                     ).start()
                 return
             if response.status_code < 500:
-                self.refused[f"{kind}:{response.status_code}"] += 1
+                with self._lock:
+                    self.refused[f"{kind}:{response.status_code}"] += 1
                 return
             time.sleep(0.5)
-        self.refused[f"{kind}:unreachable"] += 1
+        with self._lock:
+            self.refused[f"{kind}:unreachable"] += 1
 
     def _cancel(self, order_id: str, customer_id: str) -> None:
         for _ in range(10):

@@ -47,6 +47,11 @@ class ChaosConfig:
 class ChaosReport:
     seed: int
     orders: dict[str, int] = field(default_factory=dict)
+    # Accepted orders per second of driving, against the rate asked for; and placements the
+    # API answered with a 4xx, or never answered, by kind.
+    orders_per_second: float = 0.0
+    rate: float = 0.0
+    refused: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
     fault_log: list[str] = field(default_factory=list)
     crash_points: dict[str, int] = field(default_factory=dict)
@@ -85,7 +90,9 @@ class ChaosReport:
         verdict = "PASSED" if self.passed else "FAILED"
         lines = [
             f"chaos run {verdict} (seed {self.seed})",
-            f"  orders accepted: {sum(self.orders.values())} {dict(self.orders)}",
+            f"  orders accepted: {sum(self.orders.values())} ({self.orders_per_second}/s,"
+            f" {self.rate}/s offered) {dict(self.orders)}",
+            *([f"  orders refused: {dict(self.refused)}"] if self.refused else []),
             f"  faults injected: {sum(self.faults.values())} {dict(self.faults)}",
             f"  crash points hit: {dict(self.crash_points)}",
             f"  converged {self.seconds_to_converge}s after the last fault"
@@ -257,6 +264,8 @@ def run_chaos(
         report.violations = [str(v) for v in violations]
         report.orders_involved = sorted({v.order_id for v in violations if v.order_id})
         report.orders = dict(Counter(driver.accepted.values()))
+        report.orders_per_second, report.rate = driver.accepted_per_second, config.order_rate
+        report.refused = dict(driver.refused)
         report.timed_out, report.timed_out_log = _timed_out(
             system, dict(driver.accepted), started_at
         )
