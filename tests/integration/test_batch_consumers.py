@@ -10,7 +10,6 @@ dead-lettered once. Nothing else is.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import psycopg
@@ -42,16 +41,12 @@ CREATE TABLE IF NOT EXISTS stock.test_applied (event_id uuid NOT NULL, aggregate
 TRUNCATE stock.test_totals, stock.test_applied;
 """
 
-# Set once both consumers hold their partitions; the first events then take their time
-# before the partner's lock, so that both batches hold their own aggregate by then.
-both_assigned = threading.Event()
-
 
 def add_to_total(uow: UnitOfWork, event: Envelope) -> None:
     """A read-modify-write of the aggregate's total: correct only under its lock."""
     n = event.payload_as(Numbered).n
     if n <= 2:
-        time.sleep(0.3)
+        time.sleep(0.3)  # so that the other batch holds its own aggregate by then
     uow.lock(PARTNER[event.aggregate_id])
     row = uow.conn.execute(
         "SELECT total FROM stock.test_totals WHERE aggregate_id = %s", (event.aggregate_id,)
@@ -102,8 +97,8 @@ def test_two_consumers_whose_batches_share_aggregates_apply_each_event_once(
         finally:
             runtime.close()
 
-    def applied() -> int:
-        row = admin_conn.execute("SELECT count(*) FROM stock.test_applied").fetchone()
+    def count(table: str) -> int:
+        row = admin_conn.execute(f"SELECT count(*) FROM stock.{table}").fetchone()
         return int(row[0]) if row else 0
 
     with ThreadedRunner(run, runtime.stop_consumers):
@@ -120,9 +115,9 @@ def test_two_consumers_whose_batches_share_aggregates_apply_each_event_once(
         for event in one:
             producer.produce(topic, key=b"order-1", value=event.to_bytes(), partition=2)
         assert producer.flush(30) == 0
-        wait_until(lambda: applied() >= 40, what="every event applied", timeout=120)
+        wait_until(lambda: count("test_applied") >= 40, what="every event applied", timeout=120)
         wait_until(
-            lambda: admin_conn.execute("SELECT count(*) FROM stock.dead_letters").fetchone()[0],
+            lambda: count("dead_letters"),
             what="the poison dead-lettered",
             timeout=60,
         )
@@ -132,7 +127,9 @@ def test_two_consumers_whose_batches_share_aggregates_apply_each_event_once(
         "SELECT event_id::text, count(*) FROM stock.test_applied GROUP BY event_id"
     ).fetchall()
     assert sorted(rows) == sorted((str(e.event_id), 1) for e in zero + one)
-    totals = dict(admin_conn.execute("SELECT aggregate_id, total FROM stock.test_totals"))
+    totals: dict[str, int] = dict(
+        admin_conn.execute("SELECT aggregate_id, total FROM stock.test_totals")
+    )
     assert totals == {"order-0": 210, "order-1": 210}, "an update under the lock was lost"
     letters = admin_conn.execute("SELECT error_type FROM stock.dead_letters").fetchall()
     assert letters == [("InvalidEnvelopeError",)]
