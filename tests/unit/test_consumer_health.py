@@ -111,12 +111,8 @@ class Consumers:
         return consumer.factory(on_stats)
 
 
-def test_the_runner_replaces_a_stalled_consumer_and_goes_on_with_the_new_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(consumer_module, "_HEALTH_CHECK_INTERVAL", 0.0)
-    consumers = Consumers([FakeMessage(asked(1).to_bytes(), 0)])
-    runner, uow, _ = make_runner(consumers, stall_seconds=0.05, poll_timeout=0.01)
+def run_until_answered(runner: Any, uow: Any) -> threading.Thread:
+    """Run the runner's loop on a thread until it emitted something (or 5 s), then stop it."""
     loop = threading.Thread(target=runner.run)
     loop.start()
     try:
@@ -127,6 +123,16 @@ def test_the_runner_replaces_a_stalled_consumer_and_goes_on_with_the_new_one(
     finally:
         runner.stop()
         loop.join(timeout=5)
+    return loop
+
+
+def test_the_runner_replaces_a_stalled_consumer_and_goes_on_with_the_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer_module, "_HEALTH_CHECK_INTERVAL", 0.0)
+    consumers = Consumers([FakeMessage(asked(1).to_bytes(), 0)])
+    runner, uow, _ = make_runner(consumers, stall_seconds=0.05, poll_timeout=0.01)
+    run_until_answered(runner, uow)
 
     stuck, renewed = consumers.made[0], consumers.made[1]
     assert stuck.closed
@@ -227,16 +233,7 @@ def test_a_consumer_librdkafka_declares_failed_is_replaced_at_once() -> None:
     consumers = FencedFirst([FakeMessage(asked(1).to_bytes(), 0)])
     # Far longer than the test may take: only the fatal error can explain a replacement.
     runner, uow, _ = make_runner(consumers, stall_seconds=600, poll_timeout=0.01)
-    loop = threading.Thread(target=runner.run)
-    loop.start()
-    try:
-        for _ in range(500):
-            if uow.outbox.rows:
-                break
-            threading.Event().wait(0.01)
-    finally:
-        runner.stop()
-        loop.join(timeout=5)
+    loop = run_until_answered(runner, uow)
 
     assert not loop.is_alive(), "a fatal consumer error must not end the consuming loop"
     fenced, renewed = consumers.made[0], consumers.made[1]
