@@ -12,17 +12,26 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from saga_runtime import password_variable
 from saga_system import SYSTEM
 from sagactl.cli import prepare
 
 if TYPE_CHECKING:
     from sagactl.cli import Commands
 
-__all__ = ["default_state_dir", "missing_secrets", "provision", "register", "token_hint"]
+__all__ = [
+    "default_state_dir",
+    "missing_secrets",
+    "own_secrets",
+    "provision",
+    "register",
+    "token_hint",
+    "withheld_from_children",
+]
 
 
 def default_state_dir() -> Path:
@@ -122,6 +131,30 @@ def _kafka_logins(
     return passwords, {}
 
 
+# Beyond its logins, the secrets of .env (``saga_harness.dotenv.SECRETS``) a process of
+# ./dev up gets; no child inherits the others, as each compose container gets only its own.
+_OWN_SECRETS = {
+    "provider": ("PROVIDER_API_KEY",),
+    "orders": ("AUTH_JWT_SECRET",),
+    "stock": ("AUTH_JWT_SECRET",),
+    "payments": ("PAYMENTS_PROVIDER_API_KEY",),
+}
+
+
+def own_secrets(process: str, logins: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The secrets ``process`` gets from ``environ``: its own (``_OWN_SECRETS``) and the
+    passwords of the database ``logins`` it uses."""
+    names = [*_OWN_SECRETS.get(process, ()), *(password_variable(login) for login in logins)]
+    return {name: environ[name] for name in names if name in environ}
+
+
+def withheld_from_children() -> frozenset[str]:
+    """What no process of ./dev up inherits: every secret of .env, and a Kafka login."""
+    from saga_harness.dotenv import SECRETS
+
+    return frozenset({*SECRETS, "KAFKA_SASL_PASSWORD"})
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from saga_harness.infra import LocalPostgres, stop_stack
     from saga_harness.infra.postgres_auth import redact
@@ -134,6 +167,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         service_metrics_targets,
     )
     from saga_harness.supervisor import ProcessSpec, Supervisor
+    from saga_runtime import relay_login as relay_db_login
 
     missing = missing_secrets(os.environ)
     if missing:
@@ -174,7 +208,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ProcessSpec(
             name="provider",
             argv=[*base, "provider"],
-            env=env,
+            env={**env, **own_secrets("provider", (), os.environ)},
             health_url=_port_url("PROVIDER_PORT", 8010),
         ),
     ]
@@ -191,6 +225,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "RELAY_HEALTH_PORT": str(port),
                 **(relay_login(SYSTEM, passwords) if passwords else {}),
                 "RELAY_METRICS_PORT": str(metrics),
+                **own_secrets(
+                    f"relay-{n}", [relay_db_login(o) for o in SYSTEM.outboxes()], os.environ
+                ),
             },
             health_url=f"http://127.0.0.1:{port}",
         )
@@ -201,7 +238,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         ProcessSpec(
             name=s,
             argv=[*base, "run", s],
-            env={**env, **own_login, **(service_login(s, passwords) if passwords else {})},
+            env={
+                **env,
+                **own_login,
+                **own_secrets(s, [s], os.environ),
+                **(service_login(s, passwords) if passwords else {}),
+            },
             health_url=_health_url(s),
         )
         for s in services
@@ -213,7 +255,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     prometheus = prometheus_spec(state_dir, targets)
     specs += [prometheus] if prometheus is not None else []
     log_dir = state_dir / "logs"
-    supervisor = Supervisor(specs, log_dir=log_dir, state_dir=state_dir)
+    supervisor = Supervisor(
+        specs, log_dir=log_dir, state_dir=state_dir, withheld=withheld_from_children()
+    )
     print(f"sagactl: running {', '.join(s.name for s in specs)}; logs in {log_dir}; Ctrl-C stops")
     print(token_hint(int(os.environ.get("ORDERS_PORT", 8000))))
     try:

@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from saga_harness.checkout import PYTHONPATH, REPO
 from saga_harness.infra.proc import pid_alive, wait_until
 from saga_harness.supervisor import (
@@ -63,6 +65,30 @@ def test_child_output_and_env_reach_its_log(tmp_path: Path) -> None:
         assert wait_until(lambda: "hello-from-child" in log.read_text(), timeout=10)
     finally:
         sup.stop()
+
+
+def test_a_withheld_variable_reaches_only_the_child_whose_spec_sets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOMEONES_PASSWORD", "inherited-secret")
+    monkeypatch.setenv("HARMLESS", "inherited-setting")
+    show = py(
+        "import os, time; print(os.environ.get('SOMEONES_PASSWORD'),"
+        " os.environ.get('HARMLESS'), flush=True); time.sleep(60)"
+    )
+    specs = [
+        ProcessSpec("stranger", show),
+        ProcessSpec("owner", show, env={"SOMEONES_PASSWORD": "its-own"}),
+    ]
+    sup = Supervisor(specs, tmp_path, log=quiet, withheld={"SOMEONES_PASSWORD"})
+    sup.start()
+    try:
+        stranger, owner = tmp_path / "stranger.log", tmp_path / "owner.log"
+        assert wait_until(lambda: "None inherited-setting" in stranger.read_text(), timeout=10)
+        assert wait_until(lambda: "its-own inherited-setting" in owner.read_text(), timeout=10)
+    finally:
+        sup.stop()
+    assert "inherited-secret" not in stranger.read_text() + owner.read_text()
 
 
 def test_stop_terminates_children_and_kills_stubborn_ones(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from types import FrameType
 
@@ -50,6 +51,8 @@ class Supervisor:
     it is killed (SIGKILL; it would not act on SIGTERM) and restarted like a crashed one.
     Until a child's ``/readyz`` has answered 200, it is probed there instead, and its
     readiness is logged once; ``wait_ready`` waits for every child's.
+
+    A child's environment is this process's, less the ``withheld`` names, plus its spec's.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class Supervisor:
         health_timeout: float = HEALTH_TIMEOUT_S,
         unhealthy_after: float = UNHEALTHY_AFTER_S,
         start_grace: float = START_GRACE_S,
+        withheld: Collection[str] = (),
     ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -81,6 +85,9 @@ class Supervisor:
         self.health_timeout = health_timeout
         self.unhealthy_after = unhealthy_after
         self.start_grace = start_grace
+        # Variables of this process's environment that no child inherits: only a spec that
+        # sets one passes it on (each process gets its own secrets, not everyone's).
+        self.withheld = frozenset(withheld)
         self._health_thread: threading.Thread | None = None
 
     # -- public ------------------------------------------------------------------------------
@@ -219,7 +226,8 @@ class Supervisor:
             f"\n=== {stamp} supervisor starting {spec.name}: {' '.join(spec.argv)}\n".encode()
         )
         handle.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(spec.env or {})}
+        inherited = {k: v for k, v in os.environ.items() if k not in self.withheld}
+        env = {**inherited, "PYTHONUNBUFFERED": "1", **(spec.env or {})}
         try:
             proc = subprocess.Popen(
                 spec.argv,
