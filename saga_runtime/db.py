@@ -8,13 +8,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from saga_runtime.db_logins import login_credentials
 from saga_runtime.settings import DatabaseSettings
 
 __all__ = [
+    "ADAPTERS",
     "TRANSIENT_DB_ERRORS",
     "CheckIfIdle",
     "connect",
@@ -39,6 +42,15 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.errors.IdleInTransactionSessionTimeout,
     psycopg.errors.IdleSessionTimeout,
 )
+
+
+# How every connection of ours turns Python values into parameters: psycopg's defaults,
+# except that a list goes in binary. A list is how a statement takes a batch
+# (``unnest(%s::text[])``, ``= ANY(%s)``); psycopg's text format escapes it character
+# by character, which cost a tenth of a consumer's CPU for a batch of envelopes, while
+# the binary format copies each element as it is. The values PostgreSQL gets are the same.
+ADAPTERS = AdaptersMap(psycopg.adapters)
+ADAPTERS.register_dumper(list, ListBinaryDumper)
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
@@ -137,7 +149,11 @@ def create_pool(
         settings.url,
         min_size=settings.pool_min_size,
         max_size=max_size or settings.pool_max_size,
-        kwargs={**connection_kwargs(settings, name=name), **_login(settings, role)},
+        kwargs={
+            **connection_kwargs(settings, name=name),
+            **_login(settings, role),
+            "context": ADAPTERS,
+        },
         check=checker.check,
         reset=checker.returned,
         name=name,
@@ -163,4 +179,4 @@ def connect(
         **connection_kwargs(settings, name=name, session=session),
         **_login(settings, role),
     }
-    return psycopg.connect(settings.url, autocommit=autocommit, **params)
+    return psycopg.connect(settings.url, autocommit=autocommit, context=ADAPTERS, **params)

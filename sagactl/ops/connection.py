@@ -20,7 +20,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from saga_runtime import DatabaseSettings, KafkaSettings
-from saga_runtime.db import connection_kwargs
+from saga_runtime.db import ADAPTERS, connection_kwargs
 from saga_system import SYSTEM
 from sagactl.ops.errors import Refusal
 
@@ -74,7 +74,9 @@ def open_database() -> Iterator[psycopg.Connection]:
         # The services' keepalives and timeouts: an operator whose host vanishes
         # mid-command must not hold order locks for hours.
         settings = DatabaseSettings(url=url, connect_timeout=CONNECT_TIMEOUT_S)
-        conn = psycopg.connect(url, autocommit=True, **connection_kwargs(settings, name="sagactl"))
+        conn = psycopg.connect(
+            url, autocommit=True, context=ADAPTERS, **connection_kwargs(settings, name="sagactl")
+        )
     except psycopg.OperationalError as exc:
         raise Refusal(
             f"cannot connect to PostgreSQL at {redact(url)}: {_first_line(exc)}",

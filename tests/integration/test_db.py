@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
+from datetime import timedelta
 
 import psycopg
 import pytest
+from psycopg.adapt import PyFormat
+from psycopg.types.array import ListBinaryDumper
 
 from saga_runtime import DatabaseSettings, connect, create_pool, is_transient_db_error
 from tests.support import wait_until
@@ -137,3 +142,44 @@ def test_operator_sessions_drop_a_vanished_peer_too(
     assert settings["lock_timeout"] != "0"
     assert settings["idle_in_transaction_session_timeout"] != "0"
     assert client["keepalives"] == "1" and client["tcp_user_timeout"] != "0"
+
+
+# Text that a hand-written array literal gets wrong: quotes, braces, commas, backslashes,
+# the word NULL, blanks, and characters beyond ASCII.
+AWKWARD = ['a "quoted", {braced} value', "back\\slash", "NULL", "", " ", "é€😀", None]
+
+
+def test_a_batch_parameter_reaches_postgresql_as_sent_in_binary(database: DatabaseSettings):
+    """Every batch statement takes its rows as arrays (``unnest(%s::text[])``, ``= ANY(%s)``).
+    Our connections send a list in binary, which skips psycopg's character-by-character
+    escaping of the text format; the values must arrive unchanged, for every element type
+    a batch statement uses."""
+    envelopes = [json.dumps({"text": text}) for text in AWKWARD if text is not None]
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    pool = create_pool(database, role=None, name="test-db-arrays")
+    try:
+        with (
+            pool.connection() as pooled,
+            connect(database, role=None, name="test-db-arrays") as own,
+        ):
+            for conn in (pooled, own):
+                assert issubclass(conn.adapters.get_dumper(list, PyFormat.AUTO), ListBinaryDumper)
+                texts = conn.execute("SELECT array_agg(t) FROM unnest(%s::text[]) AS t", [AWKWARD])
+                assert texts.fetchone() == (AWKWARD,)
+                docs = conn.execute(
+                    "SELECT array_agg(d->>'text') FROM unnest(%s::jsonb[]) AS d", [envelopes]
+                )
+                assert docs.fetchone() == ([t for t in AWKWARD if t is not None],)
+                rows = conn.execute(
+                    "SELECT u.i, u.n, u.w FROM unnest(%s::uuid[], %s::bigint[], %s::interval[])"
+                    " AS u(i, n, w)",
+                    [ids, [1, 2**40], [timedelta(seconds=1.5), timedelta(days=2)]],
+                ).fetchall()
+                assert rows == [
+                    (ids[0], 1, timedelta(seconds=1.5)),
+                    (ids[1], 2**40, timedelta(days=2)),
+                ]
+                assert conn.execute("SELECT 'NULL' = ANY(%s)", [AWKWARD]).fetchone() == (True,)
+                assert conn.execute("SELECT 'x' = ANY(%s)", [[]]).fetchone() == (False,)
+    finally:
+        pool.close()
