@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from contracts.orders import Address, OrderLine
 from orders import handlers
@@ -144,7 +145,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from exc
 
 
-def get_uow_factory(request: Request) -> UnitOfWorkFactory:
+async def get_uow_factory(request: Request) -> UnitOfWorkFactory:
     factory: UnitOfWorkFactory = request.app.state.uow_factory
     return factory
 
@@ -167,6 +168,29 @@ ORDER_LINKS = {
         "parameters": {"customer_id": "$response.body#/customer_id"},
     },
 }
+
+
+def _place(
+    factory: UnitOfWorkFactory, customer_id: str, body: OrderIn, idempotency_key: str | None
+) -> Order:
+    """The submitted order placed (or the one its idempotency key placed before).
+
+    The one blocking step of a submission, so the endpoint is a coroutine that runs
+    just this on a worker thread: a plain endpoint would hop to a thread for itself
+    and again to check its response.
+    """
+    with factory.begin() as uow:
+        order, _created = handlers.place_order(
+            uow,
+            customer_id=customer_id,
+            email=body.email,
+            lines=[OrderLine(sku=i.sku, quantity=i.quantity) for i in body.items],
+            card_token=body.payment.card_token,
+            shipping_address=Address(**body.shipping_address.model_dump()),
+            idempotency_key=idempotency_key,
+            fingerprint=handlers.request_hash(body.model_dump_json().encode()),
+        )
+    return order
 
 
 def create_app(uow_factory: UnitOfWorkFactory, verifier: TokenVerifier) -> FastAPI:
@@ -195,10 +219,9 @@ def create_app(uow_factory: UnitOfWorkFactory, verifier: TokenVerifier) -> FastA
             409: problem("Idempotency-Key reused with another body"),
         },
     )
-    def submit_order(
+    async def submit_order(
         customer: Customer,
         body: OrderIn,
-        request: Request,
         response: Response,
         factory: UowFactory,
         idempotency_key: IdempotencyKey = None,
@@ -211,19 +234,11 @@ def create_app(uow_factory: UnitOfWorkFactory, verifier: TokenVerifier) -> FastA
                 status.HTTP_403_FORBIDDEN, detail="customer_id is not the token's customer"
             )
         body = body.model_copy(update={"customer_id": customer.subject})
-        fingerprint = handlers.request_hash(body.model_dump_json().encode())
         try:
-            with factory.begin() as uow:
-                order, _created = handlers.place_order(
-                    uow,
-                    customer_id=customer.subject,
-                    email=body.email,
-                    lines=[OrderLine(sku=i.sku, quantity=i.quantity) for i in body.items],
-                    card_token=body.payment.card_token,
-                    shipping_address=Address(**body.shipping_address.model_dump()),
-                    idempotency_key=idempotency_key,
-                    fingerprint=fingerprint,
-                )
+            # Only the transaction goes to a worker thread (see ``_place``).
+            order = await run_in_threadpool(
+                _place, factory, customer.subject, body, idempotency_key
+            )
         except handlers.IdempotencyKeyReused as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
         response.headers["Location"] = f"/orders/{order.id}"

@@ -9,7 +9,7 @@ and both are decided before the operation runs, so a bad token never costs a que
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
@@ -53,7 +53,12 @@ def install_authentication(app: FastAPI, verifier: TokenVerifier) -> None:
     app.state.token_verifier = verifier
 
 
-def authenticate(request: Request, credentials: Credentials) -> Principal:
+# The dependencies below are coroutines although nothing in them waits: FastAPI runs a
+# plain function dependency on a worker thread, and the hop there and back cost more
+# than verifying the token. They never block (the verifier's keys are loaded at start).
+
+
+async def authenticate(request: Request, credentials: Credentials) -> Principal:
     """The caller proven by the request's bearer token; a 401 when it proves nothing."""
     if credentials is None:
         raise _unauthorized("a bearer token is required: Authorization: Bearer <token>")
@@ -67,11 +72,11 @@ def authenticate(request: Request, credentials: Credentials) -> Principal:
 Authenticated = Annotated[Principal, Depends(authenticate)]
 
 
-def require_scope(*scopes: str) -> Callable[[Principal], Principal]:
+def require_scope(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency: the caller, if its token has one of ``scopes``; else a 403."""
     wanted = " ".join(scopes)
 
-    def check(principal: Authenticated) -> Principal:
+    async def check(principal: Authenticated) -> Principal:
         if not any(principal.has(scope) for scope in scopes):
             raise HTTPException(
                 403,
@@ -108,7 +113,7 @@ def auth_responses(*, forbidden: str | None = None) -> dict[int | str, dict[str,
     return responses
 
 
-def api_key_guard(expected: str, *, description: str) -> Callable[..., None]:
+def api_key_guard(expected: str, *, description: str) -> Callable[..., Awaitable[None]]:
     """A dependency for a service called by one client (a provider and its merchant):
     ``Authorization: Bearer <key>`` must carry ``expected``, compared in constant time."""
     if not expected:
@@ -118,7 +123,7 @@ def api_key_guard(expected: str, *, description: str) -> Callable[..., None]:
 
     # A default rather than an Annotated alias: the scheme is local to this guard, and a
     # local name cannot be resolved from a postponed annotation.
-    def check(
+    async def check(
         credentials: HTTPAuthorizationCredentials | None = Security(scheme),  # noqa: B008
     ) -> None:
         if credentials is None:

@@ -60,6 +60,14 @@ def client(calls: list[str]) -> TestClient:
     def ledger(conn: Conn) -> dict[str, str]:
         return {"ledger": "ok"}
 
+    @app.get("/whoami")
+    async def whoami(operator: Operator) -> dict[str, str]:
+        return {"who": operator.subject}
+
+    @app.get("/ledger-head", dependencies=key)
+    async def ledger_head() -> dict[str, str]:
+        return {"ledger": "ok"}
+
     return TestClient(app)
 
 
@@ -159,3 +167,21 @@ def test_openapi_shows_the_schemes_so_docs_can_authorize(client: TestClient) -> 
     assert document["paths"]["/admin"]["get"]["security"] == [{"bearerJWT": []}]
     assert document["paths"]["/ledger"]["get"]["security"] == [{"apiKey": []}]
     assert "WWW-Authenticate" in document["paths"]["/admin"]["get"]["responses"]["401"]["headers"]
+
+
+def test_a_caller_is_checked_without_waiting_for_a_worker_thread(
+    client: TestClient, calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker threads are what a busy service runs out of (each holds a database call):
+    the token and API-key checks must not need one, so a refused caller is answered at once
+    however busy they are, and an accepted one costs no thread for being checked."""
+
+    async def no_threads_left(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a dependency asked for a worker thread")
+
+    monkeypatch.setattr("fastapi.dependencies.utils.run_in_threadpool", no_threads_left)
+    assert client.get("/whoami", headers=bearer(token("operator"))).json() == {"who": "ops-1"}
+    assert client.get("/whoami", headers=bearer("garbage")).status_code == 401
+    assert client.get("/whoami", headers=bearer(token("customer"))).status_code == 403
+    assert client.get("/ledger-head", headers=bearer(API_KEY)).status_code == 200
+    assert client.get("/ledger-head", headers=bearer("guess")).status_code == 401
