@@ -112,26 +112,30 @@ class CheckIfIdle:
     """The pool's check: a round trip only for connections that sat idle for a while.
 
     Connections in steady use are handed out as they are (a check per
-    transaction would cost as much as a small transaction). One that idled
-    longer than a second is checked, so after a PostgreSQL restart the pool
+    transaction would cost as much as a small transaction). One last handed out
+    more than a second ago is checked, so after a PostgreSQL restart the pool
     drops dead connections before anyone gets them; a connection that died
     within the last second fails its transaction, which callers treat like any
     database outage (retry).
+
+    It measures from when a connection was last handed out, not given back: a
+    connection given back moments ago after a long transaction is checked once
+    more than it needs, which costs a round trip, but nothing is given back
+    through the pool's worker threads, as it would be with a ``reset`` callback.
     """
 
     def __init__(self) -> None:
-        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+        self._handed_out: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
             weakref.WeakKeyDictionary()
         )
-
-    def returned(self, conn: psycopg.Connection) -> None:
-        self._last_used[conn] = time.monotonic()
 
     def check(self, conn: psycopg.Connection) -> None:
         if conn.closed or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
             raise psycopg.OperationalError("connection is closed or broken")
-        if time.monotonic() - self._last_used.get(conn, 0.0) > _RECENTLY_USED:
+        now = time.monotonic()
+        if now - self._handed_out.get(conn, 0.0) > _RECENTLY_USED:
             ConnectionPool.check_connection(conn)
+        self._handed_out[conn] = now
 
 
 def create_pool(
@@ -140,7 +144,7 @@ def create_pool(
     """Open a pool whose connections log in as ``role``'s login role (``db_logins``): a
     service's, or ``relay_login(service)``; None logs in as ``DATABASE_URL`` says.
 
-    Connections idle for more than a second are checked before use, so after a
+    Connections not handed out for more than a second are checked before use, so after a
     PostgreSQL restart the pool hands out a fresh connection instead of a dead one.
     Every connection drops a vanished peer (``connection_kwargs``).
     """
@@ -155,7 +159,6 @@ def create_pool(
             "context": ADAPTERS,
         },
         check=checker.check,
-        reset=checker.returned,
         name=name,
         timeout=settings.connect_timeout,
         open=True,

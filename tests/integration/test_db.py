@@ -183,3 +183,37 @@ def test_a_batch_parameter_reaches_postgresql_as_sent_in_binary(database: Databa
                 assert conn.execute("SELECT 'x' = ANY(%s)", [[]]).fetchone() == (False,)
     finally:
         pool.close()
+
+
+def test_a_connection_given_back_is_in_the_pool_when_its_block_ends(database: DatabaseSettings):
+    """Giving a connection back costs no hop to one of the pool's worker threads: the
+    next transaction of the same thread finds it there at once."""
+    settings = database.model_copy(update={"pool_min_size": 1, "pool_max_size": 1})
+    pool = create_pool(settings, role=None, name="test-db-return")
+    try:
+        for _ in range(20):
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+            assert pool.get_stats()["pool_available"] == 1
+    finally:
+        pool.close()
+
+
+def test_a_connection_that_died_while_idle_is_replaced_before_anyone_gets_it(
+    database: DatabaseSettings,
+):
+    """After a PostgreSQL restart (here: its backend ended) a connection that sat in the
+    pool is checked and replaced, so the next transaction does not fail on it."""
+    settings = database.model_copy(update={"pool_min_size": 1, "pool_max_size": 1})
+    pool = create_pool(settings, role=None, name="test-db-idle-death")
+    try:
+        with pool.connection() as conn:
+            backend = conn.info.backend_pid
+        with psycopg.connect(database.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+        time.sleep(1.2)  # longer than a connection in steady use goes unchecked
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert conn.info.backend_pid != backend
+    finally:
+        pool.close()

@@ -22,7 +22,6 @@ def open_pool(settings: ProviderSettings) -> ConnectionPool:
         timeout=settings.pool_timeout,
         kwargs={"application_name": "payment-provider", "autocommit": True},
         check=checker.check,
-        reset=checker.returned,
         name="payment-provider",
         open=True,
     )
