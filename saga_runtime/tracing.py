@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
@@ -101,12 +102,28 @@ class _IdsOnly(trace.Tracer):
         span_id = random.getrandbits(64) or 1
         return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False))
 
-    @contextmanager
     def start_as_current_span(  # type: ignore[override]
         self, name: str, context: Context | None = None, *args: Any, **kwargs: Any
-    ) -> Iterator[Span]:
-        with trace.use_span(self.start_span(name, context), end_on_exit=True) as current:
-            yield current
+    ) -> _Current:
+        return _Current(self.start_span(name, context))
+
+
+class _Current:
+    """Makes a non-recording span current for a block: ``trace.use_span`` without what
+    only a recording span needs (ending it, recording an exception, setting a status),
+    and a class rather than a generator, at a third of the cost."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> Span:
+        self._token = context_api.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *exc: object) -> None:
+        context_api.detach(self._token)
 
 
 def traceparent_of(target: Span) -> str | None:
@@ -173,20 +190,19 @@ def start_span(
     return _tracer.start_span(name, context=_parent(parent), kind=kind, attributes=attributes)
 
 
-@contextmanager
 def span(
     name: str,
     *,
     parent: str | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A span current for the block, child of ``parent`` (a ``traceparent``) if given, else
     of the current span; an exception leaving the block is recorded on it."""
-    with _tracer.start_as_current_span(
+    current: AbstractContextManager[Span] = _tracer.start_as_current_span(
         name, context=_parent(parent), kind=kind, attributes=attributes
-    ) as current:
-        yield current
+    )
+    return current
 
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]

@@ -98,6 +98,19 @@ def test_without_an_endpoint_a_span_continues_its_parents_trace_unsampled(
     assert tracing.traceparent_of(grandchild).endswith("-00")  # type: ignore[union-attr]
 
 
+def test_without_an_endpoint_a_span_left_by_an_exception_gives_the_outer_span_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tracing, "_tracer", tracing._tracer)
+    tracing.configure_tracing("orders", environ={})
+    with tracing.span("outer") as outer:
+        with pytest.raises(ValueError, match="handler failed"), tracing.span("inner") as inner:
+            assert tracing.current_traceparent() == tracing.traceparent_of(inner)
+            raise ValueError("handler failed")
+        assert tracing.current_traceparent() == tracing.traceparent_of(outer)
+    assert tracing.current_traceparent() is None
+
+
 def test_without_an_endpoint_the_sdk_is_not_even_loaded() -> None:
     """Every process start pays for what it imports (a restarted service, a CLI call)."""
     code = (
