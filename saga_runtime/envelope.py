@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, TypeVar
@@ -36,6 +37,21 @@ def unstorable_text(value: Any) -> str | None:
     Looks into dict keys and values and lists: a NUL character or a lone UTF-16
     surrogate (which has no UTF-8 form) cannot be stored in ``text`` or ``jsonb``.
     """
+    if isinstance(value, dict | list | tuple):
+        # Every event's payload is checked, as it is written and as it is read, so the
+        # common case goes at C speed: JSON writes a NUL as the escape \u0000 (never a
+        # raw NUL), and a lone surrogate fails the UTF-8 encoding. Only a value that
+        # shows either, or is not plain JSON, is walked, which also says which.
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+            text.encode("utf-8")
+        except (TypeError, ValueError):  # not JSON, or a lone surrogate (UnicodeEncodeError)
+            return _walk(value)
+        return _walk(value) if "\\u0000" in text else None
+    return _walk(value)
+
+
+def _walk(value: Any) -> str | None:
     if isinstance(value, str):
         if "\x00" in value:
             return "contains a NUL character"
@@ -46,12 +62,12 @@ def unstorable_text(value: Any) -> str | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
-            problem = unstorable_text(key) or unstorable_text(item)
+            problem = _walk(key) or _walk(item)
             if problem is not None:
                 return problem
     elif isinstance(value, list | tuple):
         for item in value:
-            problem = unstorable_text(item)
+            problem = _walk(item)
             if problem is not None:
                 return problem
     return None

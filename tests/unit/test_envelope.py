@@ -8,6 +8,7 @@ from uuid import uuid4
 import pytest
 
 from saga_runtime import Envelope, Event, InvalidEnvelopeError, PoisonMessageError
+from saga_runtime.envelope import unstorable_text
 
 
 class ThingHappened(Event):
@@ -150,3 +151,51 @@ def test_a_lone_surrogate_is_refused_when_built_in_python_too(fields: dict[str, 
     }
     with pytest.raises(ValueError, match="surrogate"):
         Envelope(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"order_id": "o-1", "lines": [{"sku": "A", "quantity": 2}], "total": 1.5, "ok": None},
+        {"name": "NUL\x00inside"},
+        {"key\x00": "a NUL in a key"},
+        {"deep": [[{"x": ["fine", "bad\x00"]}]]},
+        {"text": "a lone \ud800 surrogate"},
+        {"\udfff": "a surrogate in a key"},
+        {"literal": "backslash u0000 written out: \\u0000, not a NUL"},
+        {"an id": uuid4(), "then": "NUL\x00"},
+        {"an id": uuid4()},
+        {1: "an int key", "x": ("a", "tuple\x00")},
+        ["a", "list", {"of": "\x00"}],
+        ("fine", "tuple"),
+        [],
+        {},
+        "plain text",
+        "text with \x00",
+        42,
+    ],
+)
+def test_unstorable_text_says_the_same_as_a_walk_through_every_text(value: object) -> None:
+    """The check every payload goes through, written and read, takes a fast path for plain
+    JSON; it must judge exactly as looking at every key and string would."""
+
+    def walk(item: object) -> str | None:
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "contains a lone surrogate (not valid Unicode text)"
+            return None
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if (problem := walk(key) or walk(inner)) is not None:
+                    return problem
+        if isinstance(item, list | tuple):
+            for inner in item:
+                if (problem := walk(inner)) is not None:
+                    return problem
+        return None
+
+    assert unstorable_text(value) == walk(value)
