@@ -71,7 +71,7 @@ def _notify(uow: UnitOfWork, notification: Notification, plan: DeliveryPlan) -> 
             request=request,
             deadline=plan.deadline,
         )
-    log.info("notification.requested", kind=notification.kind, channels=list(plan.channels))
+    log.debug("notification.requested", kind=notification.kind, channels=list(plan.channels))
 
 
 def on_order_approved(uow: UnitOfWork, event: Envelope, *, delivery_plan: DeliveryPlan) -> None:
@@ -110,6 +110,6 @@ def on_delivered(uow: UnitOfWork, effect: Effect, outcome: EffectOutcome) -> Non
         log.warning("notification.channel_failed", channel=effect.kind, error=outcome.error)
     if told is not None:
         uow.emit(told, aggregate_id=notification.order_id)
-        log.info("notification.sent", kind=notification.kind, channels=told.channels)
+        log.debug("notification.sent", kind=notification.kind, channels=told.channels)
     elif after.settled and not after.delivered:
         log.error("notification.undelivered", kind=notification.kind, channels=after.channels)

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from contracts.orders import Address, OrderApproved, OrderCancelled, OrderLine, OrderShipped
-from notifications import bootstrap, domain
+from notifications import bootstrap, domain, handlers
 from notifications.settings import NotificationsSettings
 from notifications.webhook import verify
 from saga_runtime import (
@@ -353,6 +353,38 @@ def test_one_mail_per_order_and_kind_despite_redeliveries_and_a_second_cancellat
     ]
     assert scalar(admin_conn, "SELECT count(*) FROM notifications.inbox") == 5
     assert dead_letters(admin_conn) == []
+
+
+class Said:
+    """Stands in for a module's logger: which lines it was asked for, at which level."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **_: self.lines.append((level, event))
+
+
+def test_a_notification_sent_as_planned_writes_no_info_line_of_its_own(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    source: str,
+    sink: SmtpSink,
+    admin_conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two e-mails a saga: a line each for its request and its sending would be most of
+    the service's log. At info the service writes a line per batch
+    (``batch.applied``, ``effects.decided``); a notification's own lines are at debug, and
+    only what went wrong (a failed channel, an undelivered notification) is above."""
+    said = Said()
+    monkeypatch.setattr(handlers, "log", said)
+    produce(kafka, source, [(b"ord-9", wrap(approved("ord-9"), "ord-9").to_bytes())])
+    with consuming(build(settings(database, kafka, smtp_port=sink.port))):
+        wait_until(lambda: len(customer_notified(admin_conn)) == 1, what="ord-9 notified")
+    assert ("debug", "notification.requested") in said.lines
+    assert ("debug", "notification.sent") in said.lines
+    assert [line for line in said.lines if line[0] != "debug"] == []
 
 
 def test_the_webhook_receives_a_correctly_signed_post(
