@@ -48,7 +48,10 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 # except that a list goes in binary. A list is how a statement takes a batch
 # (``unnest(%s::text[])``, ``= ANY(%s)``); psycopg's text format escapes it character
 # by character, which cost a tenth of a consumer's CPU for a batch of envelopes, while
-# the binary format copies each element as it is. The values PostgreSQL gets are the same.
+# the binary format copies each element as it is. The values are the same; one type is
+# not: a list of str now arrives as ``text[]``, where the text format left its type to
+# the server. So cast it where it meets another type (``%s::uuid[]``): ``uuid_col =
+# ANY(%s)`` with a list of str would fail (a list of UUID is ``uuid[]`` either way).
 ADAPTERS = AdaptersMap(psycopg.adapters)
 ADAPTERS.register_dumper(list, ListBinaryDumper)
 

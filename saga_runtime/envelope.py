@@ -45,7 +45,9 @@ def unstorable_text(value: Any) -> str | None:
         try:
             text = json.dumps(value, ensure_ascii=False)
             text.encode("utf-8")
-        except (TypeError, ValueError):  # not JSON, or a lone surrogate (UnicodeEncodeError)
+        # Not JSON, a lone surrogate (UnicodeEncodeError), or nested deeper than the
+        # encoder goes (the walk goes a few levels further, as it always did).
+        except (TypeError, ValueError, RecursionError):
             return _walk(value)
         return _walk(value) if "\\u0000" in text else None
     return _walk(value)

@@ -8,6 +8,7 @@ from uuid import uuid4
 import pytest
 
 from saga_runtime import Envelope, Event, InvalidEnvelopeError, PoisonMessageError
+from saga_runtime import envelope as envelope_module
 from saga_runtime.envelope import unstorable_text
 
 
@@ -199,3 +200,30 @@ def test_unstorable_text_says_the_same_as_a_walk_through_every_text(value: objec
         return None
 
     assert unstorable_text(value) == walk(value)
+
+
+def test_unstorable_text_of_a_payload_nested_deeper_than_json_goes_answers_as_the_walk() -> None:
+    """The JSON encoder gives up a few levels before a walk would: there the walk answers."""
+
+    def nested(depth: int) -> object:
+        value: object = "fine"
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    depth = 1
+    while True:
+        try:
+            json.dumps(nested(depth))
+        except RecursionError:
+            break
+        depth += 1
+
+    def answer(check: Any, value: object) -> object:
+        try:
+            return check(value)
+        except RecursionError:
+            return RecursionError
+
+    value = nested(depth)
+    assert answer(unstorable_text, value) == answer(envelope_module._walk, value)
