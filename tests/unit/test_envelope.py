@@ -178,28 +178,8 @@ def test_a_lone_surrogate_is_refused_when_built_in_python_too(fields: dict[str, 
 )
 def test_unstorable_text_says_the_same_as_a_walk_through_every_text(value: object) -> None:
     """The check every payload goes through, written and read, takes a fast path for plain
-    JSON; it must judge exactly as looking at every key and string would."""
-
-    def walk(item: object) -> str | None:
-        if isinstance(item, str):
-            if "\x00" in item:
-                return "contains a NUL character"
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "contains a lone surrogate (not valid Unicode text)"
-            return None
-        if isinstance(item, dict):
-            for key, inner in item.items():
-                if (problem := walk(key) or walk(inner)) is not None:
-                    return problem
-        if isinstance(item, list | tuple):
-            for inner in item:
-                if (problem := walk(inner)) is not None:
-                    return problem
-        return None
-
-    assert unstorable_text(value) == walk(value)
+    JSON; it must judge exactly as looking at every key and string (``_walk``) does."""
+    assert unstorable_text(value) == envelope_module._walk(value)
 
 
 def test_unstorable_text_of_a_payload_nested_deeper_than_json_goes_answers_as_the_walk() -> None:
